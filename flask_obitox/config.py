@@ -1,0 +1,329 @@
+"""Every ``OBITOX_*`` configuration key, its default and its validation, in one place.
+
+:func:`load_settings` reads a Flask config, fills defaults with ``setdefault`` and
+returns a frozen :class:`Settings`. Bad values fail here, at ``init_app``, with a
+message naming the key, so a mistake shows at start-up and not on the first upload.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, MutableMapping, Sequence
+from typing import Any
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+TiB = 1024 * GiB
+
+#: S3's own limits.
+S3_MAX_SINGLE_PUT = 5 * GiB
+S3_MAX_OBJECT_SIZE = 5 * TiB
+S3_MIN_PART_SIZE = 5 * MiB
+S3_MAX_PARTS = 10_000
+#: SigV4 presigned URLs cannot live longer than 7 days.
+SIGV4_MAX_EXPIRY = 7 * 24 * 3600
+
+NETWORK_TYPES = ("slow-2g", "2g", "3g", "4g", "wifi", "unknown")
+
+
+class ConfigVars:
+    """The names of every configuration key (Flask-Limiter style)."""
+
+    BUCKET = "OBITOX_BUCKET"
+    REGION = "OBITOX_REGION"
+    ENDPOINT_URL = "OBITOX_ENDPOINT_URL"
+    ADDRESSING_STYLE = "OBITOX_ADDRESSING_STYLE"
+    AWS_ACCESS_KEY_ID = "OBITOX_AWS_ACCESS_KEY_ID"
+    AWS_SECRET_ACCESS_KEY = "OBITOX_AWS_SECRET_ACCESS_KEY"  # noqa: S105 - a key name
+    URL_PREFIX = "OBITOX_URL_PREFIX"
+    KEY_PREFIX = "OBITOX_KEY_PREFIX"
+    STATE_BACKEND = "OBITOX_STATE_BACKEND"
+    MAX_FILE_SIZE = "OBITOX_MAX_FILE_SIZE"
+    MAX_MULTIPART_SIZE = "OBITOX_MAX_MULTIPART_SIZE"
+    MIN_FILE_SIZE = "OBITOX_MIN_FILE_SIZE"
+    ALLOWED_CONTENT_TYPES = "OBITOX_ALLOWED_CONTENT_TYPES"
+    ALLOWED_EXTENSIONS = "OBITOX_ALLOWED_EXTENSIONS"
+    BLOCK_EXECUTABLES = "OBITOX_BLOCK_EXECUTABLES"
+    BATCH_MAX_FILES = "OBITOX_BATCH_MAX_FILES"
+    EXPIRY_MIN = "OBITOX_EXPIRY_MIN"
+    EXPIRY_MAX = "OBITOX_EXPIRY_MAX"
+    EXPIRY_DEFAULT = "OBITOX_EXPIRY_DEFAULT"
+    MULTIPART_THRESHOLD = "OBITOX_MULTIPART_THRESHOLD"
+    PART_SIZE = "OBITOX_PART_SIZE"
+    UPLOAD_TTL = "OBITOX_UPLOAD_TTL"
+    VERIFY_CONTENT = "OBITOX_VERIFY_CONTENT"
+    MAX_REQUEST_SIZE = "OBITOX_MAX_REQUEST_SIZE"
+    WEBHOOKS = "OBITOX_WEBHOOKS"
+    WEBHOOK_RETRY_SCHEDULE = "OBITOX_WEBHOOK_RETRY_SCHEDULE"
+    WEBHOOK_ALLOWED_HOSTS = "OBITOX_WEBHOOK_ALLOWED_HOSTS"
+    WEBHOOK_ALLOW_PRIVATE = "OBITOX_WEBHOOK_ALLOW_PRIVATE"
+    RQ_QUEUE = "OBITOX_RQ_QUEUE"
+    ALLOW_ANONYMOUS = "OBITOX_ALLOW_ANONYMOUS"
+    COMPANION_ROUTES = "OBITOX_COMPANION_ROUTES"
+    CORS_ORIGINS = "OBITOX_CORS_ORIGINS"
+
+
+#: Defaults, applied with ``app.config.setdefault``. ``STATE_BACKEND`` is resolved
+#: from the app's ``REDIS_URL`` when unset, see :func:`load_settings`.
+DEFAULTS: dict[str, Any] = {
+    ConfigVars.BUCKET: None,
+    ConfigVars.REGION: None,
+    ConfigVars.ENDPOINT_URL: None,
+    ConfigVars.ADDRESSING_STYLE: "auto",
+    ConfigVars.AWS_ACCESS_KEY_ID: None,
+    ConfigVars.AWS_SECRET_ACCESS_KEY: None,
+    ConfigVars.URL_PREFIX: "/obitox",
+    ConfigVars.KEY_PREFIX: "uploads/",
+    ConfigVars.STATE_BACKEND: None,
+    ConfigVars.MAX_FILE_SIZE: S3_MAX_SINGLE_PUT,
+    ConfigVars.MAX_MULTIPART_SIZE: S3_MAX_OBJECT_SIZE,
+    ConfigVars.MIN_FILE_SIZE: 0,
+    ConfigVars.ALLOWED_CONTENT_TYPES: [],
+    ConfigVars.ALLOWED_EXTENSIONS: [],
+    ConfigVars.BLOCK_EXECUTABLES: True,
+    ConfigVars.BATCH_MAX_FILES: 100,
+    ConfigVars.EXPIRY_MIN: 60,
+    ConfigVars.EXPIRY_MAX: 24 * 3600,
+    ConfigVars.EXPIRY_DEFAULT: 300,
+    ConfigVars.MULTIPART_THRESHOLD: 100 * MiB,
+    ConfigVars.PART_SIZE: 8 * MiB,
+    ConfigVars.UPLOAD_TTL: 7 * 24 * 3600,
+    ConfigVars.VERIFY_CONTENT: True,
+    ConfigVars.MAX_REQUEST_SIZE: 1 * MiB,
+    ConfigVars.WEBHOOKS: [],
+    ConfigVars.WEBHOOK_RETRY_SCHEDULE: [5, 300, 1800, 7200, 18000, 36000, 36000],
+    ConfigVars.WEBHOOK_ALLOWED_HOSTS: [],
+    ConfigVars.WEBHOOK_ALLOW_PRIVATE: False,
+    ConfigVars.RQ_QUEUE: "obitox-webhooks",
+    ConfigVars.ALLOW_ANONYMOUS: False,
+    ConfigVars.COMPANION_ROUTES: True,
+    ConfigVars.CORS_ORIGINS: [],
+}
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+ADDRESSING_STYLES = ("auto", "path", "virtual")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid; the message names the key."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    """The validated configuration of one app."""
+
+    bucket: str
+    region: str | None
+    endpoint_url: str | None
+    addressing_style: str
+    aws_access_key_id: str | None = dataclasses.field(repr=False)
+    aws_secret_access_key: str | None = dataclasses.field(repr=False)
+    url_prefix: str
+    key_prefix: str
+    state_backend: str
+    max_file_size: int
+    max_multipart_size: int
+    min_file_size: int
+    allowed_content_types: tuple[str, ...]
+    allowed_extensions: tuple[str, ...]
+    block_executables: bool
+    batch_max_files: int
+    expiry_min: int
+    expiry_max: int
+    expiry_default: int
+    multipart_threshold: int
+    part_size: int
+    upload_ttl: int
+    verify_content: bool
+    max_request_size: int
+    webhooks: tuple[Mapping[str, Any], ...]
+    webhook_retry_schedule: tuple[int, ...]
+    webhook_allowed_hosts: tuple[str, ...]
+    webhook_allow_private: bool
+    rq_queue: str
+    allow_anonymous: bool
+    companion_routes: bool
+    cors_origins: tuple[str, ...]
+
+
+def _int(
+    config: Mapping[str, Any], key: str, *, minimum: int = 0, maximum: int | None = None
+) -> int:
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ConfigError(f"{key} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{key} must be <= {maximum}, got {value}")
+    return value
+
+
+def _bool(config: Mapping[str, Any], key: str) -> bool:
+    value = config[key]
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be True or False, got {value!r}")
+    return value
+
+
+def _optional_str(config: Mapping[str, Any], key: str) -> str | None:
+    value = config[key]
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{key} must be a string, got {value!r}")
+    return value
+
+
+def _str_list(config: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    value = config[key]
+    if isinstance(value, str):
+        # A comma-separated string is what an environment variable gives.
+        value = [part for part in (p.strip() for p in value.split(",")) if part]
+    if not isinstance(value, Sequence) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{key} must be a list of non-empty strings, got {value!r}")
+    return tuple(value)
+
+
+def load_settings(config: MutableMapping[str, Any]) -> Settings:
+    """Fill defaults into ``config`` and return the validated :class:`Settings`."""
+    for key, default in DEFAULTS.items():
+        config.setdefault(key, list(default) if isinstance(default, list) else default)
+    if config[ConfigVars.STATE_BACKEND] is None:
+        config[ConfigVars.STATE_BACKEND] = config.get("REDIS_URL") or DEFAULT_REDIS_URL
+
+    bucket = _optional_str(config, ConfigVars.BUCKET)
+    if not bucket:
+        raise ConfigError(f"{ConfigVars.BUCKET} is required: the name of the bucket uploads go to")
+
+    style = config[ConfigVars.ADDRESSING_STYLE]
+    if style not in ADDRESSING_STYLES:
+        raise ConfigError(
+            f"{ConfigVars.ADDRESSING_STYLE} must be one of {ADDRESSING_STYLES}, got {style!r}"
+        )
+
+    endpoint_url = _optional_str(config, ConfigVars.ENDPOINT_URL)
+    if endpoint_url and not endpoint_url.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"{ConfigVars.ENDPOINT_URL} must start with http:// or https://, got {endpoint_url!r}"
+        )
+
+    access_key = _optional_str(config, ConfigVars.AWS_ACCESS_KEY_ID)
+    secret_key = _optional_str(config, ConfigVars.AWS_SECRET_ACCESS_KEY)
+    if bool(access_key) != bool(secret_key):
+        raise ConfigError(
+            f"{ConfigVars.AWS_ACCESS_KEY_ID} and {ConfigVars.AWS_SECRET_ACCESS_KEY} must be set together"
+        )
+
+    url_prefix = config[ConfigVars.URL_PREFIX]
+    if (
+        not isinstance(url_prefix, str)
+        or not url_prefix.startswith("/")
+        or url_prefix.endswith("/")
+    ):
+        raise ConfigError(
+            f"{ConfigVars.URL_PREFIX} must start with '/' and not end with one, got {url_prefix!r}"
+        )
+
+    key_prefix = config[ConfigVars.KEY_PREFIX]
+    if (
+        not isinstance(key_prefix, str)
+        or key_prefix.startswith("/")
+        or ".." in key_prefix.split("/")
+    ):
+        raise ConfigError(
+            f"{ConfigVars.KEY_PREFIX} must be a relative key prefix like 'uploads/', got {key_prefix!r}"
+        )
+    if key_prefix and not key_prefix.endswith("/"):
+        key_prefix += "/"
+
+    state_backend = config[ConfigVars.STATE_BACKEND]
+    if not isinstance(state_backend, str) or "://" not in state_backend:
+        raise ConfigError(
+            f"{ConfigVars.STATE_BACKEND} must be a URI like redis://host:6379/0 or memory://, got {state_backend!r}"
+        )
+
+    max_file_size = _int(config, ConfigVars.MAX_FILE_SIZE, minimum=1, maximum=S3_MAX_SINGLE_PUT)
+    max_multipart_size = _int(
+        config, ConfigVars.MAX_MULTIPART_SIZE, minimum=1, maximum=S3_MAX_OBJECT_SIZE
+    )
+    min_file_size = _int(config, ConfigVars.MIN_FILE_SIZE, minimum=0)
+    if min_file_size > max_file_size:
+        raise ConfigError(
+            f"{ConfigVars.MIN_FILE_SIZE} ({min_file_size}) exceeds {ConfigVars.MAX_FILE_SIZE} ({max_file_size})"
+        )
+
+    expiry_min = _int(config, ConfigVars.EXPIRY_MIN, minimum=1, maximum=SIGV4_MAX_EXPIRY)
+    expiry_max = _int(config, ConfigVars.EXPIRY_MAX, minimum=1, maximum=SIGV4_MAX_EXPIRY)
+    expiry_default = _int(config, ConfigVars.EXPIRY_DEFAULT, minimum=1, maximum=SIGV4_MAX_EXPIRY)
+    if expiry_min > expiry_max:
+        raise ConfigError(
+            f"{ConfigVars.EXPIRY_MIN} ({expiry_min}) exceeds {ConfigVars.EXPIRY_MAX} ({expiry_max})"
+        )
+
+    part_size = _int(
+        config, ConfigVars.PART_SIZE, minimum=S3_MIN_PART_SIZE, maximum=S3_MAX_SINGLE_PUT
+    )
+
+    extensions = tuple(
+        e.lower().lstrip(".") for e in _str_list(config, ConfigVars.ALLOWED_EXTENSIONS)
+    )
+
+    webhooks = config[ConfigVars.WEBHOOKS]
+    if not isinstance(webhooks, Sequence) or isinstance(webhooks, str):
+        raise ConfigError(
+            f"{ConfigVars.WEBHOOKS} must be a list of endpoint objects, got {webhooks!r}"
+        )
+    for index, hook in enumerate(webhooks):
+        if not isinstance(hook, Mapping) or not isinstance(hook.get("url"), str):
+            raise ConfigError(f"{ConfigVars.WEBHOOKS}[{index}] must be an object with a 'url'")
+
+    schedule = config[ConfigVars.WEBHOOK_RETRY_SCHEDULE]
+    if not isinstance(schedule, Sequence) or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in schedule
+    ):
+        raise ConfigError(
+            f"{ConfigVars.WEBHOOK_RETRY_SCHEDULE} must be a list of seconds, got {schedule!r}"
+        )
+
+    rq_queue = config[ConfigVars.RQ_QUEUE]
+    if not isinstance(rq_queue, str) or not rq_queue:
+        raise ConfigError(f"{ConfigVars.RQ_QUEUE} must be a non-empty string, got {rq_queue!r}")
+
+    return Settings(
+        bucket=bucket,
+        region=_optional_str(config, ConfigVars.REGION),
+        endpoint_url=endpoint_url,
+        addressing_style=style,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        url_prefix=url_prefix,
+        key_prefix=key_prefix,
+        state_backend=state_backend,
+        max_file_size=max_file_size,
+        max_multipart_size=max_multipart_size,
+        min_file_size=min_file_size,
+        allowed_content_types=tuple(
+            t.lower() for t in _str_list(config, ConfigVars.ALLOWED_CONTENT_TYPES)
+        ),
+        allowed_extensions=extensions,
+        block_executables=_bool(config, ConfigVars.BLOCK_EXECUTABLES),
+        batch_max_files=_int(config, ConfigVars.BATCH_MAX_FILES, minimum=1, maximum=1000),
+        expiry_min=expiry_min,
+        expiry_max=expiry_max,
+        expiry_default=expiry_default,
+        multipart_threshold=_int(config, ConfigVars.MULTIPART_THRESHOLD, minimum=S3_MIN_PART_SIZE),
+        part_size=part_size,
+        upload_ttl=_int(config, ConfigVars.UPLOAD_TTL, minimum=60),
+        verify_content=_bool(config, ConfigVars.VERIFY_CONTENT),
+        max_request_size=_int(config, ConfigVars.MAX_REQUEST_SIZE, minimum=1024),
+        webhooks=tuple(webhooks),
+        webhook_retry_schedule=tuple(schedule),
+        webhook_allowed_hosts=_str_list(config, ConfigVars.WEBHOOK_ALLOWED_HOSTS),
+        webhook_allow_private=_bool(config, ConfigVars.WEBHOOK_ALLOW_PRIVATE),
+        rq_queue=rq_queue,
+        allow_anonymous=_bool(config, ConfigVars.ALLOW_ANONYMOUS),
+        companion_routes=_bool(config, ConfigVars.COMPANION_ROUTES),
+        cors_origins=_str_list(config, ConfigVars.CORS_ORIGINS),
+    )

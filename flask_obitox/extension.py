@@ -1,0 +1,137 @@
+"""The :class:`ObitoX` extension object: init_app, per-app state and the hooks."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from flask import Flask, current_app
+
+from .config import Settings, load_settings
+from .service import KeyBuilder, StorageResolver, UploadService
+from .state import MemoryStateBackend, StateBackend, backend_from_uri
+from .storage import StorageRegistry
+
+logger = logging.getLogger("flask_obitox")
+
+EXTENSION_KEY = "obitox"
+#: The owner id every caller shares when ``OBITOX_ALLOW_ANONYMOUS`` is on.
+ANONYMOUS_OWNER = "anonymous"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclasses.dataclass(slots=True)
+class Hooks:
+    """The host's callbacks, set with the :class:`ObitoX` decorators."""
+
+    identity_loader: Callable[[], str | None] | None = None
+    admin_loader: Callable[[], bool] | None = None
+    key_builder: KeyBuilder | None = None
+    storage_resolver: StorageResolver | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class ObitoXState:
+    """What one app holds in ``app.extensions["obitox"]``."""
+
+    extension: ObitoX
+    settings: Settings
+    state: StateBackend
+    storages: StorageRegistry
+    service: UploadService
+    warned_no_identity: bool = False
+
+    @property
+    def hooks(self) -> Hooks:
+        return self.extension.hooks
+
+
+class ObitoX:
+    """Direct-to-S3 uploads for a Flask app.
+
+    ``ObitoX(app)`` or, for app factories, ``obitox = ObitoX()`` then
+    ``obitox.init_app(app)``. One instance may serve several apps; each app keeps its
+    own state in ``app.extensions["obitox"]``.
+
+    :param state: a :class:`~flask_obitox.state.StateBackend` to use instead of the
+        one ``OBITOX_STATE_BACKEND`` names (tests, custom stores).
+    """
+
+    def __init__(self, app: Flask | None = None, *, state: StateBackend | None = None) -> None:
+        self.hooks = Hooks()
+        self._state = state
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Validate config, choose the state backend and register the routes.
+
+        Never connects to Redis or S3: the app starts while they are down and answers
+        503 until they are back.
+        """
+        if EXTENSION_KEY in app.extensions:
+            raise RuntimeError(
+                f"ObitoX is already initialised on app {app.name!r}; call init_app once per app."
+            )
+        settings = load_settings(app.config)
+        state = self._state or backend_from_uri(settings.state_backend)
+        if isinstance(state, MemoryStateBackend) and not app.testing:
+            logger.warning(
+                "OBITOX_STATE_BACKEND is memory://: upload state lives in this process only; "
+                "use Redis when running more than one worker."
+            )
+        if self.hooks.identity_loader is None and not settings.allow_anonymous:
+            logger.warning(
+                "No @obitox.identity_loader is registered yet: until one is, every upload route answers 401."
+            )
+        storages = StorageRegistry()
+        service = UploadService(settings, state, storages, sender=app, hooks=self.hooks)
+        app.extensions[EXTENSION_KEY] = ObitoXState(self, settings, state, storages, service)
+
+        from .views import register_blueprint
+
+        register_blueprint(app, settings)
+
+    # -- hooks ---------------------------------------------------------------------
+
+    def identity_loader(self, callback: F) -> F:
+        """Register the function returning the caller's owner id, or ``None`` (401)."""
+        self.hooks.identity_loader = callback
+        return callback
+
+    def admin_loader(self, callback: F) -> F:
+        """Register the function telling whether the caller may use admin routes."""
+        self.hooks.admin_loader = callback
+        return callback
+
+    def key_builder(self, callback: F) -> F:
+        """Register ``(owner, filename, upload_id, metadata) -> key``; the key must stay
+        under ``OBITOX_KEY_PREFIX``."""
+        self.hooks.key_builder = callback
+        return callback
+
+    def storage_resolver(self, callback: F) -> F:
+        """Register ``owner -> StorageSettings | dict | None`` for per-tenant buckets."""
+        self.hooks.storage_resolver = callback
+        return callback
+
+    # -- access --------------------------------------------------------------------
+
+    def get_state(self, app: Flask | None = None) -> ObitoXState:
+        """The per-app state; raises :class:`RuntimeError` if ``init_app`` was never called."""
+        app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+        try:
+            state: ObitoXState = app.extensions[EXTENSION_KEY]
+        except KeyError:
+            raise RuntimeError(
+                f"ObitoX is not initialised on app {app.name!r}: call ObitoX(app) or obitox.init_app(app)."
+            ) from None
+        return state
+
+    @property
+    def service(self) -> UploadService:
+        """The current app's :class:`~flask_obitox.service.UploadService`."""
+        return self.get_state().service

@@ -1,0 +1,151 @@
+"""OpenAPI 3.1 for the routes, generated from the marshmallow schemas with apispec.
+
+The route table below is the only hand-written part; ``tests/test_openapi.py`` checks
+that it names every route the blueprint serves, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+
+from . import schemas
+from .errors import STATUS_BY_CODE
+
+#: (path, method, summary, request schema, {status: (description, response schema)}, error codes)
+ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[str]]] = [
+    (
+        "/uploads",
+        "post",
+        "Sign one upload: validate the file and return a presigned PUT URL.",
+        "FileSpecSchema",
+        {201: ("The signed upload.", "SignedUploadSchema")},
+        [
+            "INVALID_INPUT",
+            "INVALID_JSON",
+            "FILE_TOO_LARGE",
+            "VALIDATION_FAILED",
+            "STATE_UNAVAILABLE",
+        ],
+    ),
+    (
+        "/uploads/batch",
+        "post",
+        "Sign up to OBITOX_BATCH_MAX_FILES uploads; each file succeeds or fails on its own.",
+        "BatchRequestSchema",
+        {200: ("Signed uploads and per-file errors, in request order.", "BatchResponseSchema")},
+        ["INVALID_INPUT", "INVALID_JSON", "BATCH_TOO_LARGE", "STATE_UNAVAILABLE"],
+    ),
+    (
+        "/uploads/{uploadId}/complete",
+        "post",
+        "Verify the stored object (size, magic bytes) and mark the upload completed. Idempotent.",
+        None,
+        {200: ("The completed upload.", "CompletedUploadSchema")},
+        [
+            "UPLOAD_NOT_FOUND",
+            "UPLOAD_NOT_COMPLETE",
+            "UPLOAD_ABORTED",
+            "UPLOAD_EXPIRED",
+            "CONTENT_MISMATCH",
+            "STORAGE_UNAVAILABLE",
+        ],
+    ),
+    (
+        "/uploads/{uploadId}",
+        "get",
+        "Where an upload of the caller stands.",
+        None,
+        {200: ("The upload's status.", "UploadStatusSchema")},
+        ["UPLOAD_NOT_FOUND", "UPLOAD_EXPIRED", "STATE_UNAVAILABLE"],
+    ),
+    (
+        "/openapi.json",
+        "get",
+        "This document.",
+        None,
+        {200: ("OpenAPI 3.1.", "")},
+        [],
+    ),
+]
+
+_AUTH_CODES = ["UNAUTHENTICATED", "UNSUPPORTED_MEDIA_TYPE", "PAYLOAD_TOO_LARGE"]
+
+
+def _package_version() -> str:
+    try:
+        return version("flask-obitox")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "0.0.0"
+
+
+def _operation(
+    path: str,
+    summary: str,
+    request_schema: str | None,
+    responses: dict[int, tuple[str, str]],
+    codes: list[str],
+) -> dict[str, Any]:
+    operation: dict[str, Any] = {"summary": summary, "responses": {}}
+    if "{uploadId}" in path:
+        operation["parameters"] = [
+            {"in": "path", "name": "uploadId", "required": True, "schema": {"type": "string"}}
+        ]
+    if request_schema:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": request_schema}},
+        }
+    for status, (description, schema) in responses.items():
+        content = {"application/json": {"schema": schema or {"type": "object"}}}
+        operation["responses"][str(status)] = {"description": description, "content": content}
+    if path != "/openapi.json":
+        codes = [*codes, *(_AUTH_CODES if request_schema else ["UNAUTHENTICATED"])]
+    by_status: dict[int, list[str]] = {}
+    for code in codes:
+        by_status.setdefault(STATUS_BY_CODE[code], []).append(code)
+    for status, names in sorted(by_status.items()):
+        operation["responses"][str(status)] = {
+            "description": " or ".join(sorted(set(names))),
+            "content": {"application/json": {"schema": "Error"}},
+        }
+    return operation
+
+
+@functools.lru_cache(maxsize=8)
+def openapi_spec(url_prefix: str) -> dict[str, Any]:
+    """The OpenAPI document for routes mounted at ``url_prefix`` (cached: it is pure)."""
+    spec = APISpec(
+        title="flask-obitox",
+        version=_package_version(),
+        openapi_version="3.1.0",
+        plugins=[MarshmallowPlugin()],
+        info={"description": "Direct-to-S3 uploads: presigned single and batch uploads."},
+        servers=[{"url": url_prefix}],
+    )
+    for name in (
+        "ValidationRulesSchema",
+        "FileSpecSchema",
+        "BatchRequestSchema",
+        "SignedUploadSchema",
+        "BatchUploadSchema",
+        "BatchErrorSchema",
+        "BatchResponseSchema",
+        "CompletedUploadSchema",
+        "UploadStatusSchema",
+        "ErrorSchema",
+    ):
+        spec.components.schema(name.removesuffix("Schema"), schema=getattr(schemas, name))
+    operations: dict[str, dict[str, Any]] = {}
+    for path, method, summary, request_schema, responses, codes in ROUTES:
+        req = request_schema.removesuffix("Schema") if request_schema else None
+        resp = {s: (d, n.removesuffix("Schema")) for s, (d, n) in responses.items()}
+        operations.setdefault(path, {})[method] = _operation(path, summary, req, resp, codes)
+    for path, ops in operations.items():
+        spec.path(path=path, operations=ops)
+    document: dict[str, Any] = spec.to_dict()
+    return document

@@ -1,0 +1,460 @@
+"""The upload domain: sign, batch, complete, status.
+
+No Flask here: the service gets an owner id and loaded request bodies, and returns
+plain dicts shaped like the response schemas. Failures are :class:`ObitoXError`.
+Signals are sent with ``sender`` (the Flask app) so the host can subscribe per app.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from . import signals
+from .config import Settings
+from .errors import ObitoXError
+from .expiry import smart_expiry
+from .state import StateBackend, UploadRecord
+from .storage import Storage, StorageRegistry, StorageSettings
+from .storage.client import storage_settings_from
+from .validation import HEAD_BYTES, Rules, RuleSet, sanitize_filename, verify_content
+
+KeyBuilder = Callable[[str, str, str, Mapping[str, str]], str]
+StorageResolver = Callable[[str], "StorageSettings | Mapping[str, Any] | None"]
+
+
+class HostHooks(Protocol):
+    """The host callbacks the service consults (set after ``init_app``, so read late)."""
+
+    key_builder: KeyBuilder | None
+    storage_resolver: StorageResolver | None
+
+
+#: Records outlive ``OBITOX_UPLOAD_TTL`` by this long, so a late client learns its
+#: upload expired (410) instead of that it never existed (404).
+EXPIRED_GRACE = 24 * 3600
+#: S3 object keys are at most 1024 bytes of UTF-8.
+MAX_KEY_BYTES = 1024
+
+_OPEN = frozenset({"pending", "uploading"})
+
+
+def isoformat(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def new_upload_id() -> str:
+    """128 random bits, URL-safe: unguessable, so it can serve as a resume token."""
+    return secrets.token_urlsafe(16)
+
+
+def _not_found(upload_id: str) -> ObitoXError:
+    return ObitoXError(
+        "UPLOAD_NOT_FOUND",
+        f"No upload {upload_id!r} exists for this caller.",
+        details={"uploadId": upload_id},
+    )
+
+
+class UploadService:
+    """Everything an upload route does, for one app."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        state: StateBackend,
+        storages: StorageRegistry,
+        *,
+        sender: Any,
+        hooks: HostHooks,
+    ) -> None:
+        self.settings = settings
+        self.state = state
+        self.storages = storages
+        self.sender = sender
+        self.hooks = hooks
+        self.default_storage = StorageSettings(
+            bucket=settings.bucket,
+            region=settings.region,
+            endpoint_url=settings.endpoint_url,
+            addressing_style=settings.addressing_style,
+            aws_access_key_id=settings.aws_access_key_id,
+            aws_secret_access_key=settings.aws_secret_access_key,
+        )
+        self.server_rules = Rules(
+            max_size=settings.max_file_size,
+            min_size=settings.min_file_size,
+            allowed_types=settings.allowed_content_types,
+            allowed_extensions=settings.allowed_extensions,
+            block_executables=settings.block_executables,
+        )
+        self._default_rules = self.server_rules.tighten(None)
+
+    # -- helpers -----------------------------------------------------------------
+
+    def rules(self, *client_rules: Mapping[str, Any] | None) -> RuleSet:
+        """The server's rules, tightened by each client ``validation`` object given."""
+        rules = self._default_rules
+        for extra in client_rules:
+            if extra:
+                rules = rules.tighten(extra)
+        return rules
+
+    def storage_for(self, owner: str, bucket: str | None = None) -> Storage:
+        settings = self.default_storage
+        resolver = self.hooks.storage_resolver
+        if resolver is not None:
+            resolved = resolver(owner)
+            if resolved is not None:
+                settings = storage_settings_from(resolved, self.default_storage)
+        if bucket is not None and bucket != settings.bucket:
+            settings = dataclasses.replace(settings, bucket=bucket)
+        return self.storages.get(settings)
+
+    def _build_key(
+        self, owner: str, filename: str, upload_id: str, metadata: Mapping[str, str]
+    ) -> str:
+        prefix = self.settings.key_prefix
+        builder = self.hooks.key_builder
+        if builder is None:
+            return f"{prefix}{upload_id}/{filename}"
+        key = builder(owner, filename, upload_id, metadata)
+        rest = key[len(prefix) :] if isinstance(key, str) and key.startswith(prefix) else None
+        if (
+            rest is None
+            or len(key.encode()) > MAX_KEY_BYTES
+            or any(part in ("", ".", "..") for part in rest.split("/"))
+            or any(ord(c) < 0x20 or ord(c) == 0x7F for c in key)
+        ):
+            # A host bug, not a client error: fail loudly rather than write outside the prefix.
+            raise RuntimeError(
+                f"key_builder returned {key!r}: a key must start with OBITOX_KEY_PREFIX {prefix!r}, "
+                f"be at most {MAX_KEY_BYTES} bytes and have no empty, '.' or '..' segments"
+            )
+        return key
+
+    def _owned(self, owner: str, upload_id: str) -> UploadRecord:
+        record = self.state.get(upload_id)
+        # Another owner's upload answers exactly like a missing one: never reveal it exists.
+        if record is None or not secrets.compare_digest(record.owner, owner):
+            raise _not_found(upload_id)
+        return record
+
+    def _send(self, signal: Any, **kwargs: Any) -> None:
+        if signal.receivers:
+            signal.send(self.sender, **kwargs)
+
+    def reject(self, owner: str, filename: str | None, error: ObitoXError, *, stage: str) -> None:
+        """Tell the host a file was refused (``upload-rejected``)."""
+        self._send(
+            signals.upload_rejected,
+            filename=filename,
+            reason=error.message,
+            code=error.code,
+            stage=stage,
+            owner=owner,
+            upload=None,
+        )
+
+    # -- signing -----------------------------------------------------------------
+
+    def _prepare(
+        self,
+        owner: str,
+        spec: Mapping[str, Any],
+        rules: RuleSet,
+        network_type: str | None,
+        storage: Storage,
+        now: float,
+    ) -> tuple[UploadRecord, dict[str, Any]]:
+        filename = sanitize_filename(spec["filename"])
+        content_type = spec["contentType"].strip()
+        size = spec["size"]
+        rules.check(filename, content_type, size)
+
+        metadata = {k.lower(): v.strip() for k, v in spec.get("metadata", {}).items()}
+        checksum = spec.get("checksumSha256")
+        upload_id = new_upload_id()
+        key = self._build_key(owner, filename, upload_id, metadata)
+        settings = self.settings
+        expires_in = smart_expiry(
+            size,
+            spec.get("networkType", network_type),
+            minimum=settings.expiry_min,
+            maximum=settings.expiry_max,
+            allowance=settings.expiry_default,
+            requested=spec.get("expiresIn"),
+        )
+        url = storage.presign_put(
+            key,
+            content_type=content_type,
+            size=size,
+            expires_in=expires_in,
+            checksum_sha256=checksum,
+            metadata=metadata,
+        )
+        headers = {"Content-Type": content_type}
+        if checksum:
+            headers["x-amz-checksum-sha256"] = checksum
+        for name, value in metadata.items():
+            headers[f"x-amz-meta-{name}"] = value
+
+        record = UploadRecord(
+            upload_id=upload_id,
+            owner=owner,
+            kind="single",
+            bucket=storage.bucket,
+            key=key,
+            filename=filename,
+            content_type=content_type,
+            size=size,
+            status="pending",
+            created_at=now,
+            updated_at=now,
+            expires_at=now + settings.upload_ttl,
+            metadata=metadata,
+            checksum_sha256=checksum,
+            validation=rules.client_rules or None,
+        )
+        signed = {
+            "uploadId": upload_id,
+            "key": key,
+            "bucket": storage.bucket,
+            "method": "PUT",
+            "url": url,
+            "headers": headers,
+            "expiresIn": expires_in,
+            "expiresAt": isoformat(now + expires_in),
+        }
+        return record, signed
+
+    @property
+    def _record_ttl(self) -> int:
+        return self.settings.upload_ttl + EXPIRED_GRACE
+
+    def sign_upload(self, owner: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """``POST /uploads``: validate one file and return its presigned PUT."""
+        try:
+            rules = self.rules(spec.get("validation"))
+            record, signed = self._prepare(
+                owner, spec, rules, None, self.storage_for(owner), time.time()
+            )
+        except ObitoXError as error:
+            if error.status < 500:
+                self.reject(owner, spec.get("filename"), error, stage="validation")
+            raise
+        self.state.create(record, self._record_ttl)
+        self._send(signals.upload_signed, upload=record)
+        return signed
+
+    def check_batch_size(self, count: int) -> None:
+        limit = self.settings.batch_max_files
+        if count < 1:
+            raise ObitoXError(
+                "INVALID_INPUT", "files must hold at least one file.", details={"field": "files"}
+            )
+        if count > limit:
+            raise ObitoXError(
+                "BATCH_TOO_LARGE",
+                f"A batch holds at most {limit} files (OBITOX_BATCH_MAX_FILES); got {count}.",
+                details={"limit": limit, "actual": count},
+            )
+
+    def sign_batch(
+        self,
+        owner: str,
+        files: Sequence[Mapping[str, Any] | ObitoXError],
+        *,
+        validation: Mapping[str, Any] | None = None,
+        network_type: str | None = None,
+    ) -> dict[str, Any]:
+        """``POST /uploads/batch``: each file on its own; one state round trip for all.
+
+        ``files`` holds loaded file specs, or the :class:`ObitoXError` that loading one
+        raised, so a malformed entry fails alone and keeps its index.
+        """
+        self.check_batch_size(len(files))
+        storage = self.storage_for(owner)
+        batch_rules = self.rules(validation)
+        now = time.time()
+        records: list[UploadRecord] = []
+        uploads: list[dict[str, Any]] = []
+        errors: list[dict[str, Any]] = []
+        rejected: list[tuple[str | None, ObitoXError]] = []
+        for index, spec in enumerate(files):
+            filename = None
+            try:
+                if isinstance(spec, ObitoXError):
+                    raise spec
+                filename = spec["filename"]
+                file_validation = spec.get("validation")
+                rules = batch_rules.tighten(file_validation) if file_validation else batch_rules
+                record, signed = self._prepare(owner, spec, rules, network_type, storage, now)
+            except ObitoXError as error:
+                if error.status >= 500:
+                    raise
+                errors.append({"index": index, "filename": filename, **error.to_dict()})
+                rejected.append((filename, error))
+                continue
+            signed["index"] = index
+            signed["filename"] = record.filename
+            records.append(record)
+            uploads.append(signed)
+        if records:
+            self.state.create_many(records, self._record_ttl)
+        for record in records:
+            self._send(signals.upload_signed, upload=record)
+        for filename, refused in rejected:
+            self.reject(owner, filename, refused, stage="validation")
+        return {
+            "total": len(files),
+            "successful": len(uploads),
+            "failed": len(errors),
+            "uploads": uploads,
+            "errors": errors,
+        }
+
+    # -- completion and status ---------------------------------------------------
+
+    def _settled(self, record: UploadRecord) -> dict[str, Any] | None:
+        """The stored answer of a finished upload (raising for a failed one), or
+        ``None`` while it is still open."""
+        if record.status == "completed":
+            assert record.result is not None
+            return dict(record.result)
+        if record.status == "rejected":
+            reason = (record.result or {}).get("reason", "content did not match")
+            raise ObitoXError(
+                "CONTENT_MISMATCH",
+                f"The upload was rejected: {reason}.",
+                details={"uploadId": record.upload_id, "reason": reason},
+            )
+        if record.status == "aborted":
+            raise ObitoXError(
+                "UPLOAD_ABORTED", "The upload was aborted.", details={"uploadId": record.upload_id}
+            )
+        if record.status == "expired" or time.time() > record.expires_at:
+            raise ObitoXError(
+                "UPLOAD_EXPIRED",
+                "The upload expired (OBITOX_UPLOAD_TTL); sign a new one.",
+                details={"uploadId": record.upload_id},
+            )
+        return None
+
+    def _settle_race(self, upload_id: str) -> dict[str, Any]:
+        """Another caller changed the status first: answer what it decided."""
+        record = self.state.get(upload_id)
+        if record is None:
+            raise _not_found(upload_id)
+        answer = self._settled(record)
+        if answer is None:  # pragma: no cover - a CAS only fails when the status moved on
+            raise ObitoXError("UPLOAD_NOT_COMPLETE", "The upload is still in progress; retry.")
+        return answer
+
+    def complete_upload(self, owner: str, upload_id: str) -> dict[str, Any]:
+        """``POST /uploads/<id>/complete``: check the object, then mark it completed.
+
+        Idempotent: a finished upload answers its stored result and sends nothing again.
+        """
+        record = self._owned(owner, upload_id)
+        if record.kind != "single":
+            raise ObitoXError(
+                "INVALID_INPUT",
+                "This is a multipart upload: complete it with POST /multipart/<uploadId>/complete.",
+                details={"uploadId": upload_id, "kind": record.kind},
+            )
+        answer = self._settled(record)
+        if answer is not None:
+            return answer
+
+        storage = self.storage_for(owner, record.bucket)
+        info = storage.head(record.key)
+        if info is None:
+            raise ObitoXError(
+                "UPLOAD_NOT_COMPLETE",
+                "Storage holds no object for this upload yet: PUT the file to the signed URL first.",
+                details={"uploadId": upload_id, "key": record.key},
+            )
+        reason = None
+        if info.size != record.size:
+            reason = f"stored size {info.size} differs from the declared size {record.size}"
+        elif self.settings.verify_content and record.size > 0:
+            head = storage.read_head(record.key, min(HEAD_BYTES, record.size))
+            reason = verify_content(record.content_type, head, self.rules(record.validation))
+        if reason is not None:
+            return self._reject_stored(record, storage, reason)
+
+        result = {
+            "uploadId": upload_id,
+            "status": "completed",
+            "key": record.key,
+            "bucket": record.bucket,
+            "size": info.size,
+            "etag": info.etag,
+            "contentType": record.content_type,
+        }
+        updated = self.state.update(upload_id, _OPEN, status="completed", result=result)
+        if updated is None:
+            return self._settle_race(upload_id)
+        self._send(signals.upload_completed, upload=updated)
+        return result
+
+    def _reject_stored(self, record: UploadRecord, storage: Storage, reason: str) -> dict[str, Any]:
+        # Delete first: if storage fails, the upload stays pending and a retry redoes
+        # this, instead of a "rejected" record pointing at an object still served.
+        storage.delete(record.key)
+        updated = self.state.update(
+            record.upload_id,
+            _OPEN,
+            status="rejected",
+            result={"reason": reason, "stage": "verification"},
+        )
+        if updated is None:
+            return self._settle_race(record.upload_id)
+        error = ObitoXError(
+            "CONTENT_MISMATCH",
+            f"The upload was rejected: {reason}.",
+            details={"uploadId": record.upload_id, "reason": reason},
+        )
+        self._send(
+            signals.upload_rejected,
+            filename=record.filename,
+            reason=error.message,
+            code=error.code,
+            stage="verification",
+            owner=record.owner,
+            upload=updated,
+        )
+        raise error
+
+    def get_upload(self, owner: str, upload_id: str) -> dict[str, Any]:
+        """``GET /uploads/<id>``: where an upload of the caller stands."""
+        record = self._owned(owner, upload_id)
+        status = record.status
+        if status in _OPEN and time.time() > record.expires_at:
+            raise ObitoXError(
+                "UPLOAD_EXPIRED",
+                "The upload expired (OBITOX_UPLOAD_TTL); sign a new one.",
+                details={"uploadId": upload_id},
+            )
+        result = record.result or {}
+        return {
+            "uploadId": record.upload_id,
+            "kind": record.kind,
+            "status": status,
+            "key": record.key,
+            "bucket": record.bucket,
+            "filename": record.filename,
+            "contentType": record.content_type,
+            "size": record.size,
+            "metadata": dict(record.metadata),
+            "createdAt": isoformat(record.created_at),
+            "updatedAt": isoformat(record.updated_at),
+            "expiresAt": isoformat(record.expires_at),
+            "etag": result.get("etag"),
+            "reason": result.get("reason"),
+        }

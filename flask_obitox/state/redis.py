@@ -1,0 +1,351 @@
+"""Upload state in Redis.
+
+Layout (every upload key is hash-tagged, so it is Redis Cluster safe)::
+
+    <prefix>:{<upload_id>}:upload   string, the record as compact JSON, SET ... EX ttl
+    <prefix>:expiry                 sorted set, member upload_id, score expires_at
+
+``update`` is a compare-and-swap on the whole stored value: read, check the status in
+Python, build the new JSON, and let a one-key Lua script write it only if the stored
+value is still byte-for-byte what was read (``SET ... KEEPTTL``). If another writer got
+there first the loop re-reads and re-checks the expectation.
+
+Every connectivity failure (refused, timed out, loading, read-only replica, cluster
+down, ...) is raised as :class:`~flask_obitox.errors.StateUnavailable`, whose message
+names the server without its password.
+"""
+
+from __future__ import annotations
+
+import codecs
+import inspect
+import time
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, cast
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import (
+    ClusterDownError,
+    InvalidResponse,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    TryAgainError,
+)
+from redis.exceptions import (
+    ConnectionError as RedisConnectionError,
+)
+from redis.exceptions import (
+    TimeoutError as RedisTimeoutError,
+)
+from redis.retry import Retry
+
+from ..errors import StateUnavailable
+from .base import (
+    UploadRecord,
+    apply_changes,
+    check_changes,
+    check_ttl,
+    expected_statuses,
+    json_number,
+)
+
+#: redis-py errors that mean "the store cannot answer now", not "you asked wrongly".
+#: ConnectionError covers refused/reset, AuthenticationError, BusyLoadingError and
+#: MaxConnectionsError; ClusterDownError covers MasterDownError; InvalidResponse is
+#: something other than Redis answering (a proxy, an HTTP port).
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ReadOnlyError,
+    OutOfMemoryError,
+    ClusterDownError,
+    TryAgainError,
+    InvalidResponse,
+    OSError,
+)
+
+#: Set KEYS[1] to ARGV[2] only if it still holds ARGV[1]; keep its TTL.
+_CAS_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+    return 1
+end
+return 0
+"""
+
+#: How many lost compare-and-swap races ``update`` tolerates before giving up.
+MAX_CAS_ATTEMPTS = 64
+
+#: Client settings ``from_url`` uses unless told otherwise.
+DEFAULT_CLIENT_OPTIONS: dict[str, Any] = {
+    "socket_connect_timeout": 1.0,
+    "socket_timeout": 2.0,
+    "health_check_interval": 30,
+}
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password and query string (which may also carry one)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "<unparseable redis url>"
+    if parts.scheme == "unix":
+        return f"unix://{parts.path}"
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host if port is None else f"{host}:{port}"
+    if parts.password is not None:
+        netloc = f"{parts.username or ''}:***@{netloc}"
+    elif parts.username:
+        netloc = f"{parts.username}@{netloc}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _describe_client(client: redis.Redis) -> str:
+    pool = getattr(client, "connection_pool", None)
+    kwargs: dict[str, Any] = getattr(pool, "connection_kwargs", None) or {}
+    db = kwargs.get("db", 0)
+    if kwargs.get("path"):
+        return f"unix://{kwargs['path']}?db={db}"
+    connection_class = getattr(pool, "connection_class", None)
+    scheme = "rediss" if "SSL" in getattr(connection_class, "__name__", "") else "redis"
+    host = kwargs.get("host", "localhost")
+    return f"{scheme}://{host}:{kwargs.get('port', 6379)}/{db}"
+
+
+def _packing_mode(client: redis.Redis) -> str | None:
+    """How ``create_many`` may pack commands itself for ``client``: ``"new"`` (redis-py
+    >= 5.3 ``get_connection()``), ``"old"`` (``get_connection(name)``) or ``None`` (use
+    a pipeline: no plain connection pool, or an encoding other than UTF-8)."""
+    pool = getattr(client, "connection_pool", None)
+    if not isinstance(pool, redis.ConnectionPool):
+        return None
+    encoding = str(pool.connection_kwargs.get("encoding", "utf-8"))
+    if codecs.lookup(encoding).name != "utf-8":
+        return None
+    parameter = inspect.signature(pool.get_connection).parameters.get("command_name")
+    if parameter is not None and parameter.default is inspect.Parameter.empty:
+        return "old"
+    return "new"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisStateBackend:
+    """Upload records in Redis (standalone, Sentinel-managed or Cluster-compatible keys)."""
+
+    def __init__(
+        self, client: redis.Redis, *, prefix: str = "obitox", url: str | None = None
+    ) -> None:
+        self._client = client
+        self.prefix = prefix
+        self.url = redact_url(url) if url is not None else _describe_client(client)
+        self._expiry_key = f"{prefix}:expiry"
+        self._key_head = f"{prefix}:{{"
+        # register_script does not talk to the server: the script is loaded on first use.
+        self._cas = client.register_script(_CAS_SCRIPT)
+        self._packing = _packing_mode(client)
+
+    @classmethod
+    def from_url(cls, url: str, *, prefix: str = "obitox", **kw: Any) -> RedisStateBackend:
+        """A backend with its own client for ``url``.
+
+        Nothing connects here: connections are made on first use, so an app can start
+        while Redis is down. Timeouts are short (connect 1 s, read 2 s) and a failed
+        command is retried once, immediately, and only for a dropped connection, so a
+        dead Redis is reported in about a connect timeout. ``kw`` overrides any client
+        option (``socket_timeout``, ``retry``, ``max_connections``, ...).
+        """
+        options: dict[str, Any] = dict(DEFAULT_CLIENT_OPTIONS)
+        options["retry"] = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+        if not url.lower().startswith("unix:"):
+            options["socket_keepalive"] = True  # TCP only: unix connections reject it
+        options.update(kw)
+        client = redis.Redis.from_url(url, **options)
+        return cls(client, prefix=prefix, url=url)
+
+    @property
+    def client(self) -> redis.Redis:
+        return self._client
+
+    def __repr__(self) -> str:
+        return f"<RedisStateBackend {self.url} prefix={self.prefix!r}>"
+
+    def key(self, upload_id: str) -> str:
+        """The Redis key holding ``upload_id``'s record."""
+        return f"{self._key_head}{upload_id}}}:upload"
+
+    def _unavailable(self, action: str, exc: BaseException) -> StateUnavailable:
+        return StateUnavailable(
+            f"Redis at {self.url} is unavailable ({action}): {type(exc).__name__}: {exc}"
+        )
+
+    @contextmanager
+    def _guard(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except UNAVAILABLE_ERRORS as exc:
+            raise self._unavailable(action, exc) from exc
+
+    # -- StateBackend ------------------------------------------------------------------
+
+    def create(self, record: UploadRecord, ttl: int) -> None:
+        self.create_many((record,), ttl)
+
+    def create_many(self, records: Sequence[UploadRecord], ttl: int) -> None:
+        """One ``SET key json EX ttl`` per record and one ``ZADD`` for the whole batch,
+        written to the socket as a single packed buffer: one write, one round trip.
+
+        The commands are packed here rather than by a redis-py pipeline, which spends
+        most of a 100-record batch building and parsing per-command objects. Any error
+        (including a refused write, e.g. OOM, part way through) raises
+        :class:`StateUnavailable`; records written before it stay.
+        """
+        check_ttl(ttl)
+        if not records:
+            return
+        if self._packing is None:
+            self._create_many_pipeline(records, ttl)
+            return
+        packed = self._pack_create_many(records, ttl)
+        try:
+            self._send_packed(packed, len(records) + 1)
+        except RedisError as exc:
+            raise self._unavailable("create", exc) from exc
+
+    def _pack_create_many(self, records: Sequence[UploadRecord], ttl: int) -> bytes:
+        """RESP for ``SET <key> <json> EX <ttl>`` per record, then one ``ZADD``."""
+        ttl_text = str(ttl)
+        tail = f"\r\n$2\r\nEX\r\n${len(ttl_text)}\r\n{ttl_text}\r\n"
+        head = self._key_head
+        key_extra = len(head.encode()) + len("}:upload")
+        chunks: list[str] = []
+        append = chunks.append
+        zadd: list[str] = []
+        zadd_append = zadd.append
+        for record in records:
+            upload_id = record.upload_id
+            id_len = len(upload_id) if upload_id.isascii() else len(upload_id.encode())
+            value = record.to_json()  # always ASCII: len() is the byte length
+            append(
+                f"*5\r\n$3\r\nSET\r\n${id_len + key_extra}\r\n{head}{upload_id}}}:upload\r\n"
+                f"${len(value)}\r\n{value}{tail}"
+            )
+            score = json_number(record.expires_at)
+            zadd_append(f"${len(score)}\r\n{score}\r\n${id_len}\r\n{upload_id}\r\n")
+        expiry_key = self._expiry_key
+        append(
+            f"*{2 + 2 * len(records)}\r\n$4\r\nZADD\r\n"
+            f"${len(expiry_key.encode())}\r\n{expiry_key}\r\n"
+        )
+        chunks += zadd
+        return "".join(chunks).encode()
+
+    def _send_packed(self, packed: bytes, replies: int) -> None:
+        """Send ``packed`` on one pooled connection and read ``replies`` replies,
+        with the connection's own retry policy (every command here is idempotent)."""
+        pool = self._client.connection_pool
+        # redis-py leaves Connection's methods unannotated: treat it as Any.
+        conn: Any = pool.get_connection() if self._packing == "new" else pool.get_connection("SET")
+
+        def attempt() -> None:
+            conn.send_packed_command([packed])
+            for _ in range(replies):
+                conn.read_response()
+
+        def failed(_error: Exception) -> None:
+            conn.disconnect()
+
+        try:
+            conn.retry.call_with_retry(attempt, failed)
+        except BaseException:
+            # A reply may be left unread (an error part way through): never reuse it.
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
+
+    def _create_many_pipeline(self, records: Sequence[UploadRecord], ttl: int) -> None:
+        """The same commands through a redis-py pipeline, for clients the packer does
+        not handle (a non-UTF-8 encoding, a client without a connection pool)."""
+        pipe = self._client.pipeline(transaction=False)
+        scores: dict[str, float] = {}
+        for record in records:
+            pipe.set(self.key(record.upload_id), record.to_json(), ex=ttl)
+            scores[record.upload_id] = record.expires_at
+        pipe.zadd(self._expiry_key, scores)
+        try:
+            pipe.execute()
+        except RedisError as exc:
+            raise self._unavailable("create", exc) from exc
+
+    def get(self, upload_id: str) -> UploadRecord | None:
+        with self._guard("get"):
+            raw: bytes | str | None = self._client.get(self.key(upload_id))
+        return None if raw is None else UploadRecord.from_json(raw)
+
+    def update(
+        self, upload_id: str, expect_status: Collection[str], **changes: Any
+    ) -> UploadRecord | None:
+        check_changes(changes)
+        expect_status = expected_statuses(expect_status)
+        key = self.key(upload_id)
+        client = self._client
+        with self._guard("update"):
+            for _ in range(MAX_CAS_ATTEMPTS):
+                old: bytes | str | None = client.get(key)
+                if old is None:
+                    return None
+                record = UploadRecord.from_json(old)
+                if record.status not in expect_status:
+                    return None
+                new = apply_changes(record, changes, time.time())
+                # 0: someone else wrote in between; re-read and re-check. (If the reply
+                # to a CAS that did write is lost and the command retried, the retry
+                # answers 0 and the caller sees None, as a loser would; the stored record
+                # is ours. Claiming success there could give two winners.)
+                if self._cas(keys=[key], args=[old, new.to_json()]) == 1:
+                    if "expires_at" in changes:
+                        client.zadd(self._expiry_key, {upload_id: new.expires_at})
+                    return new
+        raise StateUnavailable(
+            f"Redis at {self.url}: update of {upload_id!r} lost {MAX_CAS_ATTEMPTS} races in a row"
+        )
+
+    def delete(self, upload_id: str) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        pipe.delete(self.key(upload_id))
+        pipe.zrem(self._expiry_key, upload_id)
+        with self._guard("delete"):
+            pipe.execute()
+
+    def expired_ids(self, now: float, limit: int = 1000) -> list[str]:
+        if limit <= 0:
+            return []
+        with self._guard("expired_ids"):
+            ids = cast(
+                "list[bytes | str]",
+                self._client.zrangebyscore(self._expiry_key, "-inf", now, start=0, num=limit),
+            )
+        return [_text(i) for i in ids]
+
+    def forget_expired(self, upload_ids: Sequence[str]) -> None:
+        if not upload_ids:
+            return
+        with self._guard("forget_expired"):
+            self._client.zrem(self._expiry_key, *upload_ids)
+
+    def ping(self) -> float:
+        with self._guard("ping"):
+            start = time.perf_counter()
+            self._client.ping()
+            return time.perf_counter() - start

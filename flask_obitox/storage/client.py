@@ -1,0 +1,216 @@
+"""S3 access: one boto3 client per storage settings, created once and reused.
+
+Creating a boto3 client costs ~250 ms and may resolve credentials over the network
+(instance metadata), so it happens on first use, never at ``init_app`` and never per
+request. boto3 clients are thread-safe; one is shared by every request thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+from ..errors import StorageUnavailable
+from .signer import SigV4Presigner
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StorageSettings:
+    """Where objects go and how to reach it; hashable, so it keys the client cache."""
+
+    bucket: str
+    region: str | None = None
+    endpoint_url: str | None = None
+    addressing_style: str = "auto"
+    aws_access_key_id: str | None = dataclasses.field(default=None, repr=False)
+    aws_secret_access_key: str | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return f"{self.endpoint_url or 's3'}/{self.bucket}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    size: int
+    etag: str
+    content_type: str | None
+
+
+def _describe(settings: StorageSettings, error: Exception) -> str:
+    where = settings.endpoint_url or f"S3 ({settings.region or 'default region'})"
+    if isinstance(error, NoCredentialsError):
+        return (
+            "No storage credentials were found: set OBITOX_AWS_ACCESS_KEY_ID and "
+            "OBITOX_AWS_SECRET_ACCESS_KEY or configure boto3's credential chain."
+        )
+    if isinstance(error, ClientError):
+        code = error.response.get("Error", {}).get("Code", "")
+        if code == "NoSuchBucket":
+            return f"The bucket {settings.bucket!r} does not exist at {where}."
+        if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            return f"Storage at {where} refused access to bucket {settings.bucket!r} ({code})."
+        return f"Storage at {where} answered {code or 'an error'} for bucket {settings.bucket!r}."
+    return f"Storage at {where} cannot be reached ({type(error).__name__})."
+
+
+class Storage:
+    """Object operations on one bucket, through one cached client and presigner."""
+
+    def __init__(self, settings: StorageSettings) -> None:
+        self.settings = settings
+        self.bucket = settings.bucket
+        self._lock = threading.Lock()
+        self._client: S3Client | None = None
+        self._presigner: SigV4Presigner | None = None
+
+    def _build(self) -> None:
+        config = Config(
+            signature_version="s3v4",
+            s3={"addressing_style": self.settings.addressing_style},  # type: ignore[arg-type]
+            connect_timeout=3,
+            read_timeout=10,
+            retries={"mode": "standard", "max_attempts": 2},
+            max_pool_connections=32,
+            # Checksums only where S3 requires them: R2, MinIO and older S3-compatible
+            # servers reject the CRC32 trailers botocore would otherwise add.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        session = boto3.session.Session()
+        client = session.client(
+            "s3",
+            region_name=self.settings.region,
+            endpoint_url=self.settings.endpoint_url,
+            aws_access_key_id=self.settings.aws_access_key_id,
+            aws_secret_access_key=self.settings.aws_secret_access_key,
+            config=config,
+        )
+        self._presigner = SigV4Presigner(client)
+        self._client = client
+
+    @property
+    def client(self) -> S3Client:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._build()
+        assert self._client is not None
+        return self._client
+
+    @property
+    def presigner(self) -> SigV4Presigner:
+        if self._presigner is None:
+            self.client  # noqa: B018 - builds both
+        assert self._presigner is not None
+        return self._presigner
+
+    @contextmanager
+    def _calling(self) -> Iterator[None]:
+        try:
+            yield
+        except (BotoCoreError, ClientError) as error:
+            raise StorageUnavailable(_describe(self.settings, error)) from error
+
+    def presign_put(
+        self,
+        key: str,
+        *,
+        content_type: str,
+        size: int,
+        expires_in: int,
+        checksum_sha256: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> str:
+        with self._calling():
+            return self.presigner.presign_put_object(
+                self.bucket,
+                key,
+                content_type=content_type,
+                content_length=size,
+                expires_in=expires_in,
+                checksum_sha256=checksum_sha256,
+                metadata=metadata,
+            )
+
+    def presign_get(self, key: str, *, expires_in: int) -> str:
+        with self._calling():
+            return self.presigner.presign_get_object(self.bucket, key, expires_in=expires_in)
+
+    def head(self, key: str) -> ObjectInfo | None:
+        """Size, ETag and type of ``key``, or ``None`` if it does not exist."""
+        try:
+            with self._calling():
+                answer = self.client.head_object(Bucket=self.bucket, Key=key)
+        except StorageUnavailable as error:
+            cause = error.__cause__
+            if isinstance(cause, ClientError) and cause.response.get("Error", {}).get("Code") in (
+                "404",
+                "NoSuchKey",
+                "NotFound",
+            ):
+                return None
+            raise
+        return ObjectInfo(
+            size=int(answer["ContentLength"]),
+            etag=str(answer.get("ETag", "")).strip('"'),
+            content_type=answer.get("ContentType"),
+        )
+
+    def read_head(self, key: str, length: int) -> bytes:
+        """The first ``length`` bytes of ``key`` (a ranged GET, never the whole object)."""
+        with self._calling():
+            answer = self.client.get_object(
+                Bucket=self.bucket, Key=key, Range=f"bytes=0-{length - 1}"
+            )
+            body = answer["Body"]
+            try:
+                # A server ignoring Range would stream the whole object: read no more.
+                return body.read(length)
+            finally:
+                body.close()
+
+    def delete(self, key: str) -> None:
+        with self._calling():
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+
+
+class StorageRegistry:
+    """One :class:`Storage` per distinct :class:`StorageSettings`, for the app's life."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._storages: dict[StorageSettings, Storage] = {}
+
+    def get(self, settings: StorageSettings) -> Storage:
+        storage = self._storages.get(settings)
+        if storage is None:
+            with self._lock:
+                storage = self._storages.setdefault(settings, Storage(settings))
+        return storage
+
+    def __iter__(self) -> Iterator[Storage]:
+        return iter(list(self._storages.values()))
+
+
+def storage_settings_from(
+    value: StorageSettings | Mapping[str, Any], default: StorageSettings
+) -> StorageSettings:
+    """Settings from a ``storage_resolver`` answer: a :class:`StorageSettings` or a
+    mapping of its fields; missing fields come from the app's defaults."""
+    if isinstance(value, StorageSettings):
+        return value
+    unknown = set(value) - {f.name for f in dataclasses.fields(StorageSettings)}
+    if unknown:
+        raise TypeError(f"storage_resolver returned unknown storage settings: {sorted(unknown)}")
+    return dataclasses.replace(default, **value)

@@ -1,0 +1,242 @@
+"""The blueprint: thin handlers, schema in -> service -> schema out.
+
+Every handler finds the caller (401 without one), parses its body with a schema
+(415/400/413 for a body that is not acceptable JSON), calls one
+:class:`~flask_obitox.service.UploadService` method and dumps the answer with a schema.
+Every failure is the JSON error shape ``{"error", "message", "details"}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, request
+from marshmallow import ValidationError
+from werkzeug.exceptions import HTTPException
+
+from . import schemas
+from .config import Settings
+from .errors import ObitoXError
+from .extension import ANONYMOUS_OWNER, EXTENSION_KEY, ObitoXState
+from .fastschema import compile_dumper, compile_loader
+
+logger = logging.getLogger("flask_obitox")
+
+bp = Blueprint("obitox", __name__, static_folder="static", static_url_path="/static")
+
+# Compiled once: marshmallow's own load/dump is the fallback and the oracle.
+load_file_spec = compile_loader(schemas.FileSpecSchema())
+load_batch = compile_loader(schemas.BatchEnvelopeSchema())
+dump_signed = compile_dumper(schemas.SignedUploadSchema())
+dump_batch = compile_dumper(schemas.BatchResponseSchema())
+dump_completed = compile_dumper(schemas.CompletedUploadSchema())
+dump_status = compile_dumper(schemas.UploadStatusSchema())
+
+_HTTP_CODES = {
+    400: "INVALID_INPUT",
+    401: "UNAUTHENTICATED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+}
+
+
+# -- request plumbing ----------------------------------------------------------------
+
+
+def _ext() -> ObitoXState:
+    state: ObitoXState = current_app.extensions[EXTENSION_KEY]
+    return state
+
+
+def _owner(ext: ObitoXState) -> str:
+    """The caller's owner id from the host's identity loader, or 401."""
+    loader = ext.hooks.identity_loader
+    owner = loader() if loader is not None else None
+    if owner is None or owner == "":
+        if ext.settings.allow_anonymous:
+            return ANONYMOUS_OWNER
+        if loader is None and not ext.warned_no_identity:
+            ext.warned_no_identity = True
+            logger.warning(
+                "A request reached ObitoX with no @obitox.identity_loader registered: answering 401."
+            )
+        raise ObitoXError("UNAUTHENTICATED", "Sign in to upload files.")
+    return str(owner)
+
+
+def _json_body(ext: ObitoXState) -> Any:
+    """The request's JSON, refusing other media types, oversize and malformed bodies."""
+    if request.mimetype != "application/json":
+        # Also what stops cross-site HTML forms: they cannot send application/json.
+        raise ObitoXError(
+            "UNSUPPORTED_MEDIA_TYPE",
+            "Send the body as JSON with Content-Type: application/json.",
+            details={"contentType": request.content_type},
+        )
+    limit = ext.settings.max_request_size
+    too_large = ObitoXError(
+        "PAYLOAD_TOO_LARGE",
+        f"The request body exceeds OBITOX_MAX_REQUEST_SIZE ({limit} bytes).",
+        details={"limit": limit},
+    )
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    raw = request.stream.read(limit + 1)
+    if len(raw) > limit:
+        raise too_large
+    try:
+        return json.loads(raw)
+    except ValueError as error:
+        raise ObitoXError(
+            "INVALID_JSON",
+            f"The body is not valid JSON: {error}.",
+            details={"position": getattr(error, "pos", None)},
+        ) from None
+
+
+def _sentence(messages: Any, path: str = "") -> list[str]:
+    if isinstance(messages, Mapping):
+        out: list[str] = []
+        for field, inner in messages.items():
+            out += _sentence(inner, f"{path}.{field}" if path else str(field))
+        return out
+    if isinstance(messages, list) and all(isinstance(m, str) for m in messages):
+        return [f"{path or 'body'}: {' '.join(messages)}"]
+    if isinstance(messages, list):
+        return [s for m in messages for s in _sentence(m, path)]
+    return [f"{path or 'body'}: {messages}"]
+
+
+def invalid_input(error: ValidationError) -> ObitoXError:
+    problems = _sentence(error.messages)
+    shown = "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else "")
+    return ObitoXError(
+        "INVALID_INPUT",
+        f"Invalid request: {shown.rstrip('.')}.",
+        details={"fields": error.messages},
+    )
+
+
+def _load(loader: Callable[[Any], dict[str, Any]], data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ObitoXError("INVALID_INPUT", "The body must be a JSON object.", details={})
+    try:
+        return loader(data)
+    except ValidationError as error:
+        raise invalid_input(error) from None
+
+
+def _load_or_error(
+    loader: Callable[[Any], dict[str, Any]], data: Any
+) -> dict[str, Any] | ObitoXError:
+    try:
+        return _load(loader, data)
+    except ObitoXError as error:
+        return error
+
+
+def _respond(body: Mapping[str, Any], status: int = 200) -> Response:
+    return current_app.response_class(
+        json.dumps(body, separators=(",", ":")), status=status, mimetype="application/json"
+    )
+
+
+def _error_response(error: ObitoXError) -> Response:
+    return _respond(error.to_dict(), error.status)
+
+
+# -- routes --------------------------------------------------------------------------
+
+
+@bp.post("/uploads")
+def create_upload() -> Response:
+    ext = _ext()
+    owner = _owner(ext)
+    spec = _load(load_file_spec, _json_body(ext))
+    return _respond(dump_signed(ext.service.sign_upload(owner, spec)), 201)
+
+
+@bp.post("/uploads/batch")
+def create_batch() -> Response:
+    ext = _ext()
+    owner = _owner(ext)
+    body = _load(load_batch, _json_body(ext))
+    entries = body["files"]
+    # Refuse an oversize batch before spending time loading its files.
+    ext.service.check_batch_size(len(entries))
+    files = [_load_or_error(load_file_spec, entry) for entry in entries]
+    answer = ext.service.sign_batch(
+        owner, files, validation=body.get("validation"), network_type=body.get("networkType")
+    )
+    return _respond(dump_batch(answer))
+
+
+@bp.post("/uploads/<upload_id>/complete")
+def complete_upload(upload_id: str) -> Response:
+    ext = _ext()
+    owner = _owner(ext)
+    return _respond(dump_completed(ext.service.complete_upload(owner, upload_id)))
+
+
+@bp.get("/uploads/<upload_id>")
+def get_upload(upload_id: str) -> Response:
+    ext = _ext()
+    owner = _owner(ext)
+    return _respond(dump_status(ext.service.get_upload(owner, upload_id)))
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    from .openapi import openapi_spec
+
+    return _respond(openapi_spec(_ext().settings.url_prefix))
+
+
+# -- errors --------------------------------------------------------------------------
+
+
+@bp.errorhandler(ObitoXError)
+def _handle_obitox_error(error: ObitoXError) -> Response:
+    return _error_response(error)
+
+
+@bp.errorhandler(HTTPException)
+def _handle_http_error(error: HTTPException) -> Response:
+    status = error.code or 500
+    code = _HTTP_CODES.get(status, "INVALID_INPUT" if status < 500 else "INTERNAL_ERROR")
+    return _error_response(ObitoXError(code, error.description or error.name, status=status))
+
+
+@bp.errorhandler(Exception)
+def _handle_unexpected(error: Exception) -> Response:
+    logger.exception("Unexpected error in an ObitoX route")
+    return _error_response(
+        ObitoXError("INTERNAL_ERROR", "An unexpected error occurred; it has been logged.")
+    )
+
+
+def _routing_error_handler(prefix: str) -> Callable[[HTTPException], Response | HTTPException]:
+    """JSON for 404/405 under our prefix (routing errors never reach blueprint
+    handlers); everything else keeps Flask's default."""
+
+    def handle(error: HTTPException) -> Response | HTTPException:
+        if request.path == prefix or request.path.startswith(prefix + "/"):
+            return _handle_http_error(error)
+        return error
+
+    return handle
+
+
+def register_blueprint(app: Flask, settings: Settings) -> None:
+    app.register_blueprint(bp, url_prefix=settings.url_prefix)
+    handler = _routing_error_handler(settings.url_prefix)
+    for status in (404, 405):
+        # Only when the host has none: its own handler, registered earlier or later, wins.
+        if status not in app.error_handler_spec[None]:
+            app.register_error_handler(status, handler)

@@ -1,0 +1,194 @@
+"""Fixtures: apps, clients and the real services behind them.
+
+- S3 is moto: ``mock_aws`` for in-process tests, a ``ThreadedMotoServer`` on
+  127.0.0.1 for end-to-end tests that PUT real bytes to signed URLs.
+- Redis is a real server. With ``OBITOX_TEST_REDIS_URL`` set (CI), a Redis that does
+  not answer fails the tests that need it; without it, they skip.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+import redis
+from flask import Flask, request
+from moto import mock_aws
+from moto.server import ThreadedMotoServer
+
+from flask_obitox import MemoryStateBackend, ObitoX, RedisStateBackend
+
+BUCKET = "obitox-test"
+REGION = "us-east-1"
+CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+
+@pytest.fixture(autouse=True)
+def _aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Never let a test find real credentials or talk to real AWS.
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+# -- Redis ---------------------------------------------------------------------------
+
+
+def _redis_url() -> str | None:
+    """The test Redis URL, ``None`` to skip; fails when CI promised a Redis that is down."""
+    url = os.environ.get("OBITOX_TEST_REDIS_URL")
+    candidate = url or "redis://127.0.0.1:6379/15"
+    try:
+        redis.Redis.from_url(candidate, socket_connect_timeout=1).ping()
+    except redis.RedisError as error:
+        if url:
+            pytest.fail(f"OBITOX_TEST_REDIS_URL={url} is set but Redis does not answer: {error}")
+        return None
+    return candidate
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    url = _redis_url()
+    if url is None:
+        pytest.skip("no Redis on 127.0.0.1:6379 (set OBITOX_TEST_REDIS_URL to require one)")
+    return url
+
+
+@pytest.fixture
+def redis_backend(redis_url: str) -> Iterator[RedisStateBackend]:
+    """A Redis backend under a key prefix of its own, cleaned up afterwards."""
+    prefix = f"obitox-test-{uuid.uuid4().hex[:12]}"
+    backend = RedisStateBackend.from_url(redis_url, prefix=prefix)
+    yield backend
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{prefix}*"))
+    if keys:
+        client.delete(*keys)
+
+
+# -- S3 ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def s3() -> Iterator[Any]:
+    """In-process moto with the test bucket; yields a boto3 client on it."""
+    with mock_aws():
+        client = boto3.client("s3", region_name=REGION, **CREDENTIALS)
+        client.create_bucket(Bucket=BUCKET)
+        yield client
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """A real HTTP S3 (moto) on 127.0.0.1; yields its endpoint URL."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_server(moto_server: str) -> Iterator[Any]:
+    """A fresh bucket on the moto server; yields a boto3 client on it."""
+    client = boto3.client("s3", region_name=REGION, endpoint_url=moto_server, **CREDENTIALS)
+    client.create_bucket(Bucket=BUCKET)
+    yield client
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+        for item in page.get("Contents", []):
+            client.delete_object(Bucket=BUCKET, Key=item["Key"])
+    client.delete_bucket(Bucket=BUCKET)
+
+
+# -- apps ----------------------------------------------------------------------------
+
+
+def make_app(state: Any = None, **config: Any) -> tuple[Flask, ObitoX]:
+    """A host app whose callers name themselves in the ``X-User`` header."""
+    app = Flask("obitox_test_app")
+    app.config.update(
+        TESTING=True,
+        OBITOX_BUCKET=BUCKET,
+        OBITOX_REGION=REGION,
+        OBITOX_AWS_ACCESS_KEY_ID="testing",
+        OBITOX_AWS_SECRET_ACCESS_KEY="testing",
+        OBITOX_STATE_BACKEND="memory://",
+    )
+    app.config.update(config)
+    obitox = ObitoX(state=state)
+
+    @obitox.identity_loader
+    def current_owner() -> str | None:
+        return request.headers.get("X-User")
+
+    obitox.init_app(app)
+    return app, obitox
+
+
+@pytest.fixture
+def config() -> dict[str, Any]:
+    """Extra app config; override in a test module to change it."""
+    return {}
+
+
+@pytest.fixture
+def obitox_app(s3: Any, config: dict[str, Any]) -> tuple[Flask, ObitoX]:
+    return make_app(MemoryStateBackend(), **config)
+
+
+@pytest.fixture
+def app(obitox_app: tuple[Flask, ObitoX]) -> Flask:
+    return obitox_app[0]
+
+
+@pytest.fixture
+def obitox(obitox_app: tuple[Flask, ObitoX]) -> ObitoX:
+    return obitox_app[1]
+
+
+class UserClient:
+    """A test client that speaks as one user."""
+
+    def __init__(self, app: Flask, user: str | None) -> None:
+        self._client = app.test_client()
+        self.user = user
+
+    def _headers(self, headers: dict[str, str] | None) -> dict[str, str]:
+        out = {"X-User": self.user} if self.user else {}
+        return {**out, **(headers or {})}
+
+    def post(self, path: str, json: Any = None, **kwargs: Any) -> Any:
+        kwargs["headers"] = self._headers(kwargs.get("headers"))
+        return self._client.post(f"/obitox{path}", json=json, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        kwargs["headers"] = self._headers(kwargs.get("headers"))
+        return self._client.get(f"/obitox{path}", **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> Any:
+        kwargs["headers"] = self._headers(kwargs.get("headers"))
+        return self._client.delete(f"/obitox{path}", **kwargs)
+
+
+@pytest.fixture
+def client(app: Flask) -> UserClient:
+    return UserClient(app, "alice")
+
+
+@pytest.fixture
+def other_client(app: Flask) -> UserClient:
+    return UserClient(app, "mallory")
+
+
+def file_spec(**overrides: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {"filename": "photo.png", "contentType": "image/png", "size": 1024}
+    spec.update(overrides)
+    return spec

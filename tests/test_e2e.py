@@ -1,0 +1,150 @@
+"""End to end: real bytes PUT to the signed URLs of a moto S3 server, real Redis state."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+
+import pytest
+import requests
+from conftest import BUCKET, UserClient, file_spec, make_app
+from flask import Flask
+from test_uploads import EXE, png_bytes
+
+from flask_obitox import RedisStateBackend
+
+
+@pytest.fixture
+def e2e_app(s3_server: Any, moto_server: str, redis_backend: RedisStateBackend) -> Flask:
+    app, _ = make_app(redis_backend, OBITOX_ENDPOINT_URL=moto_server)
+    return app
+
+
+@pytest.fixture
+def alice(e2e_app: Flask) -> UserClient:
+    return UserClient(e2e_app, "alice")
+
+
+def put(signed: dict[str, Any], content: bytes) -> requests.Response:
+    return requests.put(signed["url"], data=content, headers=signed["headers"], timeout=10)
+
+
+def test_single_upload_round_trip(alice: UserClient, s3_server: Any) -> None:
+    content = png_bytes(extra=4096)
+    digest = base64.b64encode(hashlib.sha256(content).digest()).decode()
+    signed = alice.post(
+        "/uploads",
+        json=file_spec(size=len(content), checksumSha256=digest, metadata={"album": "summer"}),
+    ).json
+    response = put(signed, content)
+    assert response.status_code == 200, response.text
+    done = alice.post(f"/uploads/{signed['uploadId']}/complete")
+    assert done.status_code == 200, done.json
+    assert done.json["status"] == "completed"
+    stored = s3_server.get_object(Bucket=BUCKET, Key=signed["key"])
+    assert stored["Body"].read() == content
+    assert stored["ContentType"] == "image/png"
+    assert stored["Metadata"] == {"album": "summer"}
+    assert alice.get(f"/uploads/{signed['uploadId']}").json["status"] == "completed"
+
+
+def test_batch_round_trip(alice: UserClient, s3_server: Any) -> None:
+    contents = [png_bytes(extra=i * 10) for i in range(12)]
+    files = [file_spec(filename=f"img-{i}.png", size=len(c)) for i, c in enumerate(contents)]
+    body = alice.post("/uploads/batch", json={"files": files, "networkType": "wifi"}).json
+    assert body["successful"] == 12
+    for upload, content in zip(body["uploads"], contents, strict=True):
+        assert put(upload, content).status_code == 200
+        assert alice.post(f"/uploads/{upload['uploadId']}/complete").json["size"] == len(content)
+        assert s3_server.get_object(Bucket=BUCKET, Key=upload["key"])["Body"].read() == content
+
+
+def test_disguised_executable_is_removed(alice: UserClient, s3_server: Any) -> None:
+    signed = alice.post("/uploads", json=file_spec(size=len(EXE))).json
+    assert put(signed, EXE).status_code == 200
+    response = alice.post(f"/uploads/{signed['uploadId']}/complete")
+    assert response.status_code == 422
+    assert response.json["error"] == "CONTENT_MISMATCH"
+    assert s3_server.list_objects_v2(Bucket=BUCKET, Prefix=signed["key"]).get("KeyCount") == 0
+
+
+def test_ranged_read_only_fetches_the_head(
+    alice: UserClient, s3_server: Any, e2e_app: Flask
+) -> None:
+    content = png_bytes(extra=3 * 1024 * 1024)
+    signed = alice.post("/uploads", json=file_spec(size=len(content))).json
+    assert put(signed, content).status_code == 200
+    storage = e2e_app.extensions["obitox"].service.storage_for("alice")
+    reads: list[int] = []
+    original = storage.read_head
+
+    def spy(key: str, length: int) -> bytes:
+        data = original(key, length)
+        reads.append(len(data))
+        return data
+
+    storage.read_head = spy  # type: ignore[method-assign]
+    assert alice.post(f"/uploads/{signed['uploadId']}/complete").status_code == 200
+    assert reads
+    assert max(reads) <= 64 * 1024
+
+
+def test_state_down_answers_503(s3_server: Any, moto_server: str) -> None:
+    app, _ = make_app(
+        RedisStateBackend.from_url("redis://127.0.0.1:1/0"), OBITOX_ENDPOINT_URL=moto_server
+    )
+    client = UserClient(app, "alice")
+    for response in (
+        client.post("/uploads", json=file_spec()),
+        client.post("/uploads/batch", json={"files": [file_spec()]}),
+        client.get("/uploads/abc"),
+        client.post("/uploads/abc/complete"),
+    ):
+        assert response.status_code == 503
+        assert response.json["error"] == "STATE_UNAVAILABLE"
+
+
+def test_storage_down_answers_503(
+    redis_backend: RedisStateBackend, moto_server: str, s3_server: Any
+) -> None:
+    app, _ = make_app(redis_backend, OBITOX_ENDPOINT_URL=moto_server)
+    client = UserClient(app, "alice")
+    signed = client.post("/uploads", json=file_spec()).json
+    dead, _ = make_app(redis_backend, OBITOX_ENDPOINT_URL="http://127.0.0.1:1")
+    response = UserClient(dead, "alice").post(f"/uploads/{signed['uploadId']}/complete")
+    assert response.status_code == 503
+    assert response.json["error"] == "STORAGE_UNAVAILABLE"
+    assert "127.0.0.1:1" in response.json["message"]
+    # Nothing changed: once storage is back, the upload completes normally.
+    assert client.get(f"/uploads/{signed['uploadId']}").json["status"] == "pending"
+
+
+def test_concurrent_completes_have_one_winner(alice: UserClient, e2e_app: Flask) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from flask_obitox import signals
+
+    content = png_bytes()
+    signed = alice.post("/uploads", json=file_spec(size=len(content))).json
+    assert put(signed, content).status_code == 200
+    completions: list[str] = []
+
+    def on_completed(sender: Any, upload: Any, **_: Any) -> None:
+        completions.append(upload.upload_id)
+
+    with (
+        signals.upload_completed.connected_to(on_completed, e2e_app),
+        ThreadPoolExecutor(12) as pool,
+    ):
+        answers = list(
+            pool.map(
+                lambda _: UserClient(e2e_app, "alice").post(
+                    f"/uploads/{signed['uploadId']}/complete"
+                ),
+                range(12),
+            )
+        )
+    assert {a.status_code for a in answers} == {200}
+    assert len({a.get_data() for a in answers}) == 1
+    assert completions == [signed["uploadId"]]
