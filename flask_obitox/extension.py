@@ -77,7 +77,7 @@ class ObitoX:
                 f"ObitoX is already initialised on app {app.name!r}; call init_app once per app."
             )
         settings = load_settings(app.config)
-        state = self._state or backend_from_uri(settings.state_backend)
+        state = self._state if self._state is not None else backend_from_uri(settings.state_backend)
         if isinstance(state, MemoryStateBackend) and not app.testing:
             logger.warning(
                 "OBITOX_STATE_BACKEND is memory://: upload state lives in this process only; "

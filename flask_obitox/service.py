@@ -11,7 +11,6 @@ import dataclasses
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from . import signals
@@ -44,7 +43,8 @@ _OPEN = frozenset({"pending", "uploading"})
 
 
 def isoformat(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """ISO 8601 UTC to the second, e.g. ``2026-11-21T05:30:00Z``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
 
 
 def new_upload_id() -> str:

@@ -115,3 +115,22 @@ def test_batch_limit_is_configurable(client: UserClient) -> None:
     response = client.post("/uploads/batch", json={"files": [file_spec()] * 4})
     assert response.status_code == 413
     assert "OBITOX_BATCH_MAX_FILES" in response.json["message"]
+
+
+def test_lone_surrogates_are_answered_not_crashed_on(client: UserClient) -> None:
+    body = '{"files": [{"filename": "bad\\ud800.exe", "contentType": "image/png", "size": 1},'
+    body += ' {"filename": "ok\\ud800.png", "contentType": "image/png", "size": 1}],'
+    body += ' "validation": {"allowedTypes": ["image/*"]}}'
+    response = client.post(
+        "/uploads/batch", data=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 200
+    assert response.json["errors"][0]["error"] == "VALIDATION_FAILED"
+    assert response.json["uploads"][0]["filename"] == "ok.png"
+    bad_rules = client.post(
+        "/uploads",
+        data='{"filename": "a.png", "contentType": "image/png", "size": 1, "validation": {"allowedTypes": ["\\ud800"]}}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert bad_rules.status_code == 400
+    assert bad_rules.json["error"] == "INVALID_INPUT"

