@@ -262,6 +262,14 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
             f"{ConfigVars.EXPIRY_MIN} ({expiry_min}) exceeds {ConfigVars.EXPIRY_MAX} ({expiry_max})"
         )
 
+    upload_ttl = _int(config, ConfigVars.UPLOAD_TTL, minimum=60)
+    if upload_ttl < expiry_max:
+        # Otherwise a URL could still work after its upload record expired: the object
+        # would land, and completing it would answer 410.
+        raise ConfigError(
+            f"{ConfigVars.UPLOAD_TTL} ({upload_ttl}) must be at least {ConfigVars.EXPIRY_MAX} ({expiry_max})"
+        )
+
     part_size = _int(
         config, ConfigVars.PART_SIZE, minimum=S3_MIN_PART_SIZE, maximum=S3_MAX_SINGLE_PUT
     )
@@ -280,7 +288,7 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
             raise ConfigError(f"{ConfigVars.WEBHOOKS}[{index}] must be an object with a 'url'")
 
     schedule = config[ConfigVars.WEBHOOK_RETRY_SCHEDULE]
-    if not isinstance(schedule, Sequence) or not all(
+    if isinstance(schedule, str) or not isinstance(schedule, Sequence) or not all(
         isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in schedule
     ):
         raise ConfigError(
@@ -315,7 +323,7 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
         expiry_default=expiry_default,
         multipart_threshold=_int(config, ConfigVars.MULTIPART_THRESHOLD, minimum=S3_MIN_PART_SIZE),
         part_size=part_size,
-        upload_ttl=_int(config, ConfigVars.UPLOAD_TTL, minimum=60),
+        upload_ttl=upload_ttl,
         verify_content=_bool(config, ConfigVars.VERIFY_CONTENT),
         max_request_size=_int(config, ConfigVars.MAX_REQUEST_SIZE, minimum=1024),
         webhooks=tuple(webhooks),

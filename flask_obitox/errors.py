@@ -58,15 +58,24 @@ class ObitoXError(Exception):
         return f"ObitoXError({self.code!r}, {self.message!r})"
 
 
-class StateUnavailable(ObitoXError):
+class ServiceUnavailable(ObitoXError):
+    """A backing service cannot be reached. ``detail`` (which names hosts and
+    endpoints) is for the server's log only; clients get a generic sentence."""
+
+    def __init__(self, code: str, message: str, detail: str) -> None:
+        super().__init__(code, message)
+        self.detail = detail
+
+
+class StateUnavailable(ServiceUnavailable):
     """The state backend (Redis) cannot be reached."""
 
-    def __init__(self, message: str = "The upload state store is unavailable.") -> None:
-        super().__init__("STATE_UNAVAILABLE", message)
+    def __init__(self, detail: str = "The upload state store is unavailable.") -> None:
+        super().__init__("STATE_UNAVAILABLE", "The upload state store is unavailable; retry shortly.", detail)
 
 
-class StorageUnavailable(ObitoXError):
-    """Object storage (S3) cannot be reached."""
+class StorageUnavailable(ServiceUnavailable):
+    """Object storage (S3) cannot be reached or refuses our requests."""
 
-    def __init__(self, message: str = "Object storage is unavailable.") -> None:
-        super().__init__("STORAGE_UNAVAILABLE", message)
+    def __init__(self, detail: str = "Object storage is unavailable.") -> None:
+        super().__init__("STORAGE_UNAVAILABLE", "Object storage is unavailable; retry shortly.", detail)

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from flask import Flask, current_app
 
-from .config import Settings, load_settings
+from .config import ConfigError, Settings, load_settings
 from .service import KeyBuilder, StorageResolver, UploadService
 from .state import MemoryStateBackend, StateBackend, backend_from_uri
 from .storage import StorageRegistry
@@ -77,7 +77,13 @@ class ObitoX:
                 f"ObitoX is already initialised on app {app.name!r}; call init_app once per app."
             )
         settings = load_settings(app.config)
-        state = self._state if self._state is not None else backend_from_uri(settings.state_backend)
+        if self._state is not None:
+            state = self._state
+        else:
+            try:
+                state = backend_from_uri(settings.state_backend)
+            except ValueError as error:
+                raise ConfigError(str(error)) from None
         if isinstance(state, MemoryStateBackend) and not app.testing:
             logger.warning(
                 "OBITOX_STATE_BACKEND is memory://: upload state lives in this process only; "

@@ -38,13 +38,13 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
         "Sign up to OBITOX_BATCH_MAX_FILES uploads; each file succeeds or fails on its own.",
         "BatchRequestSchema",
         {200: ("Signed uploads and per-file errors, in request order.", "BatchResponseSchema")},
-        ["INVALID_INPUT", "INVALID_JSON", "BATCH_TOO_LARGE", "STATE_UNAVAILABLE"],
+        ["INVALID_INPUT", "INVALID_JSON", "BATCH_TOO_LARGE", "STATE_UNAVAILABLE", "STORAGE_UNAVAILABLE"],
     ),
     (
         "/uploads/{uploadId}/complete",
         "post",
         "Verify the stored object (size, magic bytes) and mark the upload completed. Idempotent.",
-        None,
+        "CompleteRequestSchema",
         {200: ("The completed upload.", "CompletedUploadSchema")},
         [
             "UPLOAD_NOT_FOUND",
@@ -73,6 +73,7 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
     ),
 ]
 
+_OPTIONAL_BODIES = {"CompleteRequest"}
 _AUTH_CODES = ["UNAUTHENTICATED", "UNSUPPORTED_MEDIA_TYPE", "PAYLOAD_TOO_LARGE"]
 
 
@@ -97,7 +98,8 @@ def _operation(
         ]
     if request_schema:
         operation["requestBody"] = {
-            "required": True,
+            # complete takes no fields: its (JSON) body may be left empty
+            "required": request_schema not in _OPTIONAL_BODIES,
             "content": {"application/json": {"schema": request_schema}},
         }
     for status, (description, schema) in responses.items():
@@ -136,6 +138,7 @@ def openapi_spec(url_prefix: str) -> dict[str, Any]:
         "BatchErrorSchema",
         "BatchResponseSchema",
         "CompletedUploadSchema",
+        "CompleteRequestSchema",
         "UploadStatusSchema",
         "ErrorSchema",
     ):

@@ -59,7 +59,7 @@ class ValidationRulesSchema(Schema):
     allowedExtensions = fields.List(
         fields.String(validate=validate.Regexp(_EXTENSION, error="not a file extension like png")),
         validate=validate.Length(max=100),
-        **_doc("File extensions without the dot."),
+        **_doc("File extensions, with or without the dot."),
     )
     blockExecutables = fields.Boolean(
         **_doc("Refuse executables (cannot be turned off by a client).")
@@ -98,6 +98,10 @@ class FileSpecSchema(Schema):
     networkType = fields.String(validate=validate.OneOf(NETWORK_TYPES))
     expiresIn = fields.Integer(strict=True, validate=validate.Range(min=1, max=SIGV4_MAX_EXPIRY))
     validation = fields.Nested(ValidationRulesSchema)
+
+
+class CompleteRequestSchema(Schema):
+    """``POST /uploads/<id>/complete`` takes no fields: send ``{}`` (or nothing) as JSON."""
 
 
 class BatchRequestSchema(Schema):

@@ -140,7 +140,7 @@ class UploadService:
     def _owned(self, owner: str, upload_id: str) -> UploadRecord:
         record = self.state.get(upload_id)
         # Another owner's upload answers exactly like a missing one: never reveal it exists.
-        if record is None or not secrets.compare_digest(record.owner, owner):
+        if record is None or not secrets.compare_digest(record.owner.encode(), owner.encode()):
             raise _not_found(upload_id)
         return record
 
@@ -298,7 +298,8 @@ class UploadService:
                 if error.status >= 500:
                     raise
                 errors.append({"index": index, "filename": filename, **error.to_dict()})
-                rejected.append((filename, error))
+                if not isinstance(spec, ObitoXError):  # a malformed entry is not a rejected file
+                    rejected.append((filename, error))
                 continue
             signed["index"] = index
             signed["filename"] = record.filename

@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import schemas
 from .config import Settings
-from .errors import ObitoXError
+from .errors import ObitoXError, ServiceUnavailable
 from .extension import ANONYMOUS_OWNER, EXTENSION_KEY, ObitoXState
 from .fastschema import compile_dumper, compile_loader
 
@@ -31,6 +31,7 @@ bp = Blueprint("obitox", __name__, static_folder="static", static_url_path="/sta
 # Compiled once: marshmallow's own load/dump is the fallback and the oracle.
 load_file_spec = compile_loader(schemas.FileSpecSchema())
 load_batch = compile_loader(schemas.BatchEnvelopeSchema())
+load_no_fields = compile_loader(schemas.CompleteRequestSchema())
 dump_signed = compile_dumper(schemas.SignedUploadSchema())
 dump_batch = compile_dumper(schemas.BatchResponseSchema())
 dump_completed = compile_dumper(schemas.CompletedUploadSchema())
@@ -71,8 +72,12 @@ def _owner(ext: ObitoXState) -> str:
     return str(owner)
 
 
-def _json_body(ext: ObitoXState) -> Any:
-    """The request's JSON, refusing other media types, oversize and malformed bodies."""
+def _json_body(ext: ObitoXState, *, empty: Any = None) -> Any:
+    """The request's JSON, refusing other media types, oversize and malformed bodies.
+
+    ``empty``: what an empty body means for a route whose body is optional (``None``:
+    an empty body is malformed JSON).
+    """
     if request.mimetype != "application/json":
         # Also what stops cross-site HTML forms: they cannot send application/json.
         raise ObitoXError(
@@ -91,6 +96,8 @@ def _json_body(ext: ObitoXState) -> Any:
     raw = request.stream.read(limit + 1)
     if len(raw) > limit:
         raise too_large
+    if empty is not None and not raw.strip():
+        return empty
     try:
         return json.loads(raw)
     except ValueError as error:
@@ -133,11 +140,12 @@ def _load(loader: Callable[[Any], dict[str, Any]], data: Any) -> dict[str, Any]:
         raise invalid_input(error) from None
 
 
-def _load_or_error(
-    loader: Callable[[Any], dict[str, Any]], data: Any
-) -> dict[str, Any] | ObitoXError:
+def _load_file_or_error(data: Any) -> dict[str, Any] | ObitoXError:
+    """One batch entry, or the error that fails that entry alone."""
+    if not isinstance(data, dict):
+        return ObitoXError("INVALID_INPUT", "Each file must be a JSON object.", details={})
     try:
-        return _load(loader, data)
+        return _load(load_file_spec, data)
     except ObitoXError as error:
         return error
 
@@ -177,7 +185,7 @@ def create_batch() -> Response:
     entries = body["files"]
     # Refuse an oversize batch before spending time loading its files.
     ext.service.check_batch_size(len(entries))
-    files = [_load_or_error(load_file_spec, entry) for entry in entries]
+    files = [_load_file_or_error(entry) for entry in entries]
     answer = ext.service.sign_batch(
         owner, files, validation=body.get("validation"), network_type=body.get("networkType")
     )
@@ -188,6 +196,9 @@ def create_batch() -> Response:
 def complete_upload(upload_id: str) -> Response:
     ext = _ext()
     owner = _owner(ext)
+    # No fields yet, but the body must still be JSON (empty or an object): a POST that
+    # a cross-site HTML form could send must never change state.
+    _load(load_no_fields, _json_body(ext, empty={}))
     return _respond(dump_completed(ext.service.complete_upload(owner, upload_id)))
 
 
@@ -210,6 +221,8 @@ def openapi() -> Response:
 
 @bp.errorhandler(ObitoXError)
 def _handle_obitox_error(error: ObitoXError) -> Response:
+    if isinstance(error, ServiceUnavailable):
+        logger.warning("%s: %s", error.code, error.detail)
     return _error_response(error)
 
 

@@ -166,7 +166,10 @@ class UserClient:
         return {**out, **(headers or {})}
 
     def post(self, path: str, json: Any = None, **kwargs: Any) -> Any:
+        """POST as JSON; with neither ``json`` nor ``data``, an empty JSON object."""
         kwargs["headers"] = self._headers(kwargs.get("headers"))
+        if json is None and "data" not in kwargs:
+            json = {}
         return self._client.post(f"/obitox{path}", json=json, **kwargs)
 
     def get(self, path: str, **kwargs: Any) -> Any:

@@ -59,6 +59,9 @@ def test_state_backend_defaults_to_the_apps_redis_url() -> None:
         ({"OBITOX_WEBHOOKS": [{"secret": "x"}]}, ConfigVars.WEBHOOKS),
         ({"OBITOX_WEBHOOK_RETRY_SCHEDULE": [5, -1]}, ConfigVars.WEBHOOK_RETRY_SCHEDULE),
         ({"OBITOX_RQ_QUEUE": ""}, ConfigVars.RQ_QUEUE),
+        ({"OBITOX_WEBHOOK_RETRY_SCHEDULE": ""}, ConfigVars.WEBHOOK_RETRY_SCHEDULE),
+        ({"OBITOX_UPLOAD_TTL": 3600, "OBITOX_EXPIRY_MAX": 7200}, ConfigVars.UPLOAD_TTL),
+        ({"OBITOX_STATE_BACKEND": "memcached://x"}, ConfigVars.STATE_BACKEND),
     ],
 )
 def test_bad_config_fails_at_init_app_naming_the_key(config: dict[str, Any], key: str) -> None:

@@ -441,3 +441,27 @@ def test_key_builder_is_used_and_kept_under_prefix(s3: Any) -> None:
     assert response.status_code == 500
     assert response.json["error"] == "INTERNAL_ERROR"
     assert "Traceback" not in response.get_data(as_text=True)
+
+
+def test_complete_requires_a_json_request(client: UserClient, s3: Any) -> None:
+    signed = sign_and_put(client, s3, png_bytes())
+    path = f"/uploads/{signed['uploadId']}/complete"
+    form = client.post(path, data={"x": "1"})
+    assert form.status_code == 415
+    assert client.get(f"/uploads/{signed['uploadId']}").json["status"] == "pending"
+    assert (
+        client.post(path, data="[]", headers={"Content-Type": "application/json"}).status_code
+        == 400
+    )
+    assert client.post(path, json={"unexpected": 1}).status_code == 400
+    empty = client.post(path, data="", headers={"Content-Type": "application/json"})
+    assert empty.status_code == 200
+
+
+def test_non_ascii_owner_ids_work(s3: Any, app: Flask) -> None:
+    owner = UserClient(app, "jos\u00e9")
+    owner.user = "jos\u00e9".encode().decode("latin-1")  # headers carry latin-1
+    signed = owner.post("/uploads", json=file_spec())
+    assert signed.status_code == 201
+    assert owner.get(f"/uploads/{signed.json['uploadId']}").status_code == 200
+    assert UserClient(app, "jose").get(f"/uploads/{signed.json['uploadId']}").status_code == 404
