@@ -8,10 +8,12 @@ Signals are sent with ``sender`` (the Flask app) so the host can subscribe per a
 from __future__ import annotations
 
 import dataclasses
+import os
 import secrets
 import time
+from base64 import urlsafe_b64encode
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from . import signals
 from .config import Settings
@@ -20,6 +22,7 @@ from .expiry import smart_expiry
 from .state import StateBackend, UploadRecord
 from .storage import Storage, StorageRegistry, StorageSettings
 from .storage.client import storage_settings_from
+from .storage.signer import PutObjectSpec
 from .validation import HEAD_BYTES, Rules, RuleSet, sanitize_filename, verify_content
 
 KeyBuilder = Callable[[str, str, str, Mapping[str, str]], str]
@@ -50,6 +53,22 @@ def isoformat(timestamp: float) -> str:
 def new_upload_id() -> str:
     """128 random bits, URL-safe: unguessable, so it can serve as a resume token."""
     return secrets.token_urlsafe(16)
+
+
+def new_upload_ids(count: int) -> list[str]:
+    """``count`` ids like :func:`new_upload_id`, from one read of the OS's randomness."""
+    raw = os.urandom(16 * count)
+    return [
+        urlsafe_b64encode(raw[i : i + 16]).rstrip(b"=").decode() for i in range(0, 16 * count, 16)
+    ]
+
+
+class Planned(NamedTuple):
+    """One validated file, ready to sign: its record, its PUT and its answer."""
+
+    record: UploadRecord
+    put: PutObjectSpec
+    answer: dict[str, Any]
 
 
 def _not_found(upload_id: str) -> ObitoXError:
@@ -162,15 +181,17 @@ class UploadService:
 
     # -- signing -----------------------------------------------------------------
 
-    def _prepare(
+    def _plan(
         self,
         owner: str,
         spec: Mapping[str, Any],
         rules: RuleSet,
         network_type: str | None,
         storage: Storage,
+        upload_id: str,
         now: float,
-    ) -> tuple[UploadRecord, dict[str, Any]]:
+    ) -> Planned:
+        """Validate one file and decide its key, expiry and signed headers (no I/O)."""
         filename = sanitize_filename(spec["filename"])
         content_type = spec["contentType"].strip()
         size = spec["size"]
@@ -178,7 +199,6 @@ class UploadService:
 
         metadata = {k.lower(): v.strip() for k, v in spec.get("metadata", {}).items()}
         checksum = spec.get("checksumSha256")
-        upload_id = new_upload_id()
         key = self._build_key(owner, filename, upload_id, metadata)
         settings = self.settings
         expires_in = smart_expiry(
@@ -188,14 +208,6 @@ class UploadService:
             maximum=settings.expiry_max,
             allowance=settings.expiry_default,
             requested=spec.get("expiresIn"),
-        )
-        url = storage.presign_put(
-            key,
-            content_type=content_type,
-            size=size,
-            expires_in=expires_in,
-            checksum_sha256=checksum,
-            metadata=metadata,
         )
         headers = {"Content-Type": content_type}
         if checksum:
@@ -220,17 +232,25 @@ class UploadService:
             checksum_sha256=checksum,
             validation=rules.client_rules or None,
         )
-        signed = {
+        put = PutObjectSpec(key, content_type, size, expires_in, checksum, metadata)
+        answer = {
             "uploadId": upload_id,
             "key": key,
             "bucket": storage.bucket,
             "method": "PUT",
-            "url": url,
+            "url": "",  # filled in by _sign_all
             "headers": headers,
             "expiresIn": expires_in,
             "expiresAt": isoformat(now + expires_in),
         }
-        return record, signed
+        return Planned(record, put, answer)
+
+    @staticmethod
+    def _sign_all(storage: Storage, planned: Sequence[Planned]) -> None:
+        """Presign every planned PUT in one call: one credentials read, one clock."""
+        urls = storage.presign_puts([p.put for p in planned])
+        for plan, url in zip(planned, urls, strict=True):
+            plan.answer["url"] = url
 
     @property
     def _record_ttl(self) -> int:
@@ -238,18 +258,17 @@ class UploadService:
 
     def sign_upload(self, owner: str, spec: Mapping[str, Any]) -> dict[str, Any]:
         """``POST /uploads``: validate one file and return its presigned PUT."""
+        storage = self.storage_for(owner)
         try:
             rules = self.rules(spec.get("validation"))
-            record, signed = self._prepare(
-                owner, spec, rules, None, self.storage_for(owner), time.time()
-            )
+            plan = self._plan(owner, spec, rules, None, storage, new_upload_id(), time.time())
         except ObitoXError as error:
-            if error.status < 500:
-                self.reject(owner, spec.get("filename"), error, stage="validation")
+            self.reject(owner, spec.get("filename"), error, stage="validation")
             raise
-        self.state.create(record, self._record_ttl)
-        self._send(signals.upload_signed, upload=record)
-        return signed
+        self._sign_all(storage, [plan])
+        self.state.create(plan.record, self._record_ttl)
+        self._send(signals.upload_signed, upload=plan.record)
+        return plan.answer
 
     def check_batch_size(self, count: int) -> None:
         limit = self.settings.batch_max_files
@@ -281,41 +300,37 @@ class UploadService:
         storage = self.storage_for(owner)
         batch_rules = self.rules(validation)
         now = time.time()
-        records: list[UploadRecord] = []
-        uploads: list[dict[str, Any]] = []
+        upload_ids = new_upload_ids(len(files))
+        planned: list[Planned] = []
         errors: list[dict[str, Any]] = []
-        rejected: list[tuple[str | None, ObitoXError]] = []
+        rejected: list[tuple[str, ObitoXError]] = []
         for index, spec in enumerate(files):
-            filename = None
-            try:
-                if isinstance(spec, ObitoXError):
-                    raise spec
-                filename = spec["filename"]
-                file_validation = spec.get("validation")
-                rules = batch_rules.tighten(file_validation) if file_validation else batch_rules
-                record, signed = self._prepare(owner, spec, rules, network_type, storage, now)
-            except ObitoXError as error:
-                if error.status >= 500:
-                    raise
-                errors.append({"index": index, "filename": filename, **error.to_dict()})
-                if not isinstance(spec, ObitoXError):  # a malformed entry is not a rejected file
-                    rejected.append((filename, error))
+            if isinstance(spec, ObitoXError):  # malformed: answered, but not a rejected file
+                errors.append({"index": index, "filename": None, **spec.to_dict()})
                 continue
-            signed["index"] = index
-            signed["filename"] = record.filename
-            records.append(record)
-            uploads.append(signed)
-        if records:
-            self.state.create_many(records, self._record_ttl)
-        for record in records:
-            self._send(signals.upload_signed, upload=record)
+            file_rules = spec.get("validation")
+            try:
+                rules = batch_rules.tighten(file_rules) if file_rules else batch_rules
+                plan = self._plan(owner, spec, rules, network_type, storage, upload_ids[index], now)
+            except ObitoXError as error:
+                errors.append({"index": index, "filename": spec["filename"], **error.to_dict()})
+                rejected.append((spec["filename"], error))
+                continue
+            plan.answer["index"] = index
+            plan.answer["filename"] = plan.record.filename
+            planned.append(plan)
+        if planned:
+            self._sign_all(storage, planned)
+            self.state.create_many([p.record for p in planned], self._record_ttl)
+        for plan in planned:
+            self._send(signals.upload_signed, upload=plan.record)
         for filename, refused in rejected:
             self.reject(owner, filename, refused, stage="validation")
         return {
             "total": len(files),
-            "successful": len(uploads),
+            "successful": len(planned),
             "failed": len(errors),
-            "uploads": uploads,
+            "uploads": [p.answer for p in planned],
             "errors": errors,
         }
 

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 from unittest import mock
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import boto3
 import botocore.session
@@ -23,11 +23,20 @@ from botocore.auth import S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import ReadOnlyCredentials, RefreshableCredentials
+from botocore.exceptions import ClientError, EndpointConnectionError
 from botocore.utils import percent_encode, percent_encode_sequence
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from flask_obitox.storage.signer import PresignerUnsupportedError, SigV4Presigner
+from flask_obitox.errors import StorageUnavailable
+from flask_obitox.storage.client import Storage, StorageSettings
+from flask_obitox.storage.signer import (
+    PresignerUnsupportedError,
+    PutObjectSpec,
+    SigV4Presigner,
+    _q,
+    _q_key,
+)
 
 UTC = datetime.UTC
 ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"
@@ -434,6 +443,228 @@ def test_generic_presign_matches_s3_sigv4_query_auth(
     assert ours == request.prepare().url
 
 
+# -- batches ------------------------------------------------------------------------
+
+# ``str.split()`` (botocore's header-value normaliser) splits on every character for
+# which ``str.isspace()`` holds: ASCII \t\n\v\f\r and \x1c-\x1f as well as \x85, \xa0,
+# \u1680, \u2000-\u200a, \u2028, \u2029, \u202f, \u205f and \u3000.
+UNICODE_SPACES = [char for char in map(chr, range(0x110000)) if char.isspace()]
+spacey_unicode = st.text(
+    st.one_of(st.sampled_from(UNICODE_SPACES), any_chars, printable_ascii), max_size=24
+)
+batch_content_types = st.one_of(content_types, spacey_unicode)
+batch_checksums = st.one_of(st.none(), checksums, spacey_unicode)
+# Metadata names that only differ in case end up in one header, values joined with ",";
+# names with edge spaces are stripped in SignedHeaders but not in the canonical headers.
+batch_metadata = st.one_of(
+    st.none(),
+    metadata,
+    st.dictionaries(
+        st.text("aAbB-_ ", min_size=1, max_size=3),
+        st.one_of(spacey_ascii, st.sampled_from(["", " ", " a  b "])),
+        max_size=4,
+    ),
+)
+
+
+@st.composite
+def put_batches(draw: st.DrawFn) -> list[PutObjectSpec]:
+    """1-20 specs; their (content type, checksum, metadata) drawn from a few variants,
+    as in a real batch (the presigner builds each distinct variant's headers once)."""
+    # Variants often share a content type or checksum and differ in the rest only.
+    content_type_pool = draw(st.lists(batch_content_types, min_size=1, max_size=2))
+    checksum_pool = draw(st.lists(batch_checksums, min_size=1, max_size=2))
+    variants = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(content_type_pool), st.sampled_from(checksum_pool), batch_metadata
+            ),
+            min_size=1,
+            max_size=4,
+        )
+    )
+    specs = []
+    for _ in range(draw(st.integers(min_value=1, max_value=20))):
+        content_type, checksum, meta = draw(st.sampled_from(variants))
+        if meta is not None and draw(st.booleans()):
+            meta = dict(meta)  # an equal mapping, not the same object
+        specs.append(
+            PutObjectSpec(
+                key=draw(keys),
+                content_type=content_type,
+                content_length=draw(content_lengths),
+                expires_in=draw(expires),
+                checksum_sha256=checksum,
+                metadata=meta,
+            )
+        )
+    return specs
+
+
+def oracle_puts(
+    client: Any, bucket: str, specs: list[PutObjectSpec], now: datetime.datetime
+) -> list[str]:
+    """botocore's ``put_object`` URL for each spec, all at the instant ``now``."""
+    naive_utc = now.astimezone(UTC).replace(tzinfo=None) if now.tzinfo else now
+    urls = []
+    with mock.patch("botocore.auth.get_current_datetime", return_value=naive_utc):
+        for spec in specs:
+            params: dict[str, Any] = {
+                "Bucket": bucket,
+                "Key": spec.key,
+                "ContentType": spec.content_type,
+                "ContentLength": spec.content_length,
+            }
+            if spec.checksum_sha256 is not None:
+                params["ChecksumSHA256"] = spec.checksum_sha256
+            if spec.metadata is not None:
+                params["Metadata"] = spec.metadata
+            urls.append(
+                client.generate_presigned_url(
+                    "put_object", Params=params, ExpiresIn=spec.expires_in
+                )
+            )
+    return urls
+
+
+@settings(SETTINGS, max_examples=50)
+@given(client_name=client_names, bucket=buckets, specs=put_batches(), now=instants)
+@example(
+    client_name="aws-ap-south-1-token",
+    bucket="uploads",
+    specs=[
+        PutObjectSpec(f"uploads/AbCdEfGhIjKlMnOpQrStUv/holiday photo {i:03d}.jpg",
+                      "image/jpeg", 2_000_000 + i, 300 + i, None, {"album": "summer"})
+        for i in range(3)
+    ] + [
+        PutObjectSpec("a/é b/%20(1).png", " image/png\u3000", 0, 1, " x\x85y ", {"A": "1", "a": " 2  3 "}),
+        PutObjectSpec("k", "application/x-www-form-urlencoded; charset=utf-8", 1, 604_800),
+        PutObjectSpec("k", "image/jpeg", 1, 60, None, {"album": "winter"}),
+        PutObjectSpec("k", "image/jpeg", 1, 60, None, {"Album": "summer"}),
+        PutObjectSpec("k", "image/jpeg", 1, 60, None, {"b": "summer"}),
+        PutObjectSpec("k", "image/jpeg", 1, 60, "c2hh", {"album": "summer"}),
+        PutObjectSpec("k", "image/png", 1, 60, "c2hh", {"album": "summer"}),
+        PutObjectSpec("k", "image/jpeg", 1, 60, None, {"album": "summer", "x": ""}),
+        PutObjectSpec("k", "image/jpeg", 1, 60, None, {"x": "", "album": "summer"}),
+        PutObjectSpec("k", "image/jpeg", 1, 60),
+        PutObjectSpec("k", "image/jpeg", 1, 60, "c2hh"),
+    ],
+    now=FIXED,
+)  # fmt: skip
+def test_put_objects_batch_matches_botocore(
+    client_name: str, bucket: str, specs: list[PutObjectSpec], now: datetime.datetime
+) -> None:
+    presigner = PRESIGNERS[client_name]
+    ours = presigner.presign_put_objects(bucket, specs, now=now)
+    assert ours == oracle_puts(CLIENTS[client_name], bucket, specs, now)
+    # ... and the single-URL method agrees (it is the one-spec batch).
+    assert ours[-1] == presigner.presign_put_object(
+        bucket,
+        specs[-1].key,
+        content_type=specs[-1].content_type,
+        content_length=specs[-1].content_length,
+        expires_in=specs[-1].expires_in,
+        checksum_sha256=specs[-1].checksum_sha256,
+        metadata=specs[-1].metadata,
+        now=now,
+    )
+
+
+def test_put_objects_batch_shares_one_instant_and_one_credentials_read() -> None:
+    client = make_client("eu-west-1", addressing_style="virtual", token=SESSION_TOKEN)
+    presigner = SigV4Presigner(client)
+    presigner.presign_get_object("uploads", "warm-up", expires_in=60)  # endpoint discovery
+    specs = [PutObjectSpec(f"k {i}", "a/b", i, 60 + i) for i in range(50)]
+    credentials = client._request_signer._credentials
+    with mock.patch.object(
+        credentials, "get_frozen_credentials", wraps=credentials.get_frozen_credentials
+    ) as spy:
+        urls = presigner.presign_put_objects("uploads", specs)
+    assert spy.call_count == 1
+    stamps = {query(url)["X-Amz-Date"][0] for url in urls}
+    assert len(stamps) == 1
+    instant = datetime.datetime.strptime(stamps.pop(), "%Y%m%dT%H%M%SZ")
+    assert urls == oracle_puts(client, "uploads", specs, instant)
+
+
+def test_put_objects_empty_batch() -> None:
+    assert PRESIGNERS["aws-us-east-1-default"].presign_put_objects("uploads", []) == []
+
+
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [
+        (PutObjectSpec("", "a/b", 1, 60), ValueError),
+        (PutObjectSpec("k", "a/b", 1, 0), ValueError),
+        (PutObjectSpec("k", "a/b", 1, True), TypeError),
+        (PutObjectSpec("k", "a/b", -1, 60), ValueError),
+        (PutObjectSpec("k", "a/b", 1.0, 60), TypeError),  # type: ignore[arg-type]
+        (PutObjectSpec("k", "a/b", 1, 60, None, {"name": "caf\u00e9"}), ValueError),
+        (PutObjectSpec("k", "a/b", 1, 60, None, {"caf\u00e9": "x"}), ValueError),
+        (PutObjectSpec("k\ud800", "a/b", 1, 60), UnicodeEncodeError),  # as quote() raises
+    ],
+)
+def test_put_objects_rejects_any_invalid_spec(bad: PutObjectSpec, error: type[Exception]) -> None:
+    presigner = PRESIGNERS["aws-eu-west-1-virtual"]
+    # The metadata values are valid in the first spec and cached: still checked after.
+    good = PutObjectSpec("k", "a/b", 1, 60, None, {"name": "cafe"})
+    with pytest.raises(error):
+        presigner.presign_put_objects("uploads", [good, bad, good])
+
+
+# -- the quoting helpers ------------------------------------------------------------
+
+# Full unicode but lone surrogates (which ``quote`` cannot encode either), with the
+# characters that need escaping or are special to ``quote`` drawn often.
+quote_texts = st.text(
+    st.one_of(
+        st.sampled_from([*URL_SPECIAL, "\x00", "\x7f", "\x80", "\xff", "-", "_", "."]),
+        st.characters(exclude_categories=SURROGATES),
+    ),
+    max_size=40,
+)
+
+
+@settings(SETTINGS, max_examples=300)
+@given(text=quote_texts)
+@example(text="%")
+@example(text="%%25 %")
+@example(text="a b%c\u00e9/\U0001f600~")
+def test_quoters_equal_urllib_quote(text: str) -> None:
+    for _ in range(2):  # the second call takes the memoised replacement plan
+        assert _q_key(text) == quote(text, safe="/~")
+        assert _q(text) == quote(text, safe="-._~") == percent_encode(text)
+
+
+def test_quoters_equal_urllib_quote_on_every_code_point() -> None:
+    for char in map(chr, range(256)):
+        for text in (char, f"a{char}b{char}%"):
+            assert _q_key(text) == quote(text, safe="/~")
+            assert _q(text) == quote(text, safe="-._~")
+    everything = "".join(map(chr, range(0xD800))) + "".join(map(chr, range(0xE000, 0x110000)))
+    for start in range(0, len(everything), 4096):
+        chunk = everything[start : start + 4096]
+        assert _q_key(chunk) == quote(chunk, safe="/~")
+        assert _q(chunk) == quote(chunk, safe="-._~")
+
+
+@pytest.mark.parametrize("quoter", [_q, _q_key])
+def test_quoters_reject_lone_surrogates_like_quote(quoter: Callable[[str], str]) -> None:
+    with pytest.raises(UnicodeEncodeError):
+        quote("a\udc80", safe="/~")
+    with pytest.raises(UnicodeEncodeError):
+        quoter("a\udc80")
+
+
+def test_whitespace_set_of_str_split_is_str_isspace() -> None:
+    """The batch test above draws header values from UNICODE_SPACES: make sure that set
+    is exactly what ``" ".join(value.split())`` (botocore's normaliser) collapses."""
+    everything = "x".join(map(chr, range(0x110000)))  # each code point once
+    kept = "".join(everything.split())
+    assert len(everything) - len(kept) == len(UNICODE_SPACES)
+    assert not any(space in kept for space in UNICODE_SPACES)
+
+
 # -- specific behaviours ------------------------------------------------------------
 
 # Every ASCII character (NUL excluded from keys, see key_chars) plus a few awkward code
@@ -731,3 +962,45 @@ def test_invalid_input_is_rejected(
 ) -> None:
     with pytest.raises(error):
         call(presigner)
+
+
+# -- Storage ------------------------------------------------------------------------
+
+
+def make_storage() -> Storage:
+    return Storage(
+        StorageSettings(
+            bucket="uploads",
+            region="eu-west-1",
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+        )
+    )
+
+
+def test_storage_presign_puts_is_the_presigner_batch() -> None:
+    storage = make_storage()
+    specs = [PutObjectSpec(f"uploads/x/photo {i}.jpg", "image/jpeg", 10 + i, 300) for i in range(3)]
+    with mock.patch("flask_obitox.storage.signer._time", return_value=FIXED.timestamp()):
+        urls = storage.presign_puts(specs)
+        single = storage.presign_put(
+            specs[1].key, content_type="image/jpeg", size=11, expires_in=300
+        )
+    assert urls == storage.presigner.presign_put_objects("uploads", specs, now=FIXED)
+    assert single == urls[1]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        EndpointConnectionError(endpoint_url="https://s3.example"),
+        ClientError({"Error": {"Code": "AccessDenied"}}, "PutObject"),
+    ],
+)
+def test_storage_presign_puts_translates_botocore_errors(error: Exception) -> None:
+    storage = make_storage()
+    with mock.patch.object(storage.presigner, "presign_put_objects", side_effect=error):
+        with pytest.raises(StorageUnavailable):
+            storage.presign_puts([PutObjectSpec("k", "a/b", 1, 60)])
+        with pytest.raises(StorageUnavailable):
+            storage.presign_put("k", content_type="a/b", size=1, expires_in=60)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +18,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from ..errors import StorageUnavailable
-from .signer import SigV4Presigner
+from .signer import PutObjectSpec, SigV4Presigner
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -132,17 +132,14 @@ class Storage:
         checksum_sha256: str | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> str:
-        # A plain try, not ``with self._calling()``: this runs once per file of a batch.
+        spec = PutObjectSpec(key, content_type, size, expires_in, checksum_sha256, metadata)
+        return self.presign_puts((spec,))[0]
+
+    def presign_puts(self, specs: Sequence[PutObjectSpec]) -> list[str]:
+        """One presigned PUT URL per spec, in order, all signed at the same instant."""
+        # A plain try, not ``with self._calling()``: a batch request's hot path.
         try:
-            return self.presigner.presign_put_object(
-                self.bucket,
-                key,
-                content_type=content_type,
-                content_length=size,
-                expires_in=expires_in,
-                checksum_sha256=checksum_sha256,
-                metadata=metadata,
-            )
+            return self.presigner.presign_put_objects(self.bucket, specs)
         except (BotoCoreError, ClientError) as error:
             raise StorageUnavailable(_describe(self.settings, error)) from error
 
