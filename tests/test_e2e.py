@@ -153,3 +153,34 @@ def test_concurrent_completes_have_one_winner(alice: UserClient, e2e_app: Flask)
     assert {a.status_code for a in answers} == {200}
     assert len({a.get_data() for a in answers}) == 1
     assert completions == [signed["uploadId"]]
+
+
+def test_missing_bucket_is_503_not_upload_not_complete(
+    redis_backend: RedisStateBackend, moto_server: str, s3_server: Any
+) -> None:
+    app, _ = make_app(
+        redis_backend, OBITOX_ENDPOINT_URL=moto_server, OBITOX_BUCKET="no-such-bucket"
+    )
+    client = UserClient(app, "alice")
+    signed = client.post("/uploads", json=file_spec()).json
+    response = client.post(f"/uploads/{signed['uploadId']}/complete")
+    assert response.status_code == 503
+    assert response.json["error"] == "STORAGE_UNAVAILABLE"
+
+
+def test_no_credentials_is_503(
+    redis_backend: RedisStateBackend, moto_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    app, _ = make_app(
+        redis_backend,
+        OBITOX_ENDPOINT_URL=moto_server,
+        OBITOX_AWS_ACCESS_KEY_ID=None,
+        OBITOX_AWS_SECRET_ACCESS_KEY=None,
+    )
+    response = UserClient(app, "alice").post("/uploads", json=file_spec())
+    assert response.status_code == 503
+    assert response.json["error"] == "STORAGE_UNAVAILABLE"

@@ -18,7 +18,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from ..errors import StorageUnavailable
-from .signer import PutObjectSpec, SigV4Presigner
+from .signer import PresignerUnsupportedError, PutObjectSpec, SigV4Presigner
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -47,8 +47,23 @@ class ObjectInfo:
     content_type: str | None
 
 
+#: Failures of a storage call: botocore's, and configurations the presigner refuses.
+STORAGE_ERRORS = (BotoCoreError, ClientError, PresignerUnsupportedError)
+
+
+def _is_not_found(error: BaseException | None) -> bool:
+    return isinstance(error, ClientError) and error.response.get("Error", {}).get("Code") in (
+        "404",
+        "NoSuchKey",
+        "NoSuchBucket",
+        "NotFound",
+    )
+
+
 def _describe(settings: StorageSettings, error: Exception) -> str:
     where = settings.endpoint_url or f"S3 ({settings.region or 'default region'})"
+    if isinstance(error, PresignerUnsupportedError):
+        return f"Cannot presign for bucket {settings.bucket!r} at {where}: {error}."
     if isinstance(error, NoCredentialsError):
         return (
             "No storage credentials were found: set OBITOX_AWS_ACCESS_KEY_ID and "
@@ -56,7 +71,9 @@ def _describe(settings: StorageSettings, error: Exception) -> str:
         )
     if isinstance(error, ClientError):
         code = error.response.get("Error", {}).get("Code", "")
-        if code == "NoSuchBucket":
+        if code == "NoSuchBucket" or (
+            code in ("404", "NotFound") and error.operation_name == "HeadBucket"
+        ):
             return f"The bucket {settings.bucket!r} does not exist at {where}."
         if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
             return f"Storage at {where} refused access to bucket {settings.bucket!r} ({code})."
@@ -119,7 +136,7 @@ class Storage:
     def _calling(self) -> Iterator[None]:
         try:
             yield
-        except (BotoCoreError, ClientError) as error:
+        except STORAGE_ERRORS as error:
             raise StorageUnavailable(_describe(self.settings, error)) from error
 
     def presign_put(
@@ -140,7 +157,7 @@ class Storage:
         # A plain try, not ``with self._calling()``: a batch request's hot path.
         try:
             return self.presigner.presign_put_objects(self.bucket, specs)
-        except (BotoCoreError, ClientError) as error:
+        except STORAGE_ERRORS as error:
             raise StorageUnavailable(_describe(self.settings, error)) from error
 
     def presign_get(self, key: str, *, expires_in: int) -> str:
@@ -153,14 +170,13 @@ class Storage:
             with self._calling():
                 answer = self.client.head_object(Bucket=self.bucket, Key=key)
         except StorageUnavailable as error:
-            cause = error.__cause__
-            if isinstance(cause, ClientError) and cause.response.get("Error", {}).get("Code") in (
-                "404",
-                "NoSuchKey",
-                "NotFound",
-            ):
-                return None
-            raise
+            if not _is_not_found(error.__cause__):
+                raise
+            # HEAD answers a bare 404 for a missing bucket too: tell the two apart, so a
+            # deleted bucket is a 503 for the operator, not "upload not complete".
+            with self._calling():
+                self.client.head_bucket(Bucket=self.bucket)
+            return None
         return ObjectInfo(
             size=int(answer["ContentLength"]),
             etag=str(answer.get("ETag", "")).strip('"'),
