@@ -1,0 +1,280 @@
+"""What ``python -m example_app`` runs next to the app: configuration and embedded services.
+
+- Configuration: every ``OBITOX_*`` environment variable becomes the config key of the same
+  name, parsed by the type of its default (``"true"`` for a bool, ``"1048576"`` for an int,
+  ``"image/*,application/pdf"`` or a JSON list for a list).
+- S3: ``OBITOX_ENDPOINT_URL`` set -> that storage (with ``OBITOX_BUCKET`` and credentials
+  from ``OBITOX_AWS_*`` or boto3's chain, ``AWS_*``); otherwise a moto S3 server on
+  127.0.0.1 in a thread of this process, with the bucket created.
+- State: ``OBITOX_STATE_BACKEND`` or ``REDIS_URL`` set -> that Redis; otherwise the
+  in-process memory backend.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from flask_obitox import ConfigError
+from flask_obitox.config import DEFAULTS
+
+logger = logging.getLogger("example_app")
+
+DEFAULT_BUCKET = "obitox-demo"
+DEFAULT_REGION = "us-east-1"
+#: Credentials of the embedded S3: moto accepts any and checks no signature.
+DEMO_CREDENTIALS = "demo"
+#: The request headers the page may send on its PUTs (metadata and checksum included).
+PREFLIGHT_HEADERS = "content-type,x-amz-checksum-sha256,x-amz-meta-demo"
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+# -- configuration from the environment ---------------------------------------------
+
+
+def parse_env_value(name: str, raw: str) -> Any:
+    """``raw`` as the type of ``name``'s default; unknown keys: JSON if it parses, else text."""
+    if name not in DEFAULTS:
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw
+    default = DEFAULTS[name]
+    text = raw.strip()
+    if isinstance(default, bool):
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise ConfigError(f"{name} must be true or false, got {raw!r}")
+    if isinstance(default, int):
+        try:
+            return int(text.replace("_", ""))
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if isinstance(default, list):
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except ValueError as error:
+                raise ConfigError(f"{name} is not a valid JSON list: {error}") from None
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        if default and all(isinstance(d, int) for d in default):
+            try:
+                return [int(item) for item in items]
+            except ValueError:
+                raise ConfigError(f"{name} must be a comma-separated list of integers") from None
+        return items
+    return raw  # strings, and keys whose default is None (bucket, endpoint, credentials...)
+
+
+def config_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Every ``OBITOX_*`` variable (but the test suite's ``OBITOX_TEST_*``), parsed."""
+    return {
+        name: parse_env_value(name, raw)
+        for name, raw in environ.items()
+        if name.startswith("OBITOX_") and not name.startswith("OBITOX_TEST_")
+    }
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password, for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+# -- CORS ---------------------------------------------------------------------------
+
+
+def preflight_ok(endpoint: str, bucket: str, origin: str, *, timeout: float = 3.0) -> bool:
+    """Whether storage answers a browser's preflight for the page's PUTs from ``origin``."""
+    if not endpoint.startswith(("http://", "https://")):
+        return False
+    request = urllib.request.Request(  # noqa: S310 - http(s) only, checked above
+        f"{endpoint.rstrip('/')}/{bucket}/uploads/cors-preflight-check",
+        method="OPTIONS",
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "PUT",
+            "Access-Control-Request-Headers": PREFLIGHT_HEADERS,
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            headers = response.headers
+    except (urllib.error.URLError, OSError):
+        return False
+    allowed_origin = headers.get("Access-Control-Allow-Origin", "")
+    methods = {
+        m.strip().upper() for m in headers.get("Access-Control-Allow-Methods", "").split(",")
+    }
+    allowed = {
+        h.strip().lower() for h in headers.get("Access-Control-Allow-Headers", "").split(",")
+    }
+    return (
+        allowed_origin in (origin, "*")
+        and ("PUT" in methods or "*" in methods)
+        and ("*" in allowed or set(PREFLIGHT_HEADERS.split(",")) <= allowed)
+    )
+
+
+def ensure_browser_cors(client: Any, endpoint: str, bucket: str, origins: list[str]) -> str:
+    """Make sure browsers on ``origins`` may PUT to ``bucket``; returns what was done.
+
+    moto's server answers preflights on its own (it reflects the origin and headers); a
+    storage that does not gets a bucket CORS rule for ``origins``, then is checked again.
+    """
+    if preflight_ok(endpoint, bucket, origins[0]):
+        return "answers CORS preflight as is"
+    client.put_bucket_cors(
+        Bucket=bucket,
+        CORSConfiguration={
+            "CORSRules": [
+                {
+                    "AllowedOrigins": origins,
+                    "AllowedMethods": ["PUT", "POST", "GET", "HEAD"],
+                    "AllowedHeaders": ["*"],
+                    "ExposeHeaders": ["ETag"],
+                    "MaxAgeSeconds": 3600,
+                }
+            ]
+        },
+    )
+    if not preflight_ok(endpoint, bucket, origins[0]):
+        raise RuntimeError(
+            f"the S3 server at {endpoint} refuses CORS preflight from {origins[0]} "
+            "even after put_bucket_cors: browsers could not upload"
+        )
+    return f"bucket CORS set for {', '.join(origins)}"
+
+
+# -- the services -------------------------------------------------------------------
+
+
+class Services:
+    """What :func:`start_services` started; :meth:`stop` ends it."""
+
+    def __init__(self) -> None:
+        self.moto: Any = None
+
+    def stop(self) -> None:
+        if self.moto is not None:
+            self.moto.stop()
+            self.moto = None
+
+
+def _origins(host: str, port: int) -> list[str]:
+    if host in ("", "0.0.0.0", "::", "localhost", "127.0.0.1"):  # noqa: S104 - a comparison
+        return [f"http://127.0.0.1:{port}", f"http://localhost:{port}"]
+    shown = f"[{host}]" if ":" in host else host
+    return [f"http://{shown}:{port}"]
+
+
+def _start_moto(config: MutableMapping[str, Any], services: Services, host: str, port: int) -> None:
+    try:
+        import boto3
+        from botocore.config import Config
+        from moto.server import ThreadedMotoServer
+    except ImportError as error:  # pragma: no cover - the [embedded] extra is missing
+        raise RuntimeError(
+            f"the embedded S3 needs moto's server ({error}): pip install -e '.[embedded]' "
+            "or set OBITOX_ENDPOINT_URL to a real S3"
+        ) from error
+
+    wildcard = host in ("", "0.0.0.0", "::", "localhost")  # noqa: S104 - a comparison
+    bind = "127.0.0.1" if wildcard else host
+    server = ThreadedMotoServer(ip_address=bind, port=0, verbose=False)
+    server.start()
+    services.moto = server
+    moto_host, moto_port = server.get_host_and_port()
+    shown = f"[{moto_host}]" if ":" in moto_host else moto_host
+    endpoint = f"http://{shown}:{moto_port}"
+
+    bucket = config.get("OBITOX_BUCKET") or DEFAULT_BUCKET
+    region = config.get("OBITOX_REGION") or DEFAULT_REGION
+    config.update(
+        OBITOX_BUCKET=bucket,
+        OBITOX_REGION=region,
+        OBITOX_ENDPOINT_URL=endpoint,
+        OBITOX_ADDRESSING_STYLE="path",
+        OBITOX_AWS_ACCESS_KEY_ID=DEMO_CREDENTIALS,
+        OBITOX_AWS_SECRET_ACCESS_KEY=DEMO_CREDENTIALS,
+        EXAMPLE_EMBEDDED_S3=True,
+    )
+    client = boto3.client(
+        "s3",
+        region_name=region,
+        endpoint_url=endpoint,
+        aws_access_key_id=DEMO_CREDENTIALS,
+        aws_secret_access_key=DEMO_CREDENTIALS,
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+    )
+    location = (
+        {}
+        if region == "us-east-1"
+        else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+    )
+    client.create_bucket(Bucket=bucket, **location)
+    cors = ensure_browser_cors(client, endpoint, bucket, _origins(host, port))
+    logger.info("S3: embedded moto server at %s, bucket %r (%s)", endpoint, bucket, cors)
+    if host in ("0.0.0.0", "::"):  # noqa: S104 - a comparison
+        logger.warning(
+            "S3: the embedded S3 listens on %s only: browsers on other machines cannot PUT to it; "
+            "set OBITOX_ENDPOINT_URL to a storage they can reach",
+            moto_host,
+        )
+
+
+def start_services(
+    config: MutableMapping[str, Any],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    environ: Mapping[str, str] | None = None,
+) -> Services:
+    """Fill ``config`` with where S3 and state are, starting embedded ones as needed."""
+    environ = environ if environ is not None else {}
+    services = Services()
+
+    if config.get("OBITOX_STATE_BACKEND"):
+        logger.info("State: %s (OBITOX_STATE_BACKEND)", redacted(config["OBITOX_STATE_BACKEND"]))
+    elif environ.get("REDIS_URL"):
+        config["REDIS_URL"] = environ["REDIS_URL"]
+        config["OBITOX_STATE_BACKEND"] = environ["REDIS_URL"]
+        logger.info("State: Redis at %s (REDIS_URL)", redacted(environ["REDIS_URL"]))
+    else:
+        config["OBITOX_STATE_BACKEND"] = "memory://"
+        logger.info("State: in-process memory backend (set REDIS_URL to use Redis)")
+
+    if config.get("OBITOX_ENDPOINT_URL"):
+        config["EXAMPLE_EMBEDDED_S3"] = False
+        endpoint = config["OBITOX_ENDPOINT_URL"]
+        bucket = config.get("OBITOX_BUCKET")
+        logger.info("S3: %s, bucket %r (OBITOX_ENDPOINT_URL)", endpoint, bucket)
+        origin = _origins(host, port)[0]
+        if bucket and not preflight_ok(endpoint, bucket, origin):
+            logger.warning(
+                "S3: %s does not answer CORS preflight for PUT from %s: browser uploads will "
+                "fail until the bucket's CORS allows it",
+                endpoint,
+                origin,
+            )
+    else:
+        try:
+            _start_moto(config, services, host, port)
+        except BaseException:
+            services.stop()
+            raise
+    return services

@@ -1,0 +1,247 @@
+"""The example app: the page's flow against a real moto S3 server, and
+``python -m example_app`` started as a user would, with no services configured."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from conftest import BUCKET, REGION
+from flask import Flask
+from flask.testing import FlaskClient
+
+from example_app import create_app
+from example_app.services import (
+    config_from_env,
+    ensure_browser_cors,
+    parse_env_value,
+    preflight_ok,
+)
+from flask_obitox import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
+FILES = [
+    ("notes.txt", b"remember the milk\n" * 50, "text/plain"),
+    ("pixel.png", PNG, "image/png"),
+    ("data.bin", bytes(range(7, 250)) * 12, "application/octet-stream"),
+]
+
+
+@pytest.fixture
+def example_app(s3_server: Any, moto_server: str) -> Flask:
+    return create_app(
+        {
+            "TESTING": True,
+            "OBITOX_BUCKET": BUCKET,
+            "OBITOX_REGION": REGION,
+            "OBITOX_ENDPOINT_URL": moto_server,
+            "OBITOX_AWS_ACCESS_KEY_ID": "testing",
+            "OBITOX_AWS_SECRET_ACCESS_KEY": "testing",
+            "OBITOX_STATE_BACKEND": "memory://",
+        }
+    )
+
+
+def sign(client: FlaskClient, files: list[tuple[str, bytes, str]]) -> dict[str, Any]:
+    specs = [{"filename": n, "contentType": t, "size": len(b)} for n, b, t in files]
+    response = client.post("/obitox/uploads/batch", json={"files": specs})
+    assert response.status_code == 200, response.json
+    body: dict[str, Any] = response.json
+    return body
+
+
+def test_the_pages_flow_stores_every_file(example_app: Flask, s3_server: Any) -> None:
+    client = example_app.test_client()
+    batch = sign(client, FILES)
+    assert (batch["successful"], batch["failed"]) == (3, 0)
+    for signed in batch["uploads"]:
+        _, content, _ = FILES[signed["index"]]
+        put = requests.put(signed["url"], data=content, headers=signed["headers"], timeout=10)
+        assert put.status_code == 200, put.text
+        done = client.post(f"/obitox/uploads/{signed['uploadId']}/complete", json={})
+        assert done.status_code == 200, done.json
+        assert done.json["status"] == "completed"
+        assert done.json["etag"]
+        stored = s3_server.get_object(Bucket=BUCKET, Key=done.json["key"])["Body"].read()
+        assert hashlib.sha256(stored).digest() == hashlib.sha256(content).digest()
+
+
+def test_an_executable_is_refused_in_the_batch(example_app: Flask) -> None:
+    batch = sign(
+        example_app.test_client(),
+        [FILES[0], ("setup.exe", b"MZ" + bytes(62), "application/octet-stream")],
+    )
+    assert batch["successful"] == 1
+    [refused] = batch["errors"]
+    assert refused["index"] == 1
+    assert refused["filename"] == "setup.exe"
+    assert refused["error"] == "VALIDATION_FAILED"
+    assert refused["message"]
+
+
+def test_each_browser_session_is_its_own_user(example_app: Flask) -> None:
+    alice, bob = example_app.test_client(), example_app.test_client()
+    upload_id = sign(alice, FILES[:1])["uploads"][0]["uploadId"]
+    assert alice.get(f"/obitox/uploads/{upload_id}").status_code == 200
+    for response in (
+        bob.get(f"/obitox/uploads/{upload_id}"),
+        bob.post(f"/obitox/uploads/{upload_id}/complete", json={}),
+    ):
+        assert response.status_code == 404
+        assert response.json["error"] == "UPLOAD_NOT_FOUND"
+
+
+def test_index_page_renders(example_app: Flask, moto_server: str) -> None:
+    client = example_app.test_client()
+    response = client.get("/")
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert '<script type="module" src="/static/app.js">' in html
+    assert BUCKET in html
+    assert 'data-api="/obitox"' in html
+    assert client.get("/static/app.js").status_code == 200
+
+
+def test_env_values_are_parsed_by_the_type_of_their_default() -> None:
+    env = {
+        "OBITOX_MAX_FILE_SIZE": "1048576",
+        "OBITOX_VERIFY_CONTENT": "false",
+        "OBITOX_ALLOWED_CONTENT_TYPES": "image/*, application/pdf",
+        "OBITOX_WEBHOOK_RETRY_SCHEDULE": "5,60",
+        "OBITOX_WEBHOOKS": '[{"url": "https://example.com/hook"}]',
+        "OBITOX_BUCKET": "12345",
+        "OBITOX_TEST_REDIS_URL": "redis://ignored",
+        "HOME": "/root",
+    }
+    assert config_from_env(env) == {
+        "OBITOX_MAX_FILE_SIZE": 1048576,
+        "OBITOX_VERIFY_CONTENT": False,
+        "OBITOX_ALLOWED_CONTENT_TYPES": ["image/*", "application/pdf"],
+        "OBITOX_WEBHOOK_RETRY_SCHEDULE": [5, 60],
+        "OBITOX_WEBHOOKS": [{"url": "https://example.com/hook"}],
+        "OBITOX_BUCKET": "12345",
+    }
+    with pytest.raises(ConfigError, match="OBITOX_BATCH_MAX_FILES"):
+        parse_env_value("OBITOX_BATCH_MAX_FILES", "many")
+
+
+def test_bucket_cors_is_set_when_storage_refuses_the_preflight(
+    s3_server: Any, moto_server: str
+) -> None:
+    origin = "http://127.0.0.1:5999"
+    # A rule for another origin: moto now refuses preflights from ours.
+    s3_server.put_bucket_cors(
+        Bucket=BUCKET,
+        CORSConfiguration={
+            "CORSRules": [
+                {"AllowedOrigins": ["https://elsewhere.example"], "AllowedMethods": ["GET"]}
+            ]
+        },
+    )
+    assert not preflight_ok(moto_server, BUCKET, origin)
+    done = ensure_browser_cors(s3_server, moto_server, BUCKET, [origin])
+    assert origin in done
+    assert preflight_ok(moto_server, BUCKET, origin)
+    [rule] = s3_server.get_bucket_cors(Bucket=BUCKET)["CORSRules"]
+    assert "PUT" in rule["AllowedMethods"]
+    assert rule["ExposeHeaders"] == ["ETag"]
+
+
+# -- python -m example_app ------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def running_example(tmp_path: Path) -> Iterator[str]:
+    """``python -m example_app`` in a clean environment; yields its base URL."""
+    port = free_port()
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("OBITOX_", "AWS_")) and name not in ("REDIS_URL", "SECRET_KEY")
+    }
+    log = (tmp_path / "example_app.log").open("w+b")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "example_app", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            if process.poll() is not None:
+                log.seek(0)
+                pytest.fail(f"example_app exited with {process.returncode}:\n{log.read().decode()}")
+            try:
+                requests.get(base + "/obitox/openapi.json", timeout=1)
+                break
+            except requests.ConnectionError:
+                if time.monotonic() > deadline:
+                    log.seek(0)
+                    pytest.fail(f"example_app did not start in 20 s:\n{log.read().decode()}")
+                time.sleep(0.1)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+        log.close()
+
+
+def test_python_m_example_app_runs_with_no_services(running_example: str) -> None:
+    browser = requests.Session()
+    page = browser.get(running_example + "/", timeout=5)
+    assert page.status_code == 200
+    assert "embedded S3 (moto)" in page.text
+    spec = browser.get(running_example + "/obitox/openapi.json", timeout=5)
+    assert spec.status_code == 200
+    assert spec.json()["openapi"].startswith("3.1")
+
+    # One upload through the embedded S3, as the page does it, preflight included.
+    content = PNG
+    answer = browser.post(
+        running_example + "/obitox/uploads/batch",
+        json={"files": [{"filename": "p.png", "contentType": "image/png", "size": len(content)}]},
+        timeout=5,
+    ).json()
+    [signed] = answer["uploads"]
+    preflight = requests.options(
+        signed["url"],
+        headers={
+            "Origin": running_example,
+            "Access-Control-Request-Method": "PUT",
+            "Access-Control-Request-Headers": "content-type",
+        },
+        timeout=5,
+    )
+    assert preflight.headers.get("Access-Control-Allow-Origin") in (running_example, "*")
+    put = requests.put(signed["url"], data=content, headers=signed["headers"], timeout=5)
+    assert put.status_code == 200, put.text
+    done = browser.post(
+        running_example + f"/obitox/uploads/{signed['uploadId']}/complete", json={}, timeout=5
+    )
+    assert done.status_code == 200, done.text
+    assert done.json()["size"] == len(content)
