@@ -288,8 +288,10 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
             raise ConfigError(f"{ConfigVars.WEBHOOKS}[{index}] must be an object with a 'url'")
 
     schedule = config[ConfigVars.WEBHOOK_RETRY_SCHEDULE]
-    if isinstance(schedule, str) or not isinstance(schedule, Sequence) or not all(
-        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in schedule
+    if (
+        isinstance(schedule, str)
+        or not isinstance(schedule, Sequence)
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in schedule)
     ):
         raise ConfigError(
             f"{ConfigVars.WEBHOOK_RETRY_SCHEDULE} must be a list of seconds, got {schedule!r}"

@@ -71,11 +71,15 @@ class StateUnavailable(ServiceUnavailable):
     """The state backend (Redis) cannot be reached."""
 
     def __init__(self, detail: str = "The upload state store is unavailable.") -> None:
-        super().__init__("STATE_UNAVAILABLE", "The upload state store is unavailable; retry shortly.", detail)
+        super().__init__(
+            "STATE_UNAVAILABLE", "The upload state store is unavailable; retry shortly.", detail
+        )
 
 
 class StorageUnavailable(ServiceUnavailable):
     """Object storage (S3) cannot be reached or refuses our requests."""
 
     def __init__(self, detail: str = "Object storage is unavailable.") -> None:
-        super().__init__("STORAGE_UNAVAILABLE", "Object storage is unavailable; retry shortly.", detail)
+        super().__init__(
+            "STORAGE_UNAVAILABLE", "Object storage is unavailable; retry shortly.", detail
+        )

@@ -38,7 +38,13 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
         "Sign up to OBITOX_BATCH_MAX_FILES uploads; each file succeeds or fails on its own.",
         "BatchRequestSchema",
         {200: ("Signed uploads and per-file errors, in request order.", "BatchResponseSchema")},
-        ["INVALID_INPUT", "INVALID_JSON", "BATCH_TOO_LARGE", "STATE_UNAVAILABLE", "STORAGE_UNAVAILABLE"],
+        [
+            "INVALID_INPUT",
+            "INVALID_JSON",
+            "BATCH_TOO_LARGE",
+            "STATE_UNAVAILABLE",
+            "STORAGE_UNAVAILABLE",
+        ],
     ),
     (
         "/uploads/{uploadId}/complete",
