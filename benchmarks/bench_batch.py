@@ -17,33 +17,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import boto3
 import redis
 from botocore.config import Config
 from flask import Flask
+from timing import median_seconds
 
 from flask_obitox import MemoryStateBackend, ObitoX, RedisStateBackend
 
 FILES = 100
 BUCKET = "bench-bucket"
 REGION = "us-east-1"
-
-
-def median_seconds(fn: Callable[[], Any], rounds: int, warmup: int = 5) -> float:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
 
 
 def batch_body() -> dict[str, Any]:

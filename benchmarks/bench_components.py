@@ -14,28 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import time
 import uuid
-from collections.abc import Callable
-from typing import Any
 
 import orjson
 import redis
+from timing import median_seconds
 
 from flask_obitox import RedisStateBackend, UploadRecord, schemas
 from flask_obitox.fastschema import compile_dumper, compile_loader
-
-
-def median_seconds(fn: Callable[[], Any], rounds: int) -> float:
-    for _ in range(5):
-        fn()
-    samples = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
 
 
 def row(name: str, naive: float, ours: float) -> None:

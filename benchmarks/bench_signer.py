@@ -16,13 +16,10 @@ from __future__ import annotations
 
 import argparse
 import secrets
-import statistics
-import time
-from collections.abc import Callable
-from typing import Any
 
 import boto3
 from botocore.config import Config
+from timing import median_seconds
 
 from flask_obitox.storage.signer import PutObjectSpec, SigV4Presigner
 
@@ -41,19 +38,6 @@ def make_specs() -> list[PutObjectSpec]:
         )
         for i in range(100)
     ]
-
-
-def median_seconds(fn: Callable[[list[PutObjectSpec]], Any], rounds: int) -> float:
-    """Median time of ``fn`` on a fresh batch of specs (made outside the timing)."""
-    for _ in range(5):
-        fn(make_specs())
-    samples = []
-    for _ in range(rounds):
-        specs = make_specs()
-        start = time.perf_counter()
-        fn(specs)
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
 
 
 def main() -> None:
@@ -100,11 +84,11 @@ def main() -> None:
     def batch(specs: list[PutObjectSpec]) -> None:
         presigner.presign_put_objects(BUCKET, specs)
 
-    naive = median_seconds(botocore_loop, max(20, args.rounds // 5))
+    naive = median_seconds(botocore_loop, max(20, args.rounds // 5), setup=make_specs)
     rows = [
         ("botocore generate_presigned_url loop", naive),
-        ("presign_put_object per URL", median_seconds(one_by_one, args.rounds)),
-        ("presign_put_objects, whole batch", median_seconds(batch, args.rounds)),
+        ("presign_put_object per URL", median_seconds(one_by_one, args.rounds, setup=make_specs)),
+        ("presign_put_objects, whole batch", median_seconds(batch, args.rounds, setup=make_specs)),
     ]
     print(f"{'100 presigned PUT URLs':<40}{'median':>12}{'per URL':>12}{'vs botocore':>13}")
     for name, seconds in rows:
