@@ -139,6 +139,11 @@ def main() -> None:
                 keys.delete(*found[start : start + 1000])
 
     print(f"POST /uploads/batch with {FILES} files, state: {label}")
+    if not args.memory:
+        # The batch waits for one Redis round trip: on a contended host that, not the
+        # CPU work, sets the ratio. Printed so a figure can be judged.
+        ping = median_seconds(state.ping, 200)
+        print(f"Redis PING round trip: median {ping * 1e6:.0f} us")
     print(f"{'measurement':<40}{'median':>12}{'per URL':>12}{'ratio':>10}")
     rows = [
         ("flask-obitox batch request (whole)", ours),
