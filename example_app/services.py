@@ -18,10 +18,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, MutableMapping
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from flask_obitox import ConfigError
 from flask_obitox.config import DEFAULTS
+from flask_obitox.state.redis import redact_url
 
 logger = logging.getLogger("example_app")
 
@@ -82,17 +82,6 @@ def config_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         for name, raw in environ.items()
         if name.startswith("OBITOX_") and not name.startswith("OBITOX_TEST_")
     }
-
-
-def redacted(url: str) -> str:
-    """``url`` without its password, for logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}"
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 # -- CORS ---------------------------------------------------------------------------
@@ -249,11 +238,11 @@ def start_services(
     services = Services()
 
     if config.get("OBITOX_STATE_BACKEND"):
-        logger.info("State: %s (OBITOX_STATE_BACKEND)", redacted(config["OBITOX_STATE_BACKEND"]))
+        logger.info("State: %s (OBITOX_STATE_BACKEND)", redact_url(config["OBITOX_STATE_BACKEND"]))
     elif environ.get("REDIS_URL"):
         config["REDIS_URL"] = environ["REDIS_URL"]
         config["OBITOX_STATE_BACKEND"] = environ["REDIS_URL"]
-        logger.info("State: Redis at %s (REDIS_URL)", redacted(environ["REDIS_URL"]))
+        logger.info("State: Redis at %s (REDIS_URL)", redact_url(environ["REDIS_URL"]))
     else:
         config["OBITOX_STATE_BACKEND"] = "memory://"
         logger.info("State: in-process memory backend (set REDIS_URL to use Redis)")
