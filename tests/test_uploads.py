@@ -465,3 +465,22 @@ def test_non_ascii_owner_ids_work(s3: Any, app: Flask) -> None:
     assert signed.status_code == 201
     assert owner.get(f"/uploads/{signed.json['uploadId']}").status_code == 200
     assert UserClient(app, "jose").get(f"/uploads/{signed.json['uploadId']}").status_code == 404
+
+
+def test_storage_resolver_sends_each_tenant_to_its_bucket(s3: Any) -> None:
+    s3.create_bucket(Bucket="tenant-acme")
+    app, obitox = make_app(MemoryStateBackend())
+
+    @obitox.storage_resolver
+    def tenant_storage(owner: str) -> dict[str, str] | None:
+        return {"bucket": "tenant-acme"} if owner == "acme" else None
+
+    acme, other = UserClient(app, "acme"), UserClient(app, "alice")
+    signed = acme.post("/uploads", json=file_spec(size=len(png_bytes()))).json
+    assert signed["bucket"] == "tenant-acme"
+    assert "/tenant-acme/" in signed["url"] or "tenant-acme." in signed["url"]
+    assert other.post("/uploads", json=file_spec()).json["bucket"] == BUCKET
+    s3.put_object(Bucket="tenant-acme", Key=signed["key"], Body=png_bytes())
+    done = acme.post(f"/uploads/{signed['uploadId']}/complete")
+    assert done.status_code == 200, done.json
+    assert done.json["bucket"] == "tenant-acme"
