@@ -45,8 +45,10 @@ def _run_validators(field: fields.Field[Any], value: Any) -> Any:
 
 def _value_checker(field: fields.Field[Any]) -> Checker:
     """A function returning the loaded value, or raising :class:`_Fallback`."""
-    if field.load_default is not missing or field.allow_none:
-        raise _NotCompilable(f"{field!r} has a default or allows None")
+    if field.load_default is not missing:
+        raise _NotCompilable(f"{field!r} has a default")
+    if field.allow_none and type(field) is not fields.Raw:
+        raise _NotCompilable(f"{field!r} allows None")
     validated = bool(field.validators)
 
     def finish(value: Any) -> Any:
@@ -76,7 +78,10 @@ def _value_checker(field: fields.Field[Any]) -> Checker:
         def check_float(value: Any) -> Any:
             if type(value) is not float and type(value) is not int:
                 raise _FALLBACK
-            number = float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # an int past float range: marshmallow says why
+                raise _FALLBACK from None
             if not math.isfinite(number):
                 raise _FALLBACK
             return finish(number)
@@ -91,9 +96,13 @@ def _value_checker(field: fields.Field[Any]) -> Checker:
 
         return check_bool
     if kind is fields.Raw:
+        allow_none = field.allow_none
 
         def check_raw(value: Any) -> Any:
-            if value is None:  # marshmallow refuses None unless allow_none
+            if value is None:
+                # marshmallow refuses None unless allow_none, and then skips validators
+                if allow_none:
+                    return None
                 raise _FALLBACK
             return finish(value)
 

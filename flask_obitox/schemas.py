@@ -12,14 +12,15 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 
-from .config import NETWORK_TYPES, SIGV4_MAX_EXPIRY
+from .config import NETWORK_TYPES
 
 #: S3 limits user metadata to 2 KB (keys and values together).
 METADATA_MAX_BYTES = 2048
 #: A printable-ASCII value: HTTP header values outside it are not portable.
 _PRINTABLE_ASCII = r"^[\x20-\x7e]*\Z"
-#: A type/subtype pair with optional parameters, as in RFC 9110.
-_MEDIA_TYPE = r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}(\s*;[\x20-\x7e]*)?\Z"
+#: A type/subtype pair with optional parameters, as in RFC 9110; spaces only (``\s`` would
+#: admit newlines and other characters no HTTP client can send in a header).
+_MEDIA_TYPE = r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}( *;[\x20-\x7e]*)?\Z"
 #: A media type or a wildcard pattern of one: ``image/png``, ``image/*``, ``*/*``.
 _MEDIA_PATTERN = (
     r"^(\*|[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126})/(\*|[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126})\Z"
@@ -96,7 +97,11 @@ class FileSpecSchema(Schema):
         **_doc("Stored as x-amz-meta-* headers (keys lower-cased)."),
     )
     networkType = fields.String(validate=validate.OneOf(NETWORK_TYPES))
-    expiresIn = fields.Integer(strict=True, validate=validate.Range(min=1, max=SIGV4_MAX_EXPIRY))
+    expiresIn = fields.Integer(
+        strict=True,
+        validate=validate.Range(min=1),
+        **_doc("Seconds the URL should live; clamped to OBITOX_EXPIRY_MIN..OBITOX_EXPIRY_MAX."),
+    )
     validation = fields.Nested(ValidationRulesSchema)
 
 
@@ -117,7 +122,8 @@ class BatchRequestSchema(Schema):
 class BatchEnvelopeSchema(Schema):
     """The batch body with each file left raw: one bad file must not fail the others."""
 
-    files = fields.List(fields.Raw(), required=True)
+    # allow_none: a null entry fails alone, like any other malformed entry.
+    files = fields.List(fields.Raw(allow_none=True), required=True)
     validation = fields.Nested(ValidationRulesSchema)
     networkType = fields.String(validate=validate.OneOf(NETWORK_TYPES))
 

@@ -43,6 +43,8 @@ EXPIRED_GRACE = 24 * 3600
 MAX_KEY_BYTES = 1024
 
 _OPEN = frozenset({"pending", "uploading"})
+#: The one Content-Type botocore leaves out of a signature.
+UNSIGNABLE_CONTENT_TYPE = "application/x-www-form-urlencoded; charset=utf-8"
 
 
 def isoformat(timestamp: float) -> str:
@@ -69,6 +71,14 @@ class Planned(NamedTuple):
     record: UploadRecord
     put: PutObjectSpec
     answer: dict[str, Any]
+
+
+def _mismatch(upload_id: str, reason: str) -> ObitoXError:
+    return ObitoXError(
+        "CONTENT_MISMATCH",
+        f"The upload was rejected: {reason}.",
+        details={"uploadId": upload_id, "reason": reason},
+    )
 
 
 def _not_found(upload_id: str) -> ObitoXError:
@@ -194,6 +204,10 @@ class UploadService:
         """Validate one file and decide its key, expiry and signed headers (no I/O)."""
         filename = sanitize_filename(spec["filename"])
         content_type = spec["contentType"].strip()
+        if content_type.lower() == UNSIGNABLE_CONTENT_TYPE:
+            # botocore never signs this exact value (its own default form type), so the
+            # upload could then be sent with any type: sign the same type, spaceless.
+            content_type = content_type.replace("; ", ";")
         size = spec["size"]
         rules.check(filename, content_type, size)
 
@@ -343,11 +357,8 @@ class UploadService:
             assert record.result is not None
             return dict(record.result)
         if record.status == "rejected":
-            reason = (record.result or {}).get("reason", "content did not match")
-            raise ObitoXError(
-                "CONTENT_MISMATCH",
-                f"The upload was rejected: {reason}.",
-                details={"uploadId": record.upload_id, "reason": reason},
+            raise _mismatch(
+                record.upload_id, (record.result or {}).get("reason", "content did not match")
             )
         if record.status == "aborted":
             raise ObitoXError(
@@ -383,11 +394,14 @@ class UploadService:
                 "This is a multipart upload: complete it with POST /multipart/<uploadId>/complete.",
                 details={"uploadId": upload_id, "kind": record.kind},
             )
+        storage = self.storage_for(owner, record.bucket)
+        if record.status == "rejected":
+            # Idempotent, and finishes a delete that failed the first time.
+            storage.delete(record.key)
         answer = self._settled(record)
         if answer is not None:
             return answer
 
-        storage = self.storage_for(owner, record.bucket)
         info = storage.head(record.key)
         if info is None:
             raise ObitoXError(
@@ -398,8 +412,11 @@ class UploadService:
         reason = None
         if info.size != record.size:
             reason = f"stored size {info.size} differs from the declared size {record.size}"
-        elif self.settings.verify_content and record.size > 0:
-            head = storage.read_head(record.key, min(HEAD_BYTES, record.size))
+        elif self.settings.verify_content:
+            # An empty object is checked too: an empty "image/png" is not a PNG.
+            head = (
+                storage.read_head(record.key, min(HEAD_BYTES, record.size)) if record.size else b""
+            )
             reason = verify_content(record.content_type, head, self.rules(record.validation))
         if reason is not None:
             return self._reject_stored(record, storage, reason)
@@ -420,9 +437,9 @@ class UploadService:
         return result
 
     def _reject_stored(self, record: UploadRecord, storage: Storage, reason: str) -> dict[str, Any]:
-        # Delete first: if storage fails, the upload stays pending and a retry redoes
-        # this, instead of a "rejected" record pointing at an object still served.
-        storage.delete(record.key)
+        # Decide first (exactly one caller wins the CAS and tells the host), then delete.
+        # If the delete fails, the record already says "rejected" and every later
+        # complete retries the delete (see complete_upload) before answering 422.
         updated = self.state.update(
             record.upload_id,
             _OPEN,
@@ -431,32 +448,24 @@ class UploadService:
         )
         if updated is None:
             return self._settle_race(record.upload_id)
-        error = ObitoXError(
-            "CONTENT_MISMATCH",
-            f"The upload was rejected: {reason}.",
-            details={"uploadId": record.upload_id, "reason": reason},
-        )
         self._send(
             signals.upload_rejected,
             filename=record.filename,
-            reason=error.message,
-            code=error.code,
+            reason=_mismatch(record.upload_id, reason).message,
+            code="CONTENT_MISMATCH",
             stage="verification",
             owner=record.owner,
             upload=updated,
         )
-        raise error
+        storage.delete(record.key)
+        raise _mismatch(record.upload_id, reason)
 
     def get_upload(self, owner: str, upload_id: str) -> dict[str, Any]:
         """``GET /uploads/<id>``: where an upload of the caller stands."""
         record = self._owned(owner, upload_id)
         status = record.status
         if status in _OPEN and time.time() > record.expires_at:
-            raise ObitoXError(
-                "UPLOAD_EXPIRED",
-                "The upload expired (OBITOX_UPLOAD_TTL); sign a new one.",
-                details={"uploadId": upload_id},
-            )
+            status = "expired"  # complete answers 410; the status route just says so
         result = record.result or {}
         return {
             "uploadId": record.upload_id,

@@ -509,15 +509,17 @@ class RuleSet:
 
         max_mb = _client_number(client, "maxSizeMB")
         if max_mb is not None and not math.isinf(max_mb):
-            if math.floor(max_mb * _MiB) < max_size:
-                max_size, max_source = math.floor(max_mb * _MiB), "validation.maxSizeMB"
+            limit = max_mb * _MiB  # may overflow to inf: then it binds nothing
+            if limit < max_size:
+                max_size, max_source = math.floor(limit), "validation.maxSizeMB"
             merged["maxSizeMB"] = min(max_mb, merged.get("maxSizeMB", math.inf))
         min_kb = _client_number(client, "minSizeKB")
         if min_kb is not None:
-            if math.isinf(min_kb):
+            floor = min_kb * _KiB
+            if not math.isfinite(floor):
                 raise _invalid("minSizeKB", "must be a finite number")
-            if math.ceil(min_kb * _KiB) > min_size:
-                min_size, min_source = math.ceil(min_kb * _KiB), "validation.minSizeKB"
+            if floor > min_size:
+                min_size, min_source = math.ceil(floor), "validation.minSizeKB"
             merged["minSizeKB"] = max(min_kb, merged.get("minSizeKB", 0))
 
         types = _client_strings(client, "allowedTypes")

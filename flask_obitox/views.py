@@ -60,7 +60,9 @@ def _owner(ext: ObitoXState) -> str:
     """The caller's owner id from the host's identity loader, or 401."""
     loader = ext.hooks.identity_loader
     owner = loader() if loader is not None else None
-    if owner is None or owner == "":
+    # ``current_user.is_authenticated and current_user.id`` gives False for a visitor:
+    # a bool is never an owner id (it would make every visitor the owner "False").
+    if owner is None or owner == "" or isinstance(owner, bool):
         if ext.settings.allow_anonymous:
             return ANONYMOUS_OWNER
         if loader is None and not ext.warned_no_identity:
@@ -100,7 +102,7 @@ def _json_body(ext: ObitoXState, *, empty: Any = None) -> Any:
         return empty
     try:
         return json.loads(raw)
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:
         raise ObitoXError(
             "INVALID_JSON",
             f"The body is not valid JSON: {error}.",
@@ -143,7 +145,11 @@ def _load(loader: Callable[[Any], dict[str, Any]], data: Any) -> dict[str, Any]:
 def _load_file_or_error(data: Any) -> dict[str, Any] | ObitoXError:
     """One batch entry, or the error that fails that entry alone."""
     if not isinstance(data, dict):
-        return ObitoXError("INVALID_INPUT", "Each file must be a JSON object.", details={})
+        return ObitoXError(
+            "INVALID_INPUT",
+            "Each file must be a JSON object.",
+            details={"received": type(data).__name__},
+        )
     try:
         return _load(load_file_spec, data)
     except ObitoXError as error:

@@ -35,9 +35,10 @@ def test_one_bad_file_never_fails_the_others(app: Flask, client: UserClient) -> 
         file_spec(filename="ok-3.png", size=-5),
         file_spec(filename="huge.png", size=6 * 1024**3),
         file_spec(filename="ok-5.png"),
+        None,
     ]
     body = client.post("/uploads/batch", json={"files": files}).json
-    assert (body["total"], body["successful"], body["failed"]) == (6, 2, 4)
+    assert (body["total"], body["successful"], body["failed"]) == (7, 2, 5)
     assert [u["index"] for u in body["uploads"]] == [0, 5]
     errors = {e["index"]: e for e in body["errors"]}
     assert errors[1]["error"] == "VALIDATION_FAILED"
@@ -46,6 +47,7 @@ def test_one_bad_file_never_fails_the_others(app: Flask, client: UserClient) -> 
     assert errors[2]["filename"] is None
     assert errors[3]["error"] == "INVALID_INPUT"
     assert errors[4]["error"] == "FILE_TOO_LARGE"
+    assert errors[6]["error"] == "INVALID_INPUT"
     for error in body["errors"]:
         assert error["message"]
         assert isinstance(error["details"], dict)

@@ -184,3 +184,30 @@ def test_no_credentials_is_503(
     response = UserClient(app, "alice").post("/uploads", json=file_spec())
     assert response.status_code == 503
     assert response.json["error"] == "STORAGE_UNAVAILABLE"
+
+
+def test_a_failed_delete_is_retried_by_the_next_complete(
+    alice: UserClient, s3_server: Any, e2e_app: Flask
+) -> None:
+    from flask_obitox import StorageUnavailable, signals
+
+    signed = alice.post("/uploads", json=file_spec(size=len(EXE))).json
+    assert put(signed, EXE).status_code == 200
+    storage = e2e_app.extensions["obitox"].service.storage_for("alice")
+    real_delete = storage.delete
+
+    def broken_delete(key: str) -> None:
+        raise StorageUnavailable("storage went away")
+
+    rejections: list[Any] = []
+    with signals.upload_rejected.connected_to(lambda sender, **kw: rejections.append(kw), e2e_app):
+        storage.delete = broken_delete  # type: ignore[method-assign]
+        first = alice.post(f"/uploads/{signed['uploadId']}/complete")
+        assert first.status_code == 503
+        assert alice.get(f"/uploads/{signed['uploadId']}").json["status"] == "rejected"
+        storage.delete = real_delete  # type: ignore[method-assign]
+        second = alice.post(f"/uploads/{signed['uploadId']}/complete")
+    assert second.status_code == 422
+    assert second.json["error"] == "CONTENT_MISMATCH"
+    assert s3_server.list_objects_v2(Bucket=BUCKET, Prefix=signed["key"]).get("KeyCount") == 0
+    assert len(rejections) == 1

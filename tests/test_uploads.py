@@ -12,6 +12,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from conftest import BUCKET, UserClient, file_spec, make_app
 from flask import Flask
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from flask_obitox import MemoryStateBackend, signals
 
@@ -112,8 +114,9 @@ def test_expiry_grows_with_size_and_slow_networks(client: UserClient) -> None:
     slow = client.post("/uploads", json=file_spec(size=50 * 1024**2, networkType="2g")).json
     assert small["expiresIn"] < large["expiresIn"]
     assert slow["expiresIn"] > small["expiresIn"]
-    asked = client.post("/uploads", json=file_spec(expiresIn=7 * 24 * 3600)).json
+    asked = client.post("/uploads", json=file_spec(expiresIn=30 * 24 * 3600)).json
     assert asked["expiresIn"] == 24 * 3600  # clamped to OBITOX_EXPIRY_MAX
+    assert client.post("/uploads", json=file_spec(expiresIn=5)).json["expiresIn"] == 60
 
 
 def test_filenames_cannot_leave_the_key_prefix(client: UserClient) -> None:
@@ -395,7 +398,10 @@ def test_expired_upload_answers_410(app: Flask, client: UserClient) -> None:
     state = app.extensions["obitox"].state
     state.update(upload_id, {"pending"}, expires_at=0.0)
     assert client.post(f"/uploads/{upload_id}/complete").status_code == 410
-    assert client.get(f"/uploads/{upload_id}").json["error"] == "UPLOAD_EXPIRED"
+    assert client.post(f"/uploads/{upload_id}/complete").json["error"] == "UPLOAD_EXPIRED"
+    status = client.get(f"/uploads/{upload_id}")
+    assert status.status_code == 200
+    assert status.json["status"] == "expired"
 
 
 # -- extension wiring ---------------------------------------------------------------------
@@ -484,3 +490,99 @@ def test_storage_resolver_sends_each_tenant_to_its_bucket(s3: Any) -> None:
     done = acme.post(f"/uploads/{signed['uploadId']}/complete")
     assert done.status_code == 200, done.json
     assert done.json["bucket"] == "tenant-acme"
+
+
+ascii_text = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=20)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    content_type=st.one_of(
+        st.sampled_from(
+            [
+                "image/png",
+                "text/plain; charset=utf-8",
+                "application/x-www-form-urlencoded; charset=utf-8",
+                "image/png ;a=b",
+            ]
+        ),
+        st.from_regex(r"\Aimage/[a-z]{1,8}( ?;[ -~]{0,12})?\Z"),
+    ),
+    metadata=st.dictionaries(st.from_regex(r"\A[A-Za-z0-9_-]{1,12}\Z"), ascii_text, max_size=3),
+    checksum=st.none() | st.just(base64.b64encode(b"x" * 32).decode()),
+)
+def test_returned_headers_are_exactly_the_signed_headers(
+    client: UserClient, content_type: str, metadata: dict[str, str], checksum: str | None
+) -> None:
+    spec = file_spec(filename="a.bin", contentType=content_type, metadata=metadata)
+    if checksum:
+        spec["checksumSha256"] = checksum
+    response = client.post("/uploads", json=spec)
+    if response.status_code != 201:
+        assert response.status_code in (400, 422), response.json
+        return
+    body = response.json
+    signed = signed_query(body["url"])["X-Amz-SignedHeaders"][0].split(";")
+    told = {name.lower() for name in body["headers"]}
+    assert sorted(told | {"content-length", "host"}) == signed
+    for value in body["headers"].values():
+        # What fetch() and requests can send: visible Latin-1, no control characters.
+        assert all(0x20 <= ord(c) <= 0x7E for c in value), value
+
+
+@pytest.mark.parametrize("identity", [False, True, ""])
+def test_a_falsy_or_boolean_identity_is_unauthenticated(s3: Any, identity: Any) -> None:
+    app, obitox = make_app(MemoryStateBackend())
+    obitox.identity_loader(lambda: identity)
+    response = app.test_client().post("/obitox/uploads", json=file_spec())
+    assert response.status_code == 401
+
+
+def test_empty_upload_of_a_signature_type_is_rejected(client: UserClient, s3: Any) -> None:
+    signed = client.post("/uploads", json=file_spec(size=0)).json
+    s3.put_object(Bucket=BUCKET, Key=signed["key"], Body=b"")
+    response = client.post(f"/uploads/{signed['uploadId']}/complete")
+    assert response.status_code == 422
+    assert response.json["error"] == "CONTENT_MISMATCH"
+
+
+def test_empty_text_upload_completes(client: UserClient, s3: Any) -> None:
+    signed = client.post(
+        "/uploads", json=file_spec(filename="empty.txt", contentType="text/plain", size=0)
+    ).json
+    s3.put_object(Bucket=BUCKET, Key=signed["key"], Body=b"")
+    assert client.post(f"/uploads/{signed['uploadId']}/complete").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"filename": "a.png", "contentType": "image/png", "size": 1, "validation": {"maxSizeMB": 1e308}}',
+        '{"filename": "a.png", "contentType": "image/png", "size": 1, "validation": {"minSizeKB": 1e308}}',
+        '{"filename": "a.png", "contentType": "image/png", "size": 1, "validation": {"maxSizeMB": 1'
+        + "0" * 400
+        + "}}",
+        "[" * 200_000,
+        '{"filename": "a.png", "contentType": "image/png\n; a=b", "size": 1}',
+    ],
+)
+def test_extreme_input_is_never_a_500(client: UserClient, body: str) -> None:
+    response = client.post("/uploads", data=body, headers={"Content-Type": "application/json"})
+    assert response.status_code < 500, response.get_data(as_text=True)[:300]
+    if response.status_code >= 400:
+        assert set(response.json) == {"error", "message", "details"}
+    else:  # a limit past any real size binds nothing: the server's limit applies
+        assert response.status_code == 201
+
+
+def test_unsignable_form_content_type_is_signed_spaceless(client: UserClient) -> None:
+    body = client.post(
+        "/uploads",
+        json=file_spec(
+            filename="f.bin", contentType="application/x-www-form-urlencoded; charset=utf-8"
+        ),
+    ).json
+    assert body["headers"]["Content-Type"] == "application/x-www-form-urlencoded;charset=utf-8"
+    assert "content-type" in signed_query(body["url"])["X-Amz-SignedHeaders"][0].split(";")
