@@ -8,8 +8,10 @@ message naming the key, so a mistake shows at start-up and not on the first uplo
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -25,6 +27,16 @@ S3_MAX_PARTS = 10_000
 SIGV4_MAX_EXPIRY = 7 * 24 * 3600
 
 NETWORK_TYPES = ("slow-2g", "2g", "3g", "4g", "wifi", "unknown")
+
+#: A media type or a wildcard pattern of one: ``image/png``, ``image/*``, ``*/*``.
+MEDIA_PATTERN = (
+    r"^(\*|[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126})/(\*|[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126})\Z"
+)
+#: An extension, with or without its dot: ``png``, ``.tar.gz``.
+EXTENSION_PATTERN = r"^\.?[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}\Z"
+#: Room the key prefix leaves for the upload id and a 255-byte file name in S3's
+#: 1024-byte keys.
+MAX_KEY_PREFIX_BYTES = 700
 
 
 class ConfigVars:
@@ -186,6 +198,34 @@ def _str_list(config: Mapping[str, Any], key: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _is_http_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in url
+
+
+def _is_key_prefix(prefix: str) -> bool:
+    if prefix == "":
+        return True
+    segments = prefix[:-1].split("/")
+    return (
+        len(prefix.encode()) <= MAX_KEY_PREFIX_BYTES
+        and all(segment not in ("", ".", "..") for segment in segments)
+        and all(0x20 <= ord(c) != 0x7F for c in prefix)
+    )
+
+
+def _patterned(config: Mapping[str, Any], key: str, pattern: str, example: str) -> tuple[str, ...]:
+    values = _str_list(config, key)
+    bad = [v for v in values if not re.match(pattern, v)]
+    if bad:
+        raise ConfigError(f"{key} holds {bad!r}: each entry must look like {example}")
+    return values
+
+
 def load_settings(config: MutableMapping[str, Any]) -> Settings:
     """Fill defaults into ``config`` and return the validated :class:`Settings`."""
     for key, default in DEFAULTS.items():
@@ -204,9 +244,9 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
         )
 
     endpoint_url = _optional_str(config, ConfigVars.ENDPOINT_URL)
-    if endpoint_url and not endpoint_url.startswith(("http://", "https://")):
+    if endpoint_url and not _is_http_url(endpoint_url):
         raise ConfigError(
-            f"{ConfigVars.ENDPOINT_URL} must start with http:// or https://, got {endpoint_url!r}"
+            f"{ConfigVars.ENDPOINT_URL} must be an http:// or https:// URL with a host, got {endpoint_url!r}"
         )
 
     access_key = _optional_str(config, ConfigVars.AWS_ACCESS_KEY_ID)
@@ -227,16 +267,16 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
         )
 
     key_prefix = config[ConfigVars.KEY_PREFIX]
-    if (
-        not isinstance(key_prefix, str)
-        or key_prefix.startswith("/")
-        or ".." in key_prefix.split("/")
-    ):
-        raise ConfigError(
-            f"{ConfigVars.KEY_PREFIX} must be a relative key prefix like 'uploads/', got {key_prefix!r}"
-        )
-    if key_prefix and not key_prefix.endswith("/"):
+    if isinstance(key_prefix, str) and key_prefix and not key_prefix.endswith("/"):
         key_prefix += "/"
+    if not isinstance(key_prefix, str) or not _is_key_prefix(key_prefix):
+        # Empty, "." and ".." segments are rewritten by browsers and HTTP clients, which
+        # breaks the signature; control characters cannot travel in a URL path.
+        raise ConfigError(
+            f"{ConfigVars.KEY_PREFIX} must be a relative key prefix like 'uploads/' (segments "
+            f"without '.', '..', empty parts or control characters, at most "
+            f"{MAX_KEY_PREFIX_BYTES} bytes), got {key_prefix!r}"
+        )
 
     state_backend = config[ConfigVars.STATE_BACKEND]
     if not isinstance(state_backend, str) or "://" not in state_backend:
@@ -275,7 +315,10 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
     )
 
     extensions = tuple(
-        e.lower().lstrip(".") for e in _str_list(config, ConfigVars.ALLOWED_EXTENSIONS)
+        e.lower().lstrip(".")
+        for e in _patterned(
+            config, ConfigVars.ALLOWED_EXTENSIONS, EXTENSION_PATTERN, "'png' or '.pdf'"
+        )
     )
 
     webhooks = config[ConfigVars.WEBHOOKS]
@@ -315,7 +358,10 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
         max_multipart_size=max_multipart_size,
         min_file_size=min_file_size,
         allowed_content_types=tuple(
-            t.lower() for t in _str_list(config, ConfigVars.ALLOWED_CONTENT_TYPES)
+            t.lower()
+            for t in _patterned(
+                config, ConfigVars.ALLOWED_CONTENT_TYPES, MEDIA_PATTERN, "'image/png' or 'image/*'"
+            )
         ),
         allowed_extensions=extensions,
         block_executables=_bool(config, ConfigVars.BLOCK_EXECUTABLES),

@@ -12,7 +12,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 
-from .config import NETWORK_TYPES
+from .config import EXTENSION_PATTERN, MEDIA_PATTERN, NETWORK_TYPES
 
 #: S3 limits user metadata to 2 KB (keys and values together).
 METADATA_MAX_BYTES = 2048
@@ -21,12 +21,6 @@ _PRINTABLE_ASCII = r"^[\x20-\x7e]*\Z"
 #: A type/subtype pair with optional parameters, as in RFC 9110; spaces only (``\s`` would
 #: admit newlines and other characters no HTTP client can send in a header).
 _MEDIA_TYPE = r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}( *;[\x20-\x7e]*)?\Z"
-#: A media type or a wildcard pattern of one: ``image/png``, ``image/*``, ``*/*``.
-_MEDIA_PATTERN = (
-    r"^(\*|[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126})/(\*|[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126})\Z"
-)
-#: An extension, with or without its dot: ``png``, ``.tar.gz``.
-_EXTENSION = r"^\.?[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}\Z"
 #: Base64 of a 32-byte SHA-256 digest, as S3's ``x-amz-checksum-sha256`` wants it.
 _SHA256_BASE64 = r"^[A-Za-z0-9+/]{43}=\Z"
 
@@ -52,13 +46,15 @@ class ValidationRulesSchema(Schema):
     minSizeKB = fields.Float(validate=validate.Range(min=0), **_doc("Smallest size in KiB."))
     allowedTypes = fields.List(
         fields.String(
-            validate=validate.Regexp(_MEDIA_PATTERN, error="not a media type pattern like image/*")
+            validate=validate.Regexp(MEDIA_PATTERN, error="not a media type pattern like image/*")
         ),
         validate=validate.Length(max=100),
         **_doc("Content types, wildcards like image/* allowed."),
     )
     allowedExtensions = fields.List(
-        fields.String(validate=validate.Regexp(_EXTENSION, error="not a file extension like png")),
+        fields.String(
+            validate=validate.Regexp(EXTENSION_PATTERN, error="not a file extension like png")
+        ),
         validate=validate.Length(max=100),
         **_doc("File extensions, with or without the dot."),
     )

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from flask import Blueprint, Flask, Response, current_app, request
 from marshmallow import ValidationError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from . import schemas
 from .config import Settings
@@ -95,7 +95,14 @@ def _json_body(ext: ObitoXState, *, empty: Any = None) -> Any:
     )
     if request.content_length is not None and request.content_length > limit:
         raise too_large
-    raw = request.stream.read(limit + 1)
+    # get_data, not the raw stream: the host (a logging middleware, a before_request)
+    # may have read the body already. The per-request limit bounds a chunked body too;
+    # werkzeug cuts such a body at the limit rather than failing, hence limit + 1.
+    request.max_content_length = limit + 1
+    try:
+        raw = request.get_data(cache=True)
+    except RequestEntityTooLarge:
+        raise too_large from None
     if len(raw) > limit:
         raise too_large
     if empty is not None and not raw.strip():

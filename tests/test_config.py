@@ -62,6 +62,16 @@ def test_state_backend_defaults_to_the_apps_redis_url() -> None:
         ({"OBITOX_WEBHOOK_RETRY_SCHEDULE": ""}, ConfigVars.WEBHOOK_RETRY_SCHEDULE),
         ({"OBITOX_UPLOAD_TTL": 3600, "OBITOX_EXPIRY_MAX": 7200}, ConfigVars.UPLOAD_TTL),
         ({"OBITOX_STATE_BACKEND": "memcached://x"}, ConfigVars.STATE_BACKEND),
+        ({"OBITOX_KEY_PREFIX": "./up/"}, ConfigVars.KEY_PREFIX),
+        ({"OBITOX_KEY_PREFIX": "up//x/"}, ConfigVars.KEY_PREFIX),
+        ({"OBITOX_KEY_PREFIX": "up/./"}, ConfigVars.KEY_PREFIX),
+        ({"OBITOX_KEY_PREFIX": "\x00/"}, ConfigVars.KEY_PREFIX),
+        ({"OBITOX_KEY_PREFIX": "x" * 800}, ConfigVars.KEY_PREFIX),
+        ({"OBITOX_ENDPOINT_URL": "http://bad host"}, ConfigVars.ENDPOINT_URL),
+        ({"OBITOX_ENDPOINT_URL": "http://:9000"}, ConfigVars.ENDPOINT_URL),
+        ({"OBITOX_ALLOWED_CONTENT_TYPES": ["png"]}, ConfigVars.ALLOWED_CONTENT_TYPES),
+        ({"OBITOX_ALLOWED_CONTENT_TYPES": ["image/*.png"]}, ConfigVars.ALLOWED_CONTENT_TYPES),
+        ({"OBITOX_ALLOWED_EXTENSIONS": ["*.png"]}, ConfigVars.ALLOWED_EXTENSIONS),
     ],
 )
 def test_bad_config_fails_at_init_app_naming_the_key(config: dict[str, Any], key: str) -> None:

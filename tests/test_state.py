@@ -501,7 +501,8 @@ def test_backends_satisfy_the_protocol(backend: StateBackend) -> None:
 def test_redis_layout_is_hash_tagged(redis_backend: RedisStateBackend) -> None:
     client = redis_backend.client
     prefix = redis_backend.prefix
-    record = full_record()
+    # A live record (expiring in the future): one long expired is pruned from the index.
+    record = full_record(expires_at=time.time() + 3600)
     batch = [make_record() for _ in range(3)]
     redis_backend.create(record, ttl=60)
     redis_backend.create_many(batch, ttl=60)
@@ -731,3 +732,15 @@ def test_backend_from_uri_rejects_others(uri: str) -> None:
     with pytest.raises(ValueError, match="OBITOX_STATE_BACKEND") as info:
         backend_from_uri(uri)
     assert "hunter2" not in str(info.value)
+
+
+def test_the_expiry_index_stays_bounded(backend: StateBackend) -> None:
+    old = make_record(expires_at=time.time() - 10_000)
+    backend.create(old, ttl=60)
+    fresh = make_record()
+    backend.create(fresh, ttl=60)  # a later write prunes entries older than its ttl
+    if isinstance(backend, MemoryStateBackend):
+        backend._purge(time.monotonic() + 61)
+        assert backend.expired_ids(time.time() + 10**9) == []
+    else:
+        assert backend.expired_ids(time.time() + 10**9) == [fresh.upload_id]

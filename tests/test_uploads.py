@@ -586,3 +586,34 @@ def test_unsignable_form_content_type_is_signed_spaceless(client: UserClient) ->
     ).json
     assert body["headers"]["Content-Type"] == "application/x-www-form-urlencoded;charset=utf-8"
     assert "content-type" in signed_query(body["url"])["X-Amz-SignedHeaders"][0].split(";")
+
+
+def test_a_host_that_reads_the_body_first_does_not_break_uploads(
+    app: Flask, client: UserClient
+) -> None:
+    @app.before_request
+    def audit_log() -> None:
+        from flask import request
+
+        request.get_data()
+
+    assert client.post("/uploads", json=file_spec()).status_code == 201
+
+
+def test_a_chunked_body_past_the_limit_is_413(app: Flask) -> None:
+    import io
+
+    # No Content-Length (as with Transfer-Encoding: chunked): the limit still applies.
+    response = app.test_client().post(
+        "/obitox/uploads",
+        input_stream=io.BytesIO(b" " * (2 * 1024 * 1024)),
+        headers={
+            "X-User": "alice",
+            "Content-Type": "application/json",
+            "Transfer-Encoding": "chunked",
+        },
+        # what a WSGI server sets for a chunked body (werkzeug's and gunicorn's do)
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    assert response.status_code == 413
+    assert response.json["error"] == "PAYLOAD_TOO_LARGE"

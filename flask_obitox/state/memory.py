@@ -53,6 +53,8 @@ class MemoryStateBackend:
             entry = self._records.get(upload_id)
             if entry is not None and entry[0] == deadline:
                 del self._records[upload_id]
+                # The record is gone for good: its index entry can lead nowhere.
+                self._expiry.pop(upload_id, None)
 
     def _live(self, upload_id: str, now: float) -> tuple[float, bytes] | None:
         entry = self._records.get(upload_id)

@@ -202,6 +202,10 @@ class RedisStateBackend:
         commands: list[tuple[Any, ...]] = [
             ("SET", self.key(r.upload_id), r.to_json(), "EX", ttl) for r in records
         ]
+        # Keep the index bounded: an entry that expired more than ``ttl`` ago belongs to a
+        # record created even earlier, whose key (``ttl`` from its creation) is gone.
+        # Pruned before the ZADD, so this batch's own entries always stay.
+        commands.append(("ZREMRANGEBYSCORE", self._expiry_key, "-inf", f"({time.time() - ttl}"))
         zadd: list[Any] = ["ZADD", self._expiry_key]
         for record in records:
             zadd += (record.expires_at, record.upload_id)
