@@ -415,8 +415,16 @@ class UploadService:
         elif self.settings.verify_content:
             # An empty object is checked too: an empty "image/png" is not a PNG.
             head = (
-                storage.read_head(record.key, min(HEAD_BYTES, record.size)) if record.size else b""
+                storage.read_head(record.key, min(HEAD_BYTES, record.size), etag=info.etag)
+                if record.size
+                else b""
             )
+            if head is None:  # replaced between the HEAD and the GET: judge the new one
+                raise ObitoXError(
+                    "UPLOAD_NOT_COMPLETE",
+                    "The object changed while it was being verified; call complete again.",
+                    details={"uploadId": upload_id},
+                )
             reason = verify_content(record.content_type, head, self.rules(record.validation))
         if reason is not None:
             return self._reject_stored(record, storage, reason)

@@ -941,9 +941,10 @@ def verify_content(declared_type: str, head: bytes, rules: RuleSet | Rules) -> s
         detection.mime is not None
         and ruleset.type_rules
         and not _is_textual(detection.mime)
-        # A head without NUL bytes is text-like: signature matches on text (a CSV line
-        # starting "FWS," is "Flash" to puremagic) are not evidence enough to delete it.
-        and b"\x00" in head
+        # A head without NUL bytes is text-like: weak signature matches on text (a CSV
+        # line starting "FWS," is "Flash" to puremagic) are not evidence enough to delete
+        # it. A strong one (%PDF-, PNG, ZIP... at offset 0) always is.
+        and (b"\x00" in head or not detection.families.isdisjoint(_STRICT_FAMILIES))
     ):
         accepted = any(_allowed_by(mime, ruleset) for mime in detection.mimes) or (
             declared_family is not None

@@ -69,25 +69,20 @@ def test_disguised_executable_is_removed(alice: UserClient, s3_server: Any) -> N
     assert s3_server.list_objects_v2(Bucket=BUCKET, Prefix=signed["key"]).get("KeyCount") == 0
 
 
-def test_ranged_read_only_fetches_the_head(
+def test_verification_reads_only_the_first_bytes(
     alice: UserClient, s3_server: Any, e2e_app: Flask
 ) -> None:
     content = png_bytes(extra=3 * 1024 * 1024)
     signed = alice.post("/uploads", json=file_spec(size=len(content))).json
     assert put(signed, content).status_code == 200
     storage = e2e_app.extensions["obitox"].service.storage_for("alice")
-    reads: list[int] = []
-    original = storage.read_head
-
-    def spy(key: str, length: int) -> bytes:
-        data = original(key, length)
-        reads.append(len(data))
-        return data
-
-    storage.read_head = spy  # type: ignore[method-assign]
+    ranges: list[str | None] = []
+    # What botocore really puts on the wire for GetObject.
+    storage.client.meta.events.register(
+        "before-send.s3.GetObject", lambda request, **_: ranges.append(request.headers.get("Range"))
+    )
     assert alice.post(f"/uploads/{signed['uploadId']}/complete").status_code == 200
-    assert reads
-    assert max(reads) <= 64 * 1024
+    assert [r.decode() if isinstance(r, bytes) else r for r in ranges] == ["bytes=0-4095"]
 
 
 def test_state_down_answers_503(s3_server: Any, moto_server: str) -> None:
@@ -211,3 +206,28 @@ def test_a_failed_delete_is_retried_by_the_next_complete(
     assert second.json["error"] == "CONTENT_MISMATCH"
     assert s3_server.list_objects_v2(Bucket=BUCKET, Prefix=signed["key"]).get("KeyCount") == 0
     assert len(rejections) == 1
+
+
+def test_an_object_replaced_during_verification_is_not_judged(
+    alice: UserClient, s3_server: Any, e2e_app: Flask
+) -> None:
+    content = png_bytes()
+    signed = alice.post("/uploads", json=file_spec(size=len(content))).json
+    assert put(signed, content).status_code == 200
+    storage = e2e_app.extensions["obitox"].service.storage_for("alice")
+    real_head = storage.head
+
+    def head_then_replace(key: str) -> Any:
+        info = real_head(key)
+        s3_server.put_object(
+            Bucket=BUCKET, Key=key, Body=EXE[: len(content)].ljust(len(content), b"\0")
+        )
+        return info
+
+    storage.head = head_then_replace  # type: ignore[method-assign]
+    response = alice.post(f"/uploads/{signed['uploadId']}/complete")
+    assert response.status_code == 409
+    assert response.json["error"] == "UPLOAD_NOT_COMPLETE"
+    storage.head = real_head  # type: ignore[method-assign]
+    final = alice.post(f"/uploads/{signed['uploadId']}/complete")
+    assert final.status_code == 422  # the replacement is judged on its own bytes

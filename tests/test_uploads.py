@@ -617,3 +617,15 @@ def test_a_chunked_body_past_the_limit_is_413(app: Flask) -> None:
     )
     assert response.status_code == 413
     assert response.json["error"] == "PAYLOAD_TOO_LARGE"
+
+
+@pytest.mark.parametrize("config", [{"OBITOX_ALLOWED_CONTENT_TYPES": ["image/*"]}])
+@pytest.mark.parametrize("declared", ["image/x-foo", "image/svg+xml"])
+def test_a_pdf_declared_as_an_allowed_image_type_is_rejected(
+    client: UserClient, s3: Any, declared: str
+) -> None:
+    pdf = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog >>\nendobj\n" + b"x" * 200
+    signed = sign_and_put(client, s3, pdf, filename="picture.img", contentType=declared)
+    response = client.post(f"/uploads/{signed['uploadId']}/complete")
+    assert response.status_code == 422
+    assert response.json["error"] == "CONTENT_MISMATCH"

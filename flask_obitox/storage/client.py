@@ -51,13 +51,15 @@ class ObjectInfo:
 STORAGE_ERRORS = (BotoCoreError, ClientError, PresignerUnsupportedError)
 
 
+def _error_code(error: BaseException | None) -> str:
+    """The storage error code of a botocore ``ClientError`` ("" for anything else)."""
+    if isinstance(error, ClientError):
+        return str(error.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
 def _is_not_found(error: BaseException | None) -> bool:
-    return isinstance(error, ClientError) and error.response.get("Error", {}).get("Code") in (
-        "404",
-        "NoSuchKey",
-        "NoSuchBucket",
-        "NotFound",
-    )
+    return _error_code(error) in ("404", "NoSuchKey", "NoSuchBucket", "NotFound")
 
 
 def _describe(settings: StorageSettings, error: Exception) -> str:
@@ -70,7 +72,7 @@ def _describe(settings: StorageSettings, error: Exception) -> str:
             "OBITOX_AWS_SECRET_ACCESS_KEY or configure boto3's credential chain."
         )
     if isinstance(error, ClientError):
-        code = error.response.get("Error", {}).get("Code", "")
+        code = _error_code(error)
         if code == "NoSuchBucket" or (
             code in ("404", "NotFound") and error.operation_name == "HeadBucket"
         ):
@@ -183,12 +185,27 @@ class Storage:
             content_type=answer.get("ContentType"),
         )
 
-    def read_head(self, key: str, length: int) -> bytes:
-        """The first ``length`` bytes of ``key`` (a ranged GET, never the whole object)."""
+    def read_head(self, key: str, length: int, *, etag: str | None = None) -> bytes | None:
+        """The first ``length`` bytes of ``key`` (a ranged GET, never the whole object);
+        with ``etag``, only of that version of it (``None`` if it changed since)."""
+        try:
+            with self._calling():
+                if etag:
+                    answer = self.client.get_object(
+                        Bucket=self.bucket,
+                        Key=key,
+                        Range=f"bytes=0-{length - 1}",
+                        IfMatch=f'"{etag}"',
+                    )
+                else:
+                    answer = self.client.get_object(
+                        Bucket=self.bucket, Key=key, Range=f"bytes=0-{length - 1}"
+                    )
+        except StorageUnavailable as error:
+            if _error_code(error.__cause__) in ("PreconditionFailed", "412"):
+                return None
+            raise
         with self._calling():
-            answer = self.client.get_object(
-                Bucket=self.bucket, Key=key, Range=f"bytes=0-{length - 1}"
-            )
             body = answer["Body"]
             try:
                 # A server ignoring Range would stream the whole object: read no more.
