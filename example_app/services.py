@@ -210,12 +210,12 @@ def _start_moto(config: MutableMapping[str, Any], services: Services, host: str,
         aws_secret_access_key=DEMO_CREDENTIALS,
         config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
     )
-    location = (
-        {}
-        if region == "us-east-1"
-        else {"CreateBucketConfiguration": {"LocationConstraint": region}}
-    )
-    client.create_bucket(Bucket=bucket, **location)
+    if region == "us-east-1":
+        client.create_bucket(Bucket=bucket)
+    else:
+        # Any region string: the stubs only know the Literal list of AWS regions.
+        location = {"LocationConstraint": region}
+        client.create_bucket(Bucket=bucket, CreateBucketConfiguration=location)  # type: ignore[arg-type]
     cors = ensure_browser_cors(client, endpoint, bucket, _origins(host, port))
     logger.info("S3: embedded moto server at %s, bucket %r (%s)", endpoint, bucket, cors)
     if host in ("0.0.0.0", "::"):  # noqa: S104 - a comparison

@@ -65,6 +65,13 @@ def new_upload_ids(count: int) -> list[str]:
     ]
 
 
+class InvalidEntry(NamedTuple):
+    """A batch entry that failed loading: its error, and its filename when it had one."""
+
+    error: ObitoXError
+    filename: str | None = None
+
+
 class Planned(NamedTuple):
     """One validated file, ready to sign: its record, its PUT and its answer."""
 
@@ -300,15 +307,15 @@ class UploadService:
     def sign_batch(
         self,
         owner: str,
-        files: Sequence[Mapping[str, Any] | ObitoXError],
+        files: Sequence[Mapping[str, Any] | InvalidEntry],
         *,
         validation: Mapping[str, Any] | None = None,
         network_type: str | None = None,
     ) -> dict[str, Any]:
         """``POST /uploads/batch``: each file on its own; one state round trip for all.
 
-        ``files`` holds loaded file specs, or the :class:`ObitoXError` that loading one
-        raised, so a malformed entry fails alone and keeps its index.
+        ``files`` holds loaded file specs, or an :class:`InvalidEntry` for one that did
+        not load, so a malformed entry fails alone and keeps its index.
         """
         self.check_batch_size(len(files))
         storage = self.storage_for(owner)
@@ -319,8 +326,8 @@ class UploadService:
         errors: list[dict[str, Any]] = []
         rejected: list[tuple[str, ObitoXError]] = []
         for index, spec in enumerate(files):
-            if isinstance(spec, ObitoXError):  # malformed: answered, but not a rejected file
-                errors.append({"index": index, "filename": None, **spec.to_dict()})
+            if isinstance(spec, InvalidEntry):  # malformed: answered, but not a rejected file
+                errors.append({"index": index, "filename": spec.filename, **spec.error.to_dict()})
                 continue
             file_rules = spec.get("validation")
             try:

@@ -934,7 +934,7 @@ def verify_content(declared_type: str, head: bytes, rules: RuleSet | Rules) -> s
         if not head:
             return f"content is empty, not {declared}"
         if detection.mime is None:
-            return f"content does not start with a {declared} signature"
+            return f"content does not start with the signature of {declared}"
         return f"declared {declared} but content is {detection.mime}"
 
     if (

@@ -23,6 +23,7 @@ from .config import Settings
 from .errors import ObitoXError, ServiceUnavailable
 from .extension import ANONYMOUS_OWNER, EXTENSION_KEY, ObitoXState
 from .fastschema import compile_dumper, compile_loader
+from .service import InvalidEntry
 
 logger = logging.getLogger("flask_obitox")
 
@@ -149,18 +150,20 @@ def _load(loader: Callable[[Any], dict[str, Any]], data: Any) -> dict[str, Any]:
         raise invalid_input(error) from None
 
 
-def _load_file_or_error(data: Any) -> dict[str, Any] | ObitoXError:
-    """One batch entry, or the error that fails that entry alone."""
+def _load_file_or_error(data: Any) -> dict[str, Any] | InvalidEntry:
+    """One batch entry, or why it fails alone (with its filename, when it has one)."""
     if not isinstance(data, dict):
-        return ObitoXError(
+        error = ObitoXError(
             "INVALID_INPUT",
             "Each file must be a JSON object.",
             details={"received": type(data).__name__},
         )
+        return InvalidEntry(error)
     try:
         return _load(load_file_spec, data)
     except ObitoXError as error:
-        return error
+        filename = data.get("filename")
+        return InvalidEntry(error, filename if isinstance(filename, str) else None)
 
 
 def _respond(body: Mapping[str, Any], status: int = 200) -> Response:

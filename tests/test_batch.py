@@ -46,6 +46,7 @@ def test_one_bad_file_never_fails_the_others(app: Flask, client: UserClient) -> 
     assert errors[2]["error"] == "INVALID_INPUT"
     assert errors[2]["filename"] is None
     assert errors[3]["error"] == "INVALID_INPUT"
+    assert errors[3]["filename"] == "ok-3.png"  # kept, though the entry did not load
     assert errors[4]["error"] == "FILE_TOO_LARGE"
     assert errors[6]["error"] == "INVALID_INPUT"
     for error in body["errors"]:
