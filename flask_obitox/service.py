@@ -52,13 +52,9 @@ def isoformat(timestamp: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
 
 
-def new_upload_id() -> str:
-    """128 random bits, URL-safe: unguessable, so it can serve as a resume token."""
-    return secrets.token_urlsafe(16)
-
-
 def new_upload_ids(count: int) -> list[str]:
-    """``count`` ids like :func:`new_upload_id`, from one read of the OS's randomness."""
+    """``count`` upload ids of 128 random bits each, URL-safe (unguessable, so an id can
+    serve as a resume token), from one read of the OS's randomness."""
     raw = os.urandom(16 * count)
     return [
         urlsafe_b64encode(raw[i : i + 16]).rstrip(b"=").decode() for i in range(0, 16 * count, 16)
@@ -282,7 +278,7 @@ class UploadService:
         storage = self.storage_for(owner)
         try:
             rules = self.rules(spec.get("validation"))
-            plan = self._plan(owner, spec, rules, None, storage, new_upload_id(), time.time())
+            plan = self._plan(owner, spec, rules, None, storage, new_upload_ids(1)[0], time.time())
         except ObitoXError as error:
             self.reject(owner, spec.get("filename"), error, stage="validation")
             raise

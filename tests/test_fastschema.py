@@ -20,6 +20,7 @@ json_scalars = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(min_value=-(2**70), max_value=2**70),
+    st.integers(min_value=10**300, max_value=10**400),  # past float range
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=20),
 )
@@ -34,8 +35,8 @@ json_values = st.recursive(
 good_validation = st.fixed_dictionaries(
     {},
     optional={
-        "maxSizeMB": st.one_of(st.integers(-5, 10**6), st.floats(-1, 1e6)),
-        "minSizeKB": st.one_of(st.integers(-5, 10**6), st.floats(-1, 1e6)),
+        "maxSizeMB": st.one_of(st.integers(-5, 10**400), st.floats(min_value=-1)),
+        "minSizeKB": st.one_of(st.integers(-5, 10**400), st.floats(min_value=-1)),
         "allowedTypes": st.lists(
             st.sampled_from(["image/*", "image/png", "", "x" * 300]), max_size=3
         ),

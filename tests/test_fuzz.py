@@ -36,7 +36,34 @@ field_names = st.sampled_from(
         "validation",
     ]
 )
-file_like = st.dictionaries(field_names, values, max_size=8)
+validation_like = st.dictionaries(
+    st.sampled_from(
+        ["maxSizeMB", "minSizeKB", "allowedTypes", "allowedExtensions", "blockExecutables"]
+    ),
+    st.one_of(
+        values,
+        st.floats(allow_nan=False),
+        st.integers(min_value=-(10**400), max_value=10**400),
+        st.lists(st.sampled_from(["image/*", "*/*", "png", ".exe", "\ud800", "a/b/c"]), max_size=3),
+    ),
+    max_size=5,
+)
+file_like = st.dictionaries(field_names, values, max_size=8) | st.fixed_dictionaries(
+    {
+        "filename": st.sampled_from(["a.png", "x.exe", "../../a.pdf", "\ud800.txt", ""])
+        | st.text(max_size=20),
+        "contentType": st.sampled_from(["image/png", "text/plain; a=b", "image/png\n", "x"])
+        | st.text(max_size=20),
+        "size": st.integers(min_value=-(10**30), max_value=10**30) | st.floats(allow_nan=False),
+    },
+    optional={
+        "validation": validation_like,
+        "metadata": st.dictionaries(st.text(max_size=10), st.text(max_size=10), max_size=3),
+        "expiresIn": st.integers(min_value=-(10**20), max_value=10**20),
+        "networkType": st.sampled_from(["wifi", "5g", ""]),
+        "checksumSha256": st.text(max_size=50),
+    },
+)
 bodies = st.one_of(
     values,
     file_like,

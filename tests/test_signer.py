@@ -983,11 +983,9 @@ def test_storage_presign_puts_is_the_presigner_batch() -> None:
     specs = [PutObjectSpec(f"uploads/x/photo {i}.jpg", "image/jpeg", 10 + i, 300) for i in range(3)]
     with mock.patch("flask_obitox.storage.signer._time", return_value=FIXED.timestamp()):
         urls = storage.presign_puts(specs)
-        single = storage.presign_put(
-            specs[1].key, content_type="image/jpeg", size=11, expires_in=300
-        )
+        single = storage.presign_puts(specs[1:2])
     assert urls == storage.presigner.presign_put_objects("uploads", specs, now=FIXED)
-    assert single == urls[1]
+    assert single == urls[1:2]
 
 
 @pytest.mark.parametrize(
@@ -999,8 +997,8 @@ def test_storage_presign_puts_is_the_presigner_batch() -> None:
 )
 def test_storage_presign_puts_translates_botocore_errors(error: Exception) -> None:
     storage = make_storage()
-    with mock.patch.object(storage.presigner, "presign_put_objects", side_effect=error):
-        with pytest.raises(StorageUnavailable):
-            storage.presign_puts([PutObjectSpec("k", "a/b", 1, 60)])
-        with pytest.raises(StorageUnavailable):
-            storage.presign_put("k", content_type="a/b", size=1, expires_in=60)
+    with (
+        mock.patch.object(storage.presigner, "presign_put_objects", side_effect=error),
+        pytest.raises(StorageUnavailable),
+    ):
+        storage.presign_puts([PutObjectSpec("k", "a/b", 1, 60)])

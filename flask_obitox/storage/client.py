@@ -141,19 +141,6 @@ class Storage:
         except STORAGE_ERRORS as error:
             raise StorageUnavailable(_describe(self.settings, error)) from error
 
-    def presign_put(
-        self,
-        key: str,
-        *,
-        content_type: str,
-        size: int,
-        expires_in: int,
-        checksum_sha256: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-    ) -> str:
-        spec = PutObjectSpec(key, content_type, size, expires_in, checksum_sha256, metadata)
-        return self.presign_puts((spec,))[0]
-
     def presign_puts(self, specs: Sequence[PutObjectSpec]) -> list[str]:
         """One presigned PUT URL per spec, in order, all signed at the same instant."""
         # A plain try, not ``with self._calling()``: a batch request's hot path.
@@ -161,10 +148,6 @@ class Storage:
             return self.presigner.presign_put_objects(self.bucket, specs)
         except STORAGE_ERRORS as error:
             raise StorageUnavailable(_describe(self.settings, error)) from error
-
-    def presign_get(self, key: str, *, expires_in: int) -> str:
-        with self._calling():
-            return self.presigner.presign_get_object(self.bucket, key, expires_in=expires_in)
 
     def head(self, key: str) -> ObjectInfo | None:
         """Size, ETag and type of ``key``, or ``None`` if it does not exist."""
@@ -231,9 +214,6 @@ class StorageRegistry:
             with self._lock:
                 storage = self._storages.setdefault(settings, Storage(settings))
         return storage
-
-    def __iter__(self) -> Iterator[Storage]:
-        return iter(list(self._storages.values()))
 
 
 def storage_settings_from(
