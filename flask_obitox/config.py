@@ -207,15 +207,19 @@ def _is_http_url(url: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in url
 
 
+def is_safe_key_path(path: str) -> bool:
+    """Whether ``path`` (part of an object key) has no empty, ``.`` or ``..`` segment and
+    no control character: browsers and HTTP clients rewrite the former in URLs (breaking
+    the signature, or leaving the prefix), and the latter cannot travel in a URL path."""
+    return all(segment not in ("", ".", "..") for segment in path.split("/")) and all(
+        0x20 <= ord(c) != 0x7F for c in path
+    )
+
+
 def _is_key_prefix(prefix: str) -> bool:
     if prefix == "":
         return True
-    segments = prefix[:-1].split("/")
-    return (
-        len(prefix.encode()) <= MAX_KEY_PREFIX_BYTES
-        and all(segment not in ("", ".", "..") for segment in segments)
-        and all(0x20 <= ord(c) != 0x7F for c in prefix)
-    )
+    return len(prefix.encode()) <= MAX_KEY_PREFIX_BYTES and is_safe_key_path(prefix[:-1])
 
 
 def _patterned(config: Mapping[str, Any], key: str, pattern: str, example: str) -> tuple[str, ...]:
@@ -270,8 +274,6 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
     if isinstance(key_prefix, str) and key_prefix and not key_prefix.endswith("/"):
         key_prefix += "/"
     if not isinstance(key_prefix, str) or not _is_key_prefix(key_prefix):
-        # Empty, "." and ".." segments are rewritten by browsers and HTTP clients, which
-        # breaks the signature; control characters cannot travel in a URL path.
         raise ConfigError(
             f"{ConfigVars.KEY_PREFIX} must be a relative key prefix like 'uploads/' (segments "
             f"without '.', '..', empty parts or control characters, at most "

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
 from . import signals
-from .config import Settings
+from .config import Settings, is_safe_key_path
 from .errors import ObitoXError
 from .expiry import smart_expiry
 from .state import StateBackend, UploadRecord
@@ -155,12 +155,12 @@ class UploadService:
         if builder is None:
             return f"{prefix}{upload_id}/{filename}"
         key = builder(owner, filename, upload_id, metadata)
-        rest = key[len(prefix) :] if isinstance(key, str) and key.startswith(prefix) else None
+        # The prefix itself was checked at init_app; the rest must be as clean.
         if (
-            rest is None
+            not isinstance(key, str)
+            or not key.startswith(prefix)
             or len(key.encode()) > MAX_KEY_BYTES
-            or any(part in ("", ".", "..") for part in rest.split("/"))
-            or any(ord(c) < 0x20 or ord(c) == 0x7F for c in key)
+            or not is_safe_key_path(key[len(prefix) :])
         ):
             # A host bug, not a client error: fail loudly rather than write outside the prefix.
             raise RuntimeError(
@@ -459,17 +459,18 @@ class UploadService:
         )
         if updated is None:
             return self._settle_race(record.upload_id)
+        error = _mismatch(record.upload_id, reason)
         self._send(
             signals.upload_rejected,
             filename=record.filename,
-            reason=_mismatch(record.upload_id, reason).message,
-            code="CONTENT_MISMATCH",
+            reason=error.message,
+            code=error.code,
             stage="verification",
             owner=record.owner,
             upload=updated,
         )
         storage.delete(record.key)
-        raise _mismatch(record.upload_id, reason)
+        raise error
 
     def get_upload(self, owner: str, upload_id: str) -> dict[str, Any]:
         """``GET /uploads/<id>``: where an upload of the caller stands."""

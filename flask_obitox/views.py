@@ -141,9 +141,15 @@ def invalid_input(error: ValidationError) -> ObitoXError:
     )
 
 
-def _load(loader: Callable[[Any], dict[str, Any]], data: Any) -> dict[str, Any]:
+def _load(
+    loader: Callable[[Any], dict[str, Any]], data: Any, *, subject: str = "The body"
+) -> dict[str, Any]:
     if not isinstance(data, dict):
-        raise ObitoXError("INVALID_INPUT", "The body must be a JSON object.", details={})
+        raise ObitoXError(
+            "INVALID_INPUT",
+            f"{subject} must be a JSON object.",
+            details={"received": type(data).__name__},
+        )
     try:
         return loader(data)
     except ValidationError as error:
@@ -152,17 +158,10 @@ def _load(loader: Callable[[Any], dict[str, Any]], data: Any) -> dict[str, Any]:
 
 def _load_file_or_error(data: Any) -> dict[str, Any] | InvalidEntry:
     """One batch entry, or why it fails alone (with its filename, when it has one)."""
-    if not isinstance(data, dict):
-        error = ObitoXError(
-            "INVALID_INPUT",
-            "Each file must be a JSON object.",
-            details={"received": type(data).__name__},
-        )
-        return InvalidEntry(error)
     try:
-        return _load(load_file_spec, data)
+        return _load(load_file_spec, data, subject="Each file")
     except ObitoXError as error:
-        filename = data.get("filename")
+        filename = data.get("filename") if isinstance(data, dict) else None
         return InvalidEntry(error, filename if isinstance(filename, str) else None)
 
 
