@@ -97,9 +97,11 @@ class ObitoX:
         service = UploadService(settings, state, storages, sender=app, hooks=self.hooks)
         app.extensions[EXTENSION_KEY] = ObitoXState(self, settings, state, storages, service)
 
+        from .cli import obitox_cli
         from .views import register_blueprint
 
         register_blueprint(app, settings)
+        app.cli.add_command(obitox_cli)
 
     # -- hooks ---------------------------------------------------------------------
 

@@ -70,6 +70,71 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
         ["UPLOAD_NOT_FOUND", "UPLOAD_EXPIRED", "STATE_UNAVAILABLE"],
     ),
     (
+        "/multipart",
+        "post",
+        "Start a resumable multipart upload (one CreateMultipartUpload); the uploadId is "
+        "the resume token.",
+        "MultipartRequestSchema",
+        {201: ("The multipart upload.", "MultipartCreatedSchema")},
+        [
+            "INVALID_INPUT",
+            "INVALID_JSON",
+            "FILE_TOO_LARGE",
+            "VALIDATION_FAILED",
+            "STATE_UNAVAILABLE",
+            "STORAGE_UNAVAILABLE",
+        ],
+    ),
+    (
+        "/multipart/{uploadId}/parts",
+        "post",
+        "Presigned UploadPart URLs for up to 1000 parts, each with its Content-Length signed.",
+        "PartsRequestSchema",
+        {200: ("One signed URL per part number, in request order.", "SignedPartsSchema")},
+        [
+            "INVALID_INPUT",
+            "UPLOAD_NOT_FOUND",
+            "UPLOAD_ABORTED",
+            "UPLOAD_COMPLETED",
+            "UPLOAD_EXPIRED",
+            "STORAGE_UNAVAILABLE",
+        ],
+    ),
+    (
+        "/multipart/{uploadId}",
+        "get",
+        "Resume view: the parts storage holds (ListParts, every page) and those remaining.",
+        None,
+        {200: ("Where the upload stands.", "ResumeViewSchema")},
+        ["UPLOAD_NOT_FOUND", "UPLOAD_ABORTED", "UPLOAD_EXPIRED", "STORAGE_UNAVAILABLE"],
+    ),
+    (
+        "/multipart/{uploadId}/complete",
+        "post",
+        "Check the parts against storage, assemble them and verify the object. Idempotent; "
+        "one caller of a concurrent race completes.",
+        "MultipartCompleteRequestSchema",
+        {200: ("The completed upload.", "MultipartCompletedSchema")},
+        [
+            "INVALID_INPUT",
+            "UPLOAD_NOT_FOUND",
+            "UPLOAD_NOT_COMPLETE",
+            "UPLOAD_ABORTED",
+            "UPLOAD_EXPIRED",
+            "INVALID_PARTS",
+            "CONTENT_MISMATCH",
+            "STORAGE_UNAVAILABLE",
+        ],
+    ),
+    (
+        "/multipart/{uploadId}",
+        "delete",
+        "Abort: AbortMultipartUpload in storage and status aborted. Idempotent.",
+        None,
+        {200: ("The aborted upload.", "AbortedSchema")},
+        ["UPLOAD_NOT_FOUND", "UPLOAD_COMPLETED", "UPLOAD_EXPIRED", "STORAGE_UNAVAILABLE"],
+    ),
+    (
         "/openapi.json",
         "get",
         "This document.",
@@ -79,7 +144,7 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
     ),
 ]
 
-_OPTIONAL_BODIES = {"CompleteRequest"}
+_OPTIONAL_BODIES = {"CompleteRequest", "MultipartCompleteRequest"}
 _AUTH_CODES = ["UNAUTHENTICATED", "UNSUPPORTED_MEDIA_TYPE", "PAYLOAD_TOO_LARGE"]
 
 
@@ -135,19 +200,12 @@ def openapi_spec(url_prefix: str) -> dict[str, Any]:
         info={"description": "Direct-to-S3 uploads: presigned single and batch uploads."},
         servers=[{"url": url_prefix}],
     )
-    for name in (
-        "ValidationRulesSchema",
-        "FileSpecSchema",
-        "BatchRequestSchema",
-        "SignedUploadSchema",
-        "BatchUploadSchema",
-        "BatchErrorSchema",
-        "BatchResponseSchema",
-        "CompletedUploadSchema",
-        "CompleteRequestSchema",
-        "UploadStatusSchema",
-        "ErrorSchema",
-    ):
+    # Every schema a route names, in table order (nested ones register themselves).
+    names = ["ErrorSchema"]
+    for _path, _method, _summary, request_schema, responses, _codes in ROUTES:
+        names += [request_schema] if request_schema else []
+        names += [name for _description, name in responses.values() if name]
+    for name in dict.fromkeys(names):
         spec.components.schema(name.removesuffix("Schema"), schema=getattr(schemas, name))
     operations: dict[str, dict[str, Any]] = {}
     for path, method, summary, request_schema, responses, codes in ROUTES:

@@ -63,8 +63,8 @@ class ValidationRulesSchema(Schema):
     )
 
 
-class FileSpecSchema(Schema):
-    """One file to upload."""
+class _FileFieldsSchema(Schema):
+    """The fields every create call shares (single, batch entry and multipart)."""
 
     filename = fields.String(required=True, validate=validate.Length(min=1, max=1024))
     contentType = fields.String(
@@ -75,12 +75,6 @@ class FileSpecSchema(Schema):
         strict=True,
         validate=validate.Range(min=0),
         **_doc("Exact size in bytes; storage refuses a body of another size."),
-    )
-    checksumSha256 = fields.String(
-        validate=validate.Regexp(
-            _SHA256_BASE64, error="must be the base64 SHA-256 digest (44 characters)"
-        ),
-        **_doc("Base64 SHA-256 of the content; signed, so storage verifies it."),
     )
     metadata = fields.Dict(
         keys=fields.String(
@@ -93,12 +87,23 @@ class FileSpecSchema(Schema):
         **_doc("Stored as x-amz-meta-* headers (keys lower-cased)."),
     )
     networkType = fields.String(validate=validate.OneOf(NETWORK_TYPES))
+    validation = fields.Nested(ValidationRulesSchema)
+
+
+class FileSpecSchema(_FileFieldsSchema):
+    """One file to upload."""
+
+    checksumSha256 = fields.String(
+        validate=validate.Regexp(
+            _SHA256_BASE64, error="must be the base64 SHA-256 digest (44 characters)"
+        ),
+        **_doc("Base64 SHA-256 of the content; signed, so storage verifies it."),
+    )
     expiresIn = fields.Integer(
         strict=True,
         validate=validate.Range(min=1),
         **_doc("Seconds the URL should live; clamped to OBITOX_EXPIRY_MIN..OBITOX_EXPIRY_MAX."),
     )
-    validation = fields.Nested(ValidationRulesSchema)
 
 
 class CompleteRequestSchema(Schema):
@@ -161,13 +166,21 @@ class BatchResponseSchema(Schema):
     errors = fields.List(fields.Nested(BatchErrorSchema), required=True)
 
 
-class CompletedUploadSchema(Schema):
+class AbortedSchema(Schema):
     uploadId = fields.String(required=True)
     status = fields.String(required=True)
     key = fields.String(required=True)
     bucket = fields.String(required=True)
+
+
+class _StoredSchema(AbortedSchema):
+    """What every completion answers: the upload and the object storage holds."""
+
     size = fields.Integer(required=True)
     etag = fields.String(required=True)
+
+
+class CompletedUploadSchema(_StoredSchema):
     contentType = fields.String(required=True)
 
 
@@ -192,7 +205,97 @@ class UploadStatusSchema(Schema):
     reason = fields.String(allow_none=True, **_doc("Why a rejected upload was rejected."))
 
 
+class MultipartRequestSchema(_FileFieldsSchema):
+    """``POST /multipart``: a file of up to ``OBITOX_MAX_MULTIPART_SIZE`` bytes."""
+
+    partSize = fields.Integer(
+        strict=True,
+        validate=validate.Range(min=1),
+        **_doc(
+            "Bytes per part (default OBITOX_PART_SIZE); at least 5 MiB, raised so that "
+            "there are at most 10,000 parts."
+        ),
+    )
+
+
+class MultipartCreatedSchema(Schema):
+    uploadId = fields.String(
+        required=True, **_doc("The resume token: random, bound to the caller.")
+    )
+    key = fields.String(required=True)
+    bucket = fields.String(required=True)
+    partSize = fields.Integer(required=True)
+    totalParts = fields.Integer(required=True)
+    expiresAt = fields.String(required=True, **_doc("When the upload expires (OBITOX_UPLOAD_TTL)."))
+
+
+class PartsRequestSchema(Schema):
+    """``POST /multipart/<id>/parts``: the parts to sign, up to 1000 per call."""
+
+    partNumbers = fields.List(
+        fields.Integer(strict=True, validate=validate.Range(min=1, max=10_000)),
+        required=True,
+        validate=validate.Length(min=1, max=1000),
+    )
+    networkType = fields.String(validate=validate.OneOf(NETWORK_TYPES))
+
+
+class SignedPartSchema(Schema):
+    partNumber = fields.Integer(required=True)
+    url = fields.String(required=True, **_doc("Presigned UploadPart URL (PUT)."))
+    size = fields.Integer(required=True, **_doc("The part's exact size (signed)."))
+    headers = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
+    expiresAt = fields.String(required=True)
+
+
+class SignedPartsSchema(Schema):
+    parts = fields.List(fields.Nested(SignedPartSchema), required=True)
+
+
+class StoredPartSchema(Schema):
+    partNumber = fields.Integer(required=True)
+    etag = fields.String(required=True)
+    size = fields.Integer(required=True)
+
+
+class ResumeViewSchema(Schema):
+    """Where a multipart upload stands, from storage's ListParts."""
+
+    uploadId = fields.String(required=True)
+    key = fields.String(required=True)
+    status = fields.String(required=True)
+    partSize = fields.Integer(required=True)
+    totalParts = fields.Integer(required=True)
+    uploadedParts = fields.List(fields.Nested(StoredPartSchema), required=True)
+    remainingParts = fields.List(fields.Integer(), required=True)
+    uploadedBytes = fields.Integer(required=True)
+    totalBytes = fields.Integer(required=True)
+    percentage = fields.Float(required=True)
+
+
+class ClaimedPartSchema(Schema):
+    partNumber = fields.Integer(
+        strict=True, required=True, validate=validate.Range(min=1, max=10_000)
+    )
+    etag = fields.String(required=True, validate=validate.Length(min=1, max=200))
+
+
+class MultipartCompleteRequestSchema(Schema):
+    """``parts`` omitted: the parts storage holds (ListParts) are used."""
+
+    parts = fields.List(
+        fields.Nested(ClaimedPartSchema), validate=validate.Length(min=1, max=10_000)
+    )
+
+
+class MultipartCompletedSchema(_StoredSchema):
+    location = fields.String(required=True, **_doc("The object's URL (unsigned)."))
+
+
 class ErrorSchema(Schema):
     error = fields.String(required=True, **_doc("A stable code, e.g. VALIDATION_FAILED."))
     message = fields.String(required=True, **_doc("A sentence for humans."))
     details = fields.Dict(required=True)
+
+
+# -- admin: bucket CORS (flask_obitox.storage.cors) ------------------------------------

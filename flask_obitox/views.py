@@ -37,6 +37,14 @@ dump_signed = compile_dumper(schemas.SignedUploadSchema())
 dump_batch = compile_dumper(schemas.BatchResponseSchema())
 dump_completed = compile_dumper(schemas.CompletedUploadSchema())
 dump_status = compile_dumper(schemas.UploadStatusSchema())
+load_multipart = compile_loader(schemas.MultipartRequestSchema())
+load_parts_request = compile_loader(schemas.PartsRequestSchema())
+load_multipart_complete = compile_loader(schemas.MultipartCompleteRequestSchema())
+dump_multipart_created = compile_dumper(schemas.MultipartCreatedSchema())
+dump_signed_parts = compile_dumper(schemas.SignedPartsSchema())
+dump_resume_view = compile_dumper(schemas.ResumeViewSchema())
+dump_multipart_completed = compile_dumper(schemas.MultipartCompletedSchema())
+dump_aborted = compile_dumper(schemas.AbortedSchema())
 
 _HTTP_CODES = {
     400: "INVALID_INPUT",
@@ -222,6 +230,46 @@ def get_upload(upload_id: str) -> Response:
     ext = _ext()
     owner = _owner(ext)
     return _respond(dump_status(ext.service.get_upload(owner, upload_id)))
+
+
+@bp.post("/multipart")
+def create_multipart() -> Response:
+    ext = _ext()
+    owner = _owner(ext)
+    spec = _load(load_multipart, _json_body(ext))
+    return _respond(dump_multipart_created(ext.service.initiate_multipart(owner, spec)), 201)
+
+
+@bp.post("/multipart/<upload_id>/parts")
+def sign_parts(upload_id: str) -> Response:
+    ext = _ext()
+    owner = _owner(ext)
+    body = _load(load_parts_request, _json_body(ext))
+    answer = ext.service.sign_parts(owner, upload_id, body["partNumbers"], body.get("networkType"))
+    return _respond(dump_signed_parts(answer))
+
+
+@bp.get("/multipart/<upload_id>")
+def resume_multipart(upload_id: str) -> Response:
+    ext = _ext()
+    owner = _owner(ext)
+    return _respond(dump_resume_view(ext.service.resume_multipart(owner, upload_id)))
+
+
+@bp.post("/multipart/<upload_id>/complete")
+def complete_multipart(upload_id: str) -> Response:
+    ext = _ext()
+    owner = _owner(ext)
+    body = _load(load_multipart_complete, _json_body(ext, empty={}))
+    answer = ext.service.complete_multipart(owner, upload_id, body.get("parts"))
+    return _respond(dump_multipart_completed(answer))
+
+
+@bp.delete("/multipart/<upload_id>")
+def abort_multipart(upload_id: str) -> Response:
+    ext = _ext()
+    owner = _owner(ext)
+    return _respond(dump_aborted(ext.service.abort_multipart(owner, upload_id)))
 
 
 @bp.get("/openapi.json")

@@ -34,6 +34,7 @@ from flask_obitox.storage.signer import (
     PresignerUnsupportedError,
     PutObjectSpec,
     SigV4Presigner,
+    UploadPartSpec,
     _q,
     _q_key,
 )
@@ -313,6 +314,67 @@ def test_upload_part_matches_botocore(
         now=now,
     )
     assert ours == expected
+
+
+@settings(SETTINGS, max_examples=60)
+@given(
+    client_name=client_names,
+    bucket=buckets,
+    key=keys,
+    upload_id=upload_ids,
+    parts=st.lists(
+        st.tuples(st.integers(min_value=1, max_value=10_000), content_lengths, expires),
+        min_size=1,
+        max_size=12,
+    ),
+    now=instants,
+)
+def test_upload_parts_batch_matches_botocore(
+    client_name: str,
+    bucket: str,
+    key: str,
+    upload_id: str,
+    parts: list[tuple[int, int, int]],
+    now: datetime.datetime,
+) -> None:
+    specs = [UploadPartSpec(*part) for part in parts]
+    ours = PRESIGNERS[client_name].presign_upload_parts(bucket, key, upload_id, specs, now=now)
+    expected = [
+        oracle(
+            CLIENTS[client_name],
+            "upload_part",
+            {
+                "Bucket": bucket,
+                "Key": key,
+                "UploadId": upload_id,
+                "PartNumber": number,
+                "ContentLength": length,
+            },
+            expires_in,
+            now,
+        )
+        for number, length, expires_in in parts
+    ]
+    assert ours == expected
+
+
+def test_upload_parts_batch_rejects_any_invalid_part(presigner: SigV4Presigner) -> None:
+    good = UploadPartSpec(1, 5, 60)
+    for bad, error in [
+        (UploadPartSpec(0, 5, 60), ValueError),
+        (UploadPartSpec(10_001, 5, 60), ValueError),
+        (UploadPartSpec(True, 5, 60), TypeError),  # type: ignore[arg-type]
+        (UploadPartSpec(2, -1, 60), ValueError),
+        (UploadPartSpec(2, 5, 0), ValueError),
+    ]:
+        with pytest.raises(error):
+            presigner.presign_upload_parts("uploads", "k", "u", [good, bad])
+    assert presigner.presign_upload_parts("uploads", "k", "u", []) == []
+
+
+def test_object_url_is_the_unsigned_base_of_a_presigned_url(presigner: SigV4Presigner) -> None:
+    url = presigner.presign_get_object("uploads", "a b/é.png", expires_in=60)
+    assert presigner.object_url("uploads", "a b/é.png") == url.partition("?")[0]
 
 
 @SETTINGS

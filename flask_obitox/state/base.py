@@ -49,6 +49,7 @@ class UploadRecord:
     storage: str | None = None  # name of the storage settings, None = default
     result: dict[str, Any] | None = None  # completion answer / rejection reason
     validation: dict[str, Any] | None = None  # the client's validation rules, re-checked later
+    network_type: str | None = None  # the client's networkType, for part URL expiry
 
     def to_dict(self) -> dict[str, Any]:
         """A shallow dict of every field (``metadata``/``result`` are not copied)."""

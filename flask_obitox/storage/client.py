@@ -18,7 +18,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from ..errors import StorageUnavailable
-from .signer import PresignerUnsupportedError, PutObjectSpec, SigV4Presigner
+from .signer import PresignerUnsupportedError, PutObjectSpec, SigV4Presigner, UploadPartSpec
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -47,6 +47,27 @@ class ObjectInfo:
     content_type: str | None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class PartInfo:
+    """One part storage holds for a multipart upload (ETag without quotes)."""
+
+    part_number: int
+    etag: str
+    size: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PendingMultipart:
+    """A multipart upload storage still holds open (from ListMultipartUploads)."""
+
+    key: str
+    upload_id: str
+    initiated: float  # unix seconds
+
+
+#: ListParts and ListMultipartUploads return at most this many entries per page.
+PAGE_SIZE = 1000
+
 #: Failures of a storage call: botocore's, and configurations the presigner refuses.
 STORAGE_ERRORS = (BotoCoreError, ClientError, PresignerUnsupportedError)
 
@@ -56,6 +77,10 @@ def _error_code(error: BaseException | None) -> str:
     if isinstance(error, ClientError):
         return str(error.response.get("Error", {}).get("Code", ""))
     return ""
+
+
+def _is_no_such_upload(error: BaseException | None) -> bool:
+    return _error_code(error) in ("NoSuchUpload", "404")
 
 
 def _is_not_found(error: BaseException | None) -> bool:
@@ -199,6 +224,118 @@ class Storage:
     def delete(self, key: str) -> None:
         with self._calling():
             self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def object_url(self, key: str) -> str:
+        """The object's unsigned URL (its ``Location``); pure CPU after the first call."""
+        with self._calling():
+            return self.presigner.object_url(self.bucket, key)
+
+    # -- multipart ---------------------------------------------------------------------
+
+    def create_multipart(self, key: str, content_type: str, metadata: Mapping[str, str]) -> str:
+        """``CreateMultipartUpload``; returns storage's UploadId (never shown to clients)."""
+        with self._calling():
+            answer = self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=key, ContentType=content_type, Metadata=dict(metadata)
+            )
+        return str(answer["UploadId"])
+
+    def presign_parts(self, key: str, upload_id: str, parts: Sequence[UploadPartSpec]) -> list[str]:
+        """One presigned ``UploadPart`` URL per part (Content-Length signed), one instant."""
+        try:
+            return self.presigner.presign_upload_parts(self.bucket, key, upload_id, parts)
+        except STORAGE_ERRORS as error:
+            raise StorageUnavailable(_describe(self.settings, error)) from error
+
+    def list_parts(self, key: str, upload_id: str) -> list[PartInfo] | None:
+        """Every part storage holds, following all pages (1000 parts each), by number;
+        ``None`` when storage no longer knows the upload (completed or aborted)."""
+        parts: list[PartInfo] = []
+        marker = 0
+        try:
+            while True:
+                with self._calling():
+                    page = self.client.list_parts(
+                        Bucket=self.bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        MaxParts=PAGE_SIZE,
+                        PartNumberMarker=marker,
+                    )
+                parts.extend(
+                    PartInfo(int(p["PartNumber"]), str(p["ETag"]).strip('"'), int(p["Size"]))
+                    for p in page.get("Parts", ())
+                )
+                if not page.get("IsTruncated"):
+                    break
+                next_marker = int(page.get("NextPartNumberMarker") or 0)
+                if next_marker <= marker:  # a server that does not page: stop, don't loop
+                    break
+                marker = next_marker
+        except StorageUnavailable as error:
+            if _is_no_such_upload(error.__cause__):
+                return None
+            raise
+        parts.sort(key=lambda p: p.part_number)
+        return parts
+
+    def complete_multipart(self, key: str, upload_id: str, parts: Sequence[PartInfo]) -> str | None:
+        """``CompleteMultipartUpload`` with ``parts`` (sorted); the object's ETag, or
+        ``None`` when storage no longer knows the upload (another caller completed it,
+        or it was aborted)."""
+        try:
+            with self._calling():
+                answer = self.client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={
+                        "Parts": [
+                            {"PartNumber": p.part_number, "ETag": f'"{p.etag}"'} for p in parts
+                        ]
+                    },
+                )
+        except StorageUnavailable as error:
+            if _is_no_such_upload(error.__cause__):
+                return None
+            raise
+        return str(answer.get("ETag", "")).strip('"')
+
+    def abort_multipart(self, key: str, upload_id: str) -> bool:
+        """``AbortMultipartUpload``; ``False`` if storage no longer knew the upload."""
+        try:
+            with self._calling():
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except StorageUnavailable as error:
+            if _is_no_such_upload(error.__cause__):
+                return False
+            raise
+        return True
+
+    def pending_multiparts(self, prefix: str) -> Iterator[PendingMultipart]:
+        """Every multipart upload storage holds open under ``prefix``, all pages."""
+        markers: dict[str, Any] = {}
+        while True:
+            with self._calling():
+                page = self.client.list_multipart_uploads(
+                    Bucket=self.bucket, Prefix=prefix, MaxUploads=PAGE_SIZE, **markers
+                )
+            for upload in page.get("Uploads", ()):
+                yield PendingMultipart(
+                    key=str(upload["Key"]),
+                    upload_id=str(upload["UploadId"]),
+                    initiated=upload["Initiated"].timestamp(),
+                )
+            if not page.get("IsTruncated"):
+                return
+            next_key = page.get("NextKeyMarker")
+            next_id = page.get("NextUploadIdMarker")
+            if not next_key or (markers.get("KeyMarker"), markers.get("UploadIdMarker")) == (
+                next_key,
+                next_id,
+            ):
+                return
+            markers = {"KeyMarker": next_key, "UploadIdMarker": next_id or ""}
 
 
 class StorageRegistry:

@@ -143,6 +143,14 @@ class PutObjectSpec(NamedTuple):
     metadata: Mapping[str, str] | None = None
 
 
+class UploadPartSpec(NamedTuple):
+    """One part of :meth:`SigV4Presigner.presign_upload_parts`."""
+
+    part_number: int
+    content_length: int
+    expires_in: int
+
+
 class _PutLayout(NamedTuple):
     """What a PUT signature needs that depends only on *which* headers are signed."""
 
@@ -427,16 +435,8 @@ class SigV4Presigner:
         """
         if not specs:
             return []
-        target = self._targets.get(bucket) or self._resolve_target(bucket)
-        amz_date = _amz_date(now)
-        datestamp = amz_date[:8]
-        day = self._day_key(self._frozen_credentials(), datestamp, target)
-        # The string to sign is a fixed head + the canonical request's hash: the
-        # HMAC's inner hash absorbs the head once for the whole batch.
-        inner = day.inner.copy()
-        inner.update(f"{_ALGORITHM}\n{amz_date}\n{datestamp}{target.scope_tail}\n".encode())
+        target, day, inner, head = self._batch_start(bucket, now)
         outer = day.outer
-        head = f"{day.query_head}{amz_date}&X-Amz-Expires="
         token_q = day.token_q
         canonical_uri = f"PUT\n{target.path}/"
         url_base = f"{target.base}/"
@@ -502,24 +502,69 @@ class SigV4Presigner:
     ) -> str:
         """Same URL as ``generate_presigned_url("upload_part", Params={"Bucket", "Key",
         "UploadId", "PartNumber", "ContentLength"})`` (in that order)."""
+        spec = UploadPartSpec(part_number, content_length, expires_in)
+        return self.presign_upload_parts(bucket, key, upload_id, (spec,), now=now)[0]
+
+    def presign_upload_parts(
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        parts: Sequence[UploadPartSpec],
+        *,
+        now: datetime.datetime | None = None,
+    ) -> list[str]:
+        """``presign_upload_part`` for each of ``parts`` of one multipart upload, in order,
+        at one signing instant and with one credentials read (like
+        :meth:`presign_put_objects`). Only the part number, length and expiry differ
+        between the URLs, so everything else is built once."""
         _check_key(key)
-        _check_expires(expires_in)
-        _check_length(content_length)
-        if isinstance(part_number, bool) or not isinstance(part_number, int):
-            raise TypeError("part_number must be an int")
-        if not 1 <= part_number <= 10_000:
-            raise ValueError("part_number must be between 1 and 10000")
-        if not upload_id:
+        if not isinstance(upload_id, str) or not upload_id:
             raise ValueError("upload_id must be a non-empty string")
-        return self._presign(
-            "PUT",
-            bucket,
-            key,
-            expires_in,
-            {"content-length": [str(content_length)]},
-            {"uploadId": upload_id, "partNumber": str(part_number)},
-            now,
-        )
+        if not parts:
+            return []
+        target, day, inner, head = self._batch_start(bucket, now)
+        outer = day.outer
+        quoted_key = _q_key(key)
+        quoted_id = _q(upload_id)
+        signed_q = "X-Amz-SignedHeaders=" + _q_signed_headers("content-length;host")
+        # Canonical query: the X-Amz-* pairs sort before "partNumber" < "uploadId"; the
+        # URL keeps botocore's order: operation params first, then the auth params.
+        canonical_head = f"PUT\n{target.path}/{quoted_key}\n{head}"
+        canonical_mid = f"{day.token_q}&{signed_q}&partNumber="
+        canonical_tail = f"\nhost:{target.host}\n\ncontent-length;host\n{_UNSIGNED_PAYLOAD}"
+        url_head = f"{target.base}/{quoted_key}?uploadId={quoted_id}&partNumber="
+        url_tail = f"&{signed_q}{day.token_q}&X-Amz-Signature="
+        sha256 = _sha256
+        urls: list[str] = []
+        for part_number, content_length, expires_in in parts:
+            if type(part_number) is not int or not 1 <= part_number <= 10_000:
+                if isinstance(part_number, bool) or not isinstance(part_number, int):
+                    raise TypeError("part_number must be an int")
+                if not 1 <= part_number <= 10_000:
+                    raise ValueError("part_number must be between 1 and 10000")
+            if type(expires_in) is not int or not 0 < expires_in <= _MAX_EXPIRES:
+                _check_expires(expires_in)
+            if type(content_length) is not int or content_length < 0:
+                _check_length(content_length)
+            canonical_request = (
+                f"{canonical_head}{expires_in}{canonical_mid}{int(part_number)}"
+                f"&uploadId={quoted_id}\ncontent-length:{int(content_length)}{canonical_tail}"
+            )
+            mac = inner.copy()
+            mac.update(sha256(canonical_request.encode()).hexdigest().encode())
+            outer_mac = outer.copy()
+            outer_mac.update(mac.digest())
+            urls.append(
+                f"{url_head}{int(part_number)}&{head}{expires_in}{url_tail}{outer_mac.hexdigest()}"
+            )
+        return urls
+
+    def object_url(self, bucket: str, key: str) -> str:
+        """The unsigned URL of ``key`` (what S3 answers as ``Location``)."""
+        _check_key(key)
+        target = self._targets.get(bucket) or self._resolve_target(bucket)
+        return f"{target.base}/{_q_key(key)}"
 
     def presign_get_object(
         self,
@@ -535,6 +580,20 @@ class SigV4Presigner:
         return self._presign("GET", bucket, key, expires_in, {}, None, now)
 
     # -- the signer ---------------------------------------------------------------
+
+    def _batch_start(
+        self, bucket: str, now: datetime.datetime | None
+    ) -> tuple[_BucketTarget, _DayKey, Any, str]:
+        """What every URL of a batch shares: the bucket's target, the day's key, the
+        HMAC inner hash with the string to sign's fixed head absorbed (the rest is the
+        canonical request's hash), and the query up to ``X-Amz-Expires=``."""
+        target = self._targets.get(bucket) or self._resolve_target(bucket)
+        amz_date = _amz_date(now)
+        datestamp = amz_date[:8]
+        day = self._day_key(self._frozen_credentials(), datestamp, target)
+        inner = day.inner.copy()
+        inner.update(f"{_ALGORITHM}\n{amz_date}\n{datestamp}{target.scope_tail}\n".encode())
+        return target, day, inner, f"{day.query_head}{amz_date}&X-Amz-Expires="
 
     def _presign(
         self,
