@@ -1,0 +1,918 @@
+"""``ObitoXClient``: uploads through an ObitoX server, from Python.
+
+The server signs; the bytes go straight to storage. Two pooled HTTP sessions keep
+those apart: one talks to the ObitoX server with the caller's auth headers, the other
+PUTs to storage with nothing but the signed headers (an ``Authorization`` header next
+to a presigned query would make S3 refuse the request). Both keep their connections
+alive between requests, which matters as much as concurrency for throughput.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from . import resume as resume_files
+from .errors import ObitoXClientError
+from .files import Cancelled, FileIdentity, FileSlice, guess_content_type, resolve
+
+#: Parts (or files) sent at once unless told otherwise.
+DEFAULT_CONCURRENCY = 4
+#: The server signs at most this many part URLs per call.
+MAX_PARTS_PER_CALL = 1000
+#: The server accepts at most this many files per batch call (its default
+#: ``OBITOX_BATCH_MAX_FILES``); larger lists are sent as several batches.
+DEFAULT_BATCH_SIZE = 100
+#: A signed part URL is re-signed when it has less than this left to live.
+URL_EXPIRY_MARGIN = 60.0
+#: Statuses worth another try: the request may succeed as it is a moment later.
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+#: Server codes that mean a resume token can no longer be continued.
+GONE_CODES = frozenset({"UPLOAD_NOT_FOUND", "UPLOAD_EXPIRED", "UPLOAD_ABORTED"})
+
+PathLike = str | Path
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff with jitter.
+
+    Attempt ``n`` (from 1) that failed waits a random time between half and all of
+    ``min(max_delay, base_delay * 2 ** (n - 1))`` before the next one: the jitter keeps
+    parallel parts that failed together from retrying together.
+    """
+
+    attempts: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 20.0
+
+    def delay(self, attempt: int) -> float:
+        ceiling = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - not a secret
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Where an upload stands; passed to ``on_progress`` after every chunk.
+
+    ``bytes_sent`` counts bytes storage has taken (or held already, when resuming); it
+    goes *down* when a failed attempt's bytes are taken back before a retry.
+    ``parts_done``/``total_parts`` count parts of a multipart upload, or files of a
+    batch.
+    """
+
+    bytes_sent: int
+    total_bytes: int
+    parts_done: int
+    total_parts: int
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass(frozen=True, slots=True)
+class UploadResult:
+    """A completed upload: the server's answer to *complete*."""
+
+    path: Path
+    upload_id: str
+    key: str
+    bucket: str
+    size: int
+    etag: str
+    #: True when a multipart upload continued one that an earlier run began.
+    resumed: bool = False
+    #: The server's whole answer, for fields this class does not name.
+    answer: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_answer(
+        cls, path: Path, answer: Mapping[str, Any], *, resumed: bool = False
+    ) -> UploadResult:
+        try:
+            return cls(
+                path=path,
+                upload_id=str(answer["uploadId"]),
+                key=str(answer["key"]),
+                bucket=str(answer["bucket"]),
+                size=int(answer["size"]),
+                etag=str(answer["etag"]),
+                resumed=resumed,
+                answer=dict(answer),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise _bad_answer("complete", error) from None
+
+
+@dataclass(frozen=True, slots=True)
+class UploadOutcome:
+    """One file of :meth:`ObitoXClient.upload_files`: its result, or why it failed."""
+
+    path: Path
+    result: UploadResult | None = None
+    error: ObitoXClientError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None
+
+
+@dataclass(frozen=True, slots=True)
+class UploadedPart:
+    part_number: int
+    etag: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class MultipartStatus:
+    """The server's resume view (``GET /multipart/<uploadId>``): what storage holds."""
+
+    upload_id: str
+    key: str
+    status: str
+    part_size: int
+    total_parts: int
+    uploaded_parts: tuple[UploadedPart, ...]
+    remaining_parts: tuple[int, ...]
+    uploaded_bytes: int
+    total_bytes: int
+    percentage: float
+
+    @classmethod
+    def from_answer(cls, answer: Mapping[str, Any]) -> MultipartStatus:
+        try:
+            return cls(
+                upload_id=str(answer["uploadId"]),
+                key=str(answer["key"]),
+                status=str(answer["status"]),
+                part_size=int(answer["partSize"]),
+                total_parts=int(answer["totalParts"]),
+                uploaded_parts=tuple(
+                    UploadedPart(int(p["partNumber"]), str(p["etag"]), int(p["size"]))
+                    for p in answer["uploadedParts"]
+                ),
+                remaining_parts=tuple(int(n) for n in answer["remainingParts"]),
+                uploaded_bytes=int(answer["uploadedBytes"]),
+                total_bytes=int(answer["totalBytes"]),
+                percentage=float(answer["percentage"]),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise _bad_answer("the resume view", error) from None
+
+
+@dataclass(frozen=True, slots=True)
+class _SignedPart:
+    url: str
+    headers: dict[str, str]
+    size: int
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Multipart:
+    """A multipart upload being sent: its token and the layout of its parts."""
+
+    token: str
+    path: Path
+    identity: FileIdentity
+    part_size: int
+    total_parts: int
+
+    def span(self, part_number: int) -> tuple[int, int]:
+        """(offset, length) of a part in the file."""
+        offset = (part_number - 1) * self.part_size
+        return offset, min(self.part_size, self.identity.size - offset)
+
+
+def _bad_answer(what: str, error: BaseException) -> ObitoXClientError:
+    return ObitoXClientError(
+        "BAD_RESPONSE",
+        f"The server's answer to {what} is not what the contract describes: {error!r}",
+    )
+
+
+def _timestamp(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+class _Tracker:
+    """Thread-safe progress, reported in order (the callback runs under the lock)."""
+
+    def __init__(
+        self,
+        callback: ProgressCallback | None,
+        total_bytes: int,
+        total_parts: int,
+        *,
+        bytes_sent: int = 0,
+        parts_done: int = 0,
+    ) -> None:
+        self._callback = callback
+        self._lock = threading.Lock()
+        self.total_bytes = total_bytes
+        self.total_parts = total_parts
+        self.bytes_sent = bytes_sent
+        self.parts_done = parts_done
+
+    def _report(self) -> None:
+        if self._callback is not None:
+            self._callback(
+                Progress(self.bytes_sent, self.total_bytes, self.parts_done, self.total_parts)
+            )
+
+    def start(self) -> None:
+        with self._lock:
+            self._report()
+
+    def sent(self, count: int) -> None:
+        with self._lock:
+            self.bytes_sent += count
+            self._report()
+
+    def take_back(self, count: int) -> None:
+        if count:
+            self.sent(-count)
+
+    def part_done(self) -> None:
+        with self._lock:
+            self.parts_done += 1
+            self._report()
+
+
+class _PartSigner:
+    """Signs part URLs on demand, a window at a time, and re-signs expiring ones.
+
+    Signing every part up front would let the URLs of a large file's last parts expire
+    (each URL's expiry fits its own part, not the whole file); one call per part would
+    cost a round trip each. A window of parts ahead is the middle way.
+    """
+
+    def __init__(
+        self, client: ObitoXClient, upload: _Multipart, pending: Sequence[int], window: int
+    ) -> None:
+        self._client = client
+        self._upload = upload
+        self._pending = dict.fromkeys(pending)  # an ordered set of the parts not yet sent
+        self._window = window
+        self._signed: dict[int, _SignedPart] = {}
+        self._lock = threading.Lock()
+
+    def get(self, part_number: int, *, fresh: bool = False) -> _SignedPart:
+        with self._lock:
+            part = self._signed.get(part_number)
+            if part is None or fresh or part.expires_at - time.time() < URL_EXPIRY_MARGIN:
+                self._sign_from(part_number)
+                part = self._signed[part_number]
+            return part
+
+    def forget(self, part_number: int) -> None:
+        """``part_number`` is stored: drop its URL and never sign it again."""
+        with self._lock:
+            self._signed.pop(part_number, None)
+            self._pending.pop(part_number, None)
+
+    def _sign_from(self, part_number: int) -> None:
+        ahead = [
+            n
+            for n in self._pending
+            if n > part_number
+            and (
+                n not in self._signed
+                or self._signed[n].expires_at - time.time() < URL_EXPIRY_MARGIN
+            )
+        ]
+        numbers = [part_number, *ahead[: self._window - 1]]
+        answer = self._client._call(
+            "POST",
+            f"/multipart/{self._upload.token}/parts",
+            {"partNumbers": numbers},
+            idempotent=True,
+        )
+        try:
+            for item in answer["parts"]:
+                number = int(item["partNumber"])
+                _, length = self._upload.span(number)
+                if int(item["size"]) != length:
+                    raise ValueError(
+                        f"part {number} is {item['size']} bytes on the server, {length} here"
+                    )
+                self._signed[number] = _SignedPart(
+                    url=str(item["url"]),
+                    headers={str(k): str(v) for k, v in dict(item.get("headers") or {}).items()},
+                    size=length,
+                    expires_at=_timestamp(str(item["expiresAt"])),
+                )
+        except (KeyError, TypeError, ValueError) as error:
+            raise _bad_answer("the part signing call", error) from None
+        if part_number not in self._signed:
+            raise _bad_answer("the part signing call", KeyError(part_number))
+
+
+def _api_base(url: str) -> str:
+    """The routes' base URL: a server URL with no path gets the default ``/obitox``."""
+    url = url.rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    return url if parts.path else url + "/obitox"
+
+
+def _pooled_session(pool_size: int) -> requests.Session:
+    session = requests.Session()
+    # One pool per host, keeping a connection alive for every part in flight (a call may
+    # ask for more concurrency than the client's default; connections open lazily, so
+    # room to spare costs nothing).
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(pool_size, 64))
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+class ObitoXClient:
+    """Upload files through an ObitoX server.
+
+    :param base_url: where the ObitoX routes live, e.g. ``https://example.com/obitox``
+        (a URL with no path gets ``/obitox``).
+    :param auth_headers: sent with every call to the ObitoX server (never to storage),
+        e.g. ``{"Authorization": "Bearer ..."}``.
+    :param concurrency: default number of parts (or files) sent at once.
+    :param retry: backoff for failed PUTs and for server calls that are safe to repeat.
+    :param timeout: seconds to wait for a connection or for the next bytes of an answer.
+    :param network_type: passed to the server, which sizes URL expiry by it
+        (``wifi``, ``4g``...).
+
+    Usable as a context manager, which closes the pooled connections.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        auth_headers: Mapping[str, str] | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        retry: RetryPolicy | None = None,
+        timeout: float = 60.0,
+        network_type: str | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.base_url = _api_base(base_url)
+        self.concurrency = concurrency
+        self.retry = retry or RetryPolicy()
+        self.timeout = timeout
+        self.network_type = network_type
+        self.batch_size = batch_size
+        self._api = _pooled_session(concurrency)
+        self._api.headers.update(auth_headers or {})
+        self._storage = _pooled_session(concurrency)
+
+    def close(self) -> None:
+        self._api.close()
+        self._storage.close()
+
+    def __enter__(self) -> ObitoXClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- calls to the ObitoX server ------------------------------------------------
+
+    def _call(
+        self,
+        method: str,
+        route: str,
+        body: Mapping[str, Any] | None = None,
+        *,
+        idempotent: bool,
+    ) -> dict[str, Any]:
+        """One API call, retried while that is safe.
+
+        A 503 is always retried: the server promises that a failed request leaves no
+        state behind. Lost connections and gateway errors are retried only for calls
+        that mean the same thing twice (signing, status, complete, abort); creating an
+        upload twice would leave an orphan.
+        """
+        url = self.base_url + route
+        attempt = 0
+        while True:
+            attempt += 1
+            last = attempt >= self.retry.attempts
+            try:
+                response = self._api.request(method, url, json=body, timeout=self.timeout)
+            except (requests.ConnectionError, requests.Timeout) as error:
+                if idempotent and not last:
+                    time.sleep(self.retry.delay(attempt))
+                    continue
+                raise ObitoXClientError(
+                    "CONNECTION_ERROR", f"{method} {url} failed: {error}"
+                ) from None
+            status = response.status_code
+            if status < 400:
+                try:
+                    answer = response.json()
+                except ValueError:
+                    answer = None
+                if not isinstance(answer, dict):
+                    raise _bad_answer(f"{method} {route}", TypeError("not a JSON object"))
+                return answer
+            if not last and (status == 503 or (idempotent and status in RETRYABLE_STATUSES)):
+                time.sleep(self.retry.delay(attempt))
+                continue
+            raise ObitoXClientError.from_api_response(response)
+
+    # -- PUTs to storage -----------------------------------------------------------
+
+    def _put(
+        self,
+        target: Callable[[bool], _SignedPart],
+        path: Path,
+        offset: int,
+        tracker: _Tracker,
+        cancel: threading.Event,
+        *,
+        describe: Mapping[str, Any],
+    ) -> str:
+        """PUT one body with retries; the stored object's or part's ETag.
+
+        ``target(fresh)`` gives the signed URL, re-signed when ``fresh``: a 403 may be
+        a URL that expired while earlier parts were being sent, so the first one is
+        answered by re-signing at once. For a single upload there is nothing to
+        re-sign, and a 403 is final.
+        """
+        attempt = 0
+        fresh = False
+        resigned = False
+        while True:
+            attempt += 1
+            signed = target(fresh)
+            fresh = False
+            body = FileSlice(path, offset, signed.size, on_sent=tracker.sent, cancel=cancel)
+            try:
+                response = self._storage.put(
+                    signed.url,
+                    data=body if signed.size else b"",
+                    headers=signed.headers,
+                    timeout=self.timeout,
+                    allow_redirects=False,
+                )
+            except (
+                requests.ConnectionError,
+                requests.Timeout,
+                requests.exceptions.ChunkedEncodingError,
+            ) as error:
+                tracker.take_back(body.sent)
+                failure = ObitoXClientError(
+                    "CONNECTION_ERROR", f"PUT to storage failed: {error}", details=dict(describe)
+                )
+            except BaseException:
+                tracker.take_back(body.sent)
+                raise
+            else:
+                if response.status_code < 300:
+                    etag = response.headers.get("ETag")
+                    if not etag:
+                        raise ObitoXClientError(
+                            "STORAGE_ERROR",
+                            "storage answered the PUT without an ETag",
+                            details=dict(describe),
+                        )
+                    return etag
+                tracker.take_back(body.sent)
+                failure = ObitoXClientError.from_storage_response(response, **describe)
+                can_resign = signed.expires_at != float("inf") and not resigned
+                if response.status_code == 403 and can_resign and attempt < self.retry.attempts:
+                    fresh = resigned = True
+                    continue
+                if response.status_code not in RETRYABLE_STATUSES:
+                    raise failure
+            if attempt >= self.retry.attempts:
+                failure.details["attempts"] = attempt
+                raise failure
+            if cancel.wait(self.retry.delay(attempt)):
+                raise Cancelled()
+
+    # -- single and batch ------------------------------------------------------------
+
+    def _spec(
+        self,
+        path: Path,
+        identity: FileIdentity,
+        content_type: str | None,
+        metadata: Mapping[str, str] | None,
+    ) -> dict[str, Any]:
+        spec: dict[str, Any] = {
+            "filename": path.name,
+            "contentType": content_type or guess_content_type(path),
+            "size": identity.size,
+        }
+        if metadata:
+            spec["metadata"] = dict(metadata)
+        if self.network_type:
+            spec["networkType"] = self.network_type
+        return spec
+
+    def _send_signed(
+        self,
+        path: Path,
+        identity: FileIdentity,
+        signed: Mapping[str, Any],
+        tracker: _Tracker,
+        cancel: threading.Event,
+    ) -> UploadResult:
+        """PUT a file to its signed URL, then ask the server to verify and complete it."""
+        try:
+            upload_id = str(signed["uploadId"])
+            part = _SignedPart(
+                str(signed["url"]),
+                {str(k): str(v) for k, v in dict(signed["headers"]).items()},
+                identity.size,
+                float("inf"),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise _bad_answer("the signing call", error) from None
+        self._put(
+            lambda _fresh: part,
+            path,
+            0,
+            tracker,
+            cancel,
+            describe={"uploadId": upload_id, "path": str(path)},
+        )
+        identity.check(path)
+        answer = self._call("POST", f"/uploads/{upload_id}/complete", {}, idempotent=True)
+        return UploadResult.from_answer(path, answer)
+
+    def upload_file(
+        self,
+        path: PathLike,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> UploadResult:
+        """Upload one file with a single signed PUT (``POST /uploads``, PUT, complete).
+
+        :param content_type: declared type; guessed from the name when omitted. The
+            server checks the first bytes against it after the upload.
+        :raises ObitoXClientError: with the server's code (``FILE_TOO_LARGE``,
+            ``CONTENT_MISMATCH``...) or a client one (``STORAGE_ERROR``...).
+        """
+        file = resolve(path)
+        identity = FileIdentity.of(file)
+        signed = self._call(
+            "POST", "/uploads", self._spec(file, identity, content_type, metadata), idempotent=False
+        )
+        tracker = _Tracker(on_progress, identity.size, 1)
+        tracker.start()
+        result = self._send_signed(file, identity, signed, tracker, threading.Event())
+        tracker.part_done()
+        return result
+
+    def upload_files(
+        self,
+        paths: Iterable[PathLike],
+        *,
+        concurrency: int | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> list[UploadOutcome]:
+        """Upload many files: one batch call signs them all, then parallel PUTs, each
+        followed by its complete call.
+
+        One file failing (refused by validation, missing, rejected after upload) never
+        stops the others: every path gets an :class:`UploadOutcome`, in the order given.
+        ``on_progress`` sees the bytes of all files together, and files as parts.
+        """
+        files = [resolve(p) for p in paths]
+        outcomes: list[UploadOutcome | None] = [None] * len(files)
+        ready: list[tuple[int, FileIdentity]] = []
+        for index, file in enumerate(files):
+            try:
+                ready.append((index, FileIdentity.of(file)))
+            except ObitoXClientError as error:
+                outcomes[index] = UploadOutcome(file, error=error)
+
+        signed: list[tuple[int, FileIdentity, Mapping[str, Any]]] = []
+        for start in range(0, len(ready), self.batch_size):
+            chunk = ready[start : start + self.batch_size]
+            specs = [self._spec(files[i], identity, None, None) for i, identity in chunk]
+            try:
+                answer = self._call("POST", "/uploads/batch", {"files": specs}, idempotent=False)
+            except ObitoXClientError as error:
+                for index, _ in chunk:
+                    outcomes[index] = UploadOutcome(files[index], error=error)
+                continue
+            try:
+                for upload in answer["uploads"]:
+                    index, identity = chunk[int(upload["index"])]
+                    signed.append((index, identity, upload))
+                for refused in answer["errors"]:
+                    index, _ = chunk[int(refused["index"])]
+                    details = refused.get("details")
+                    outcomes[index] = UploadOutcome(
+                        files[index],
+                        error=ObitoXClientError(
+                            str(refused["error"]),
+                            str(refused["message"]),
+                            details=details if isinstance(details, dict) else {},
+                        ),
+                    )
+            except (KeyError, TypeError, ValueError, IndexError) as error:
+                raise _bad_answer("the batch call", error) from None
+
+        tracker = _Tracker(
+            on_progress, sum(identity.size for _, identity, _ in signed), len(signed)
+        )
+        tracker.start()
+        cancel = threading.Event()
+
+        def send(index: int, identity: FileIdentity, upload: Mapping[str, Any]) -> UploadOutcome:
+            try:
+                outcome = UploadOutcome(
+                    files[index],
+                    result=self._send_signed(files[index], identity, upload, tracker, cancel),
+                )
+            except Cancelled:
+                raise
+            except ObitoXClientError as error:
+                outcome = UploadOutcome(files[index], error=error)
+            tracker.part_done()  # done either way: the count is of files settled
+            return outcome
+
+        workers = min(concurrency or self.concurrency, max(len(signed), 1))
+        with ThreadPoolExecutor(workers, thread_name_prefix="obitox-put") as pool:
+            futures = {pool.submit(send, *item): item[0] for item in signed}
+            try:
+                for future in futures:
+                    outcomes[futures[future]] = future.result()
+            except BaseException:
+                cancel.set()
+                for future in futures:
+                    future.cancel()
+                raise
+        return [o for o in outcomes if o is not None]
+
+    # -- multipart -----------------------------------------------------------------
+
+    def multipart_status(self, token: str) -> MultipartStatus:
+        """The resume view of a multipart upload: what storage holds, what remains."""
+        return MultipartStatus.from_answer(
+            self._call("GET", f"/multipart/{token}", idempotent=True)
+        )
+
+    def abort(self, token: str) -> dict[str, Any]:
+        """Abort a multipart upload; storage drops the parts it holds."""
+        return self._call("DELETE", f"/multipart/{token}", idempotent=True)
+
+    def resumable_upload(
+        self,
+        path: PathLike,
+        part_size: int | None = None,
+        concurrency: int | None = None,
+        on_progress: ProgressCallback | None = None,
+        *,
+        resume_file: PathLike | None = None,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> UploadResult:
+        """Upload a file in parts that can be continued after a crash.
+
+        :param part_size: bytes per part (at least 5 MiB); the server's
+            ``OBITOX_PART_SIZE`` when omitted. The server may raise it to stay within
+            10,000 parts.
+        :param concurrency: parts in flight at once.
+        :param resume_file: where to remember the upload. If it already describes an
+            upload of this same file (same size and mtime) to this server, that upload is
+            continued: the server's resume view says which parts storage holds and only
+            the others are sent. The file is removed once the upload completes. Without
+            it, the token is still in :attr:`ObitoXClientError.details` (``uploadId``)
+            of a failure, for :meth:`resume`.
+        """
+        file = resolve(path)
+        identity = FileIdentity.of(file)
+        state = Path(resume_file) if resume_file is not None else None
+        if state is not None:
+            record = self._usable_record(state, file, identity)
+            if record is not None:
+                upload = _Multipart(
+                    record.upload_id, file, identity, record.part_size, record.total_parts
+                )
+                try:
+                    result = self._continue(upload, concurrency, on_progress, resumed=True)
+                except ObitoXClientError as error:
+                    if error.code not in GONE_CODES:
+                        raise
+                    # Expired, aborted or unknown to the server: start afresh below.
+                    resume_files.remove(state)
+                else:
+                    resume_files.remove(state)
+                    return result
+
+        body = self._spec(file, identity, content_type, metadata)
+        if part_size is not None:
+            body["partSize"] = part_size
+        answer = self._call("POST", "/multipart", body, idempotent=False)
+        try:
+            upload = _Multipart(
+                str(answer["uploadId"]),
+                file,
+                identity,
+                int(answer["partSize"]),
+                int(answer["totalParts"]),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise _bad_answer("POST /multipart", error) from None
+        if state is not None:
+            resume_files.save(
+                state,
+                resume_files.new_record(self.base_url, file, identity, answer, body["contentType"]),
+            )
+        result = self._continue(upload, concurrency, on_progress, resumed=False, fresh=True)
+        if state is not None:
+            resume_files.remove(state)
+        return result
+
+    def resume(
+        self,
+        token: str,
+        path: PathLike,
+        *,
+        concurrency: int | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> UploadResult:
+        """Continue the multipart upload ``token`` of ``path``: send only the parts
+        storage does not hold, then complete it.
+
+        :raises ObitoXClientError: ``FILE_CHANGED`` when the file's size is not the
+            upload's; the server's ``UPLOAD_NOT_FOUND``/``UPLOAD_EXPIRED``/
+            ``UPLOAD_ABORTED`` when the token cannot be continued.
+        """
+        file = resolve(path)
+        identity = FileIdentity.of(file)
+        view = self.multipart_status(token)
+        upload = _Multipart(token, file, identity, view.part_size, view.total_parts)
+        return self._continue(upload, concurrency, on_progress, resumed=True, view=view)
+
+    def _usable_record(
+        self, state: Path, file: Path, identity: FileIdentity
+    ) -> resume_files.ResumeRecord | None:
+        """The resume file's record if it can continue this upload; otherwise clear it
+        (aborting its upload when the file changed, so storage drops the stale parts)."""
+        try:
+            record = resume_files.load(state)
+        except resume_files.InvalidResumeFile:
+            resume_files.remove(state)
+            return None
+        if record is None:
+            return None
+        reason = record.mismatch(self.base_url, file, identity)
+        if reason is None:
+            return record
+        if record.server == self.base_url:
+            # Best effort: the server's cleanup aborts it at expiry anyway.
+            with contextlib.suppress(ObitoXClientError):
+                self.abort(record.upload_id)
+        resume_files.remove(state)
+        return None
+
+    def _continue(
+        self,
+        upload: _Multipart,
+        concurrency: int | None,
+        on_progress: ProgressCallback | None,
+        *,
+        resumed: bool,
+        fresh: bool = False,
+        view: MultipartStatus | None = None,
+    ) -> UploadResult:
+        """Send what storage lacks, then complete; one more round if complete finds a
+        part missing (storage is the truth, and it may have dropped one)."""
+        for round_ in range(2):
+            if fresh and round_ == 0:
+                held: dict[int, UploadedPart] = {}
+                remaining: Sequence[int] = range(1, upload.total_parts + 1)
+            else:
+                view = view if view is not None else self.multipart_status(upload.token)
+                if view.status == "completed":
+                    # A previous run completed it and died before saying so.
+                    return self._complete(upload, None, resumed=resumed)
+                if view.status in ("aborted", "expired"):
+                    raise ObitoXClientError(
+                        f"UPLOAD_{view.status.upper()}",
+                        f"upload {upload.token} was {view.status}",
+                        details={"uploadId": upload.token},
+                    )
+                if view.total_bytes != upload.identity.size or view.part_size != upload.part_size:
+                    raise ObitoXClientError(
+                        "FILE_CHANGED",
+                        f"upload {upload.token} is for {view.total_bytes} bytes in parts of "
+                        f"{view.part_size}; {upload.path} has {upload.identity.size} bytes",
+                        details={"uploadId": upload.token, "path": str(upload.path)},
+                    )
+                # A held part of the wrong size (another client's bytes) is sent again.
+                held = {
+                    p.part_number: p
+                    for p in view.uploaded_parts
+                    if 1 <= p.part_number <= upload.total_parts
+                    and p.size == upload.span(p.part_number)[1]
+                }
+                remaining = [n for n in range(1, upload.total_parts + 1) if n not in held]
+                view = None
+            tracker = _Tracker(
+                on_progress,
+                upload.identity.size,
+                upload.total_parts,
+                bytes_sent=sum(p.size for p in held.values()),
+                parts_done=len(held),
+            )
+            tracker.start()
+            try:
+                etags = {n: p.etag for n, p in held.items()}
+                etags.update(self._send_parts(upload, remaining, concurrency, tracker))
+                upload.identity.check(upload.path)
+                return self._complete(upload, etags, resumed=resumed)
+            except ObitoXClientError as error:
+                error.details.setdefault("uploadId", upload.token)
+                if round_ == 0 and error.code in ("UPLOAD_NOT_COMPLETE", "INVALID_PARTS"):
+                    continue
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _send_parts(
+        self,
+        upload: _Multipart,
+        part_numbers: Sequence[int],
+        concurrency: int | None,
+        tracker: _Tracker,
+    ) -> dict[int, str]:
+        """PUT ``part_numbers`` in parallel; their ETags. The first part that fails for
+        good stops the others (their bytes sent so far are kept by nobody: storage drops
+        an incomplete part)."""
+        if not part_numbers:
+            return {}
+        workers = min(concurrency or self.concurrency, len(part_numbers))
+        window = min(MAX_PARTS_PER_CALL, max(4 * workers, 100))
+        signer = _PartSigner(self, upload, part_numbers, window)
+        cancel = threading.Event()
+
+        def send(number: int) -> str:
+            if cancel.is_set():
+                raise Cancelled()
+            offset, _ = upload.span(number)
+            try:
+                etag = self._put(
+                    lambda fresh: signer.get(number, fresh=fresh),
+                    upload.path,
+                    offset,
+                    tracker,
+                    cancel,
+                    describe={"uploadId": upload.token, "partNumber": number},
+                )
+            except BaseException:
+                # Set here, not only by the caller: a worker that is free again must
+                # not start the next part in the moment before the caller hears of it.
+                cancel.set()
+                raise
+            signer.forget(number)
+            tracker.part_done()
+            return etag
+
+        etags: dict[int, str] = {}
+        with ThreadPoolExecutor(workers, thread_name_prefix="obitox-part") as pool:
+            futures: dict[Future[str], int] = {pool.submit(send, n): n for n in part_numbers}
+            try:
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                # Raise the failure that stopped the upload, not a part it cancelled.
+                for future in sorted(done, key=lambda f: isinstance(f.exception(), Cancelled)):
+                    etags[futures[future]] = future.result()
+            except BaseException:
+                # Ctrl-C or a part that failed for good: stop the parts still running
+                # at their next chunk, and never start the queued ones.
+                cancel.set()
+                for future in futures:
+                    future.cancel()
+                raise
+        return etags
+
+    def _complete(
+        self, upload: _Multipart, etags: Mapping[int, str] | None, *, resumed: bool
+    ) -> UploadResult:
+        body: dict[str, Any] = {}
+        if etags is not None:
+            body["parts"] = [{"partNumber": n, "etag": etags[n]} for n in sorted(etags)]
+        answer = self._call("POST", f"/multipart/{upload.token}/complete", body, idempotent=True)
+        return UploadResult.from_answer(upload.path, answer, resumed=resumed)
