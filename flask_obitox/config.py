@@ -7,8 +7,11 @@ message naming the key, so a mistake shows at start-up and not on the first uplo
 
 from __future__ import annotations
 
+import binascii
 import dataclasses
+import ipaddress
 import re
+from base64 import b64decode
 from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,6 +37,14 @@ MEDIA_PATTERN = (
 )
 #: An extension, with or without its dot: ``png``, ``.tar.gz``.
 EXTENSION_PATTERN = r"^\.?[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}\Z"
+#: The events a webhook endpoint can subscribe to (``OBITOX_WEBHOOKS[...]["events"]``).
+WEBHOOK_EVENTS = ("upload.completed", "upload.aborted", "upload.rejected", "upload.expired")
+#: Standard Webhooks secrets: ``whsec_`` and the base64 of 24 to 64 random bytes.
+WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
+WEBHOOK_SECRET_BYTES = (24, 64)
+#: A host name, or ``*.`` and a domain (any of its subdomains), in ``OBITOX_WEBHOOK_ALLOWED_HOSTS``.
+WEBHOOK_HOST_PATTERN = r"^(\*\.)?[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*\Z"
+
 #: Room the key prefix leaves for the upload id and a 255-byte file name in S3's
 #: 1024-byte keys.
 MAX_KEY_PREFIX_BYTES = 700
@@ -70,7 +81,10 @@ class ConfigVars:
     WEBHOOK_RETRY_SCHEDULE = "OBITOX_WEBHOOK_RETRY_SCHEDULE"
     WEBHOOK_ALLOWED_HOSTS = "OBITOX_WEBHOOK_ALLOWED_HOSTS"
     WEBHOOK_ALLOW_PRIVATE = "OBITOX_WEBHOOK_ALLOW_PRIVATE"
+    WEBHOOK_TIMEOUT = "OBITOX_WEBHOOK_TIMEOUT"
+    WEBHOOK_INCLUDE_OWNER = "OBITOX_WEBHOOK_INCLUDE_OWNER"
     RQ_QUEUE = "OBITOX_RQ_QUEUE"
+    RQ_REDIS_URL = "OBITOX_RQ_REDIS_URL"
     ALLOW_ANONYMOUS = "OBITOX_ALLOW_ANONYMOUS"
     COMPANION_ROUTES = "OBITOX_COMPANION_ROUTES"
     CORS_ORIGINS = "OBITOX_CORS_ORIGINS"
@@ -107,7 +121,10 @@ DEFAULTS: dict[str, Any] = {
     ConfigVars.WEBHOOK_RETRY_SCHEDULE: [5, 300, 1800, 7200, 18000, 36000, 36000],
     ConfigVars.WEBHOOK_ALLOWED_HOSTS: [],
     ConfigVars.WEBHOOK_ALLOW_PRIVATE: False,
+    ConfigVars.WEBHOOK_TIMEOUT: 15,
+    ConfigVars.WEBHOOK_INCLUDE_OWNER: False,
     ConfigVars.RQ_QUEUE: "obitox-webhooks",
+    ConfigVars.RQ_REDIS_URL: None,
     ConfigVars.ALLOW_ANONYMOUS: False,
     ConfigVars.COMPANION_ROUTES: True,
     ConfigVars.CORS_ORIGINS: [],
@@ -149,11 +166,14 @@ class Settings:
     upload_ttl: int
     verify_content: bool
     max_request_size: int
-    webhooks: tuple[Mapping[str, Any], ...]
+    webhooks: tuple[Mapping[str, Any], ...] = dataclasses.field(repr=False)
     webhook_retry_schedule: tuple[int, ...]
     webhook_allowed_hosts: tuple[str, ...]
     webhook_allow_private: bool
+    webhook_timeout: int
+    webhook_include_owner: bool
     rq_queue: str
+    rq_redis_url: str = dataclasses.field(repr=False)
     allow_anonymous: bool
     companion_routes: bool
     cors_origins: tuple[str, ...]
@@ -228,6 +248,126 @@ def _patterned(config: Mapping[str, Any], key: str, pattern: str, example: str) 
     if bad:
         raise ConfigError(f"{key} holds {bad!r}: each entry must look like {example}")
     return values
+
+
+def webhook_secret_key(secret: object) -> bytes:
+    """The HMAC key inside a ``whsec_...`` secret; :class:`ValueError` if it is not one."""
+    if not isinstance(secret, str) or not secret.startswith(WEBHOOK_SECRET_PREFIX):
+        raise ValueError(
+            f"a webhook secret must be a string starting with {WEBHOOK_SECRET_PREFIX!r}"
+        )
+    encoded = secret[len(WEBHOOK_SECRET_PREFIX) :]
+    try:
+        key = b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("a webhook secret must be whsec_ followed by base64") from None
+    low, high = WEBHOOK_SECRET_BYTES
+    if not low <= len(key) <= high:
+        raise ValueError(
+            f"a webhook secret must hold {low} to {high} random bytes (Standard Webhooks), "
+            f"this one holds {len(key)}"
+        )
+    return key
+
+
+def webhook_endpoint(
+    value: Any, where: str = ConfigVars.WEBHOOKS, *, allowed_hosts: Sequence[str] = ()
+) -> dict[str, Any]:
+    """One webhook endpoint, checked and normalised to ``{"url", "secret", "events"}``.
+
+    ``events`` defaults to every event. A bad endpoint raises :class:`ConfigError`
+    naming ``where``; the secret itself never appears in the message.
+    """
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            f"{where} must be an object with 'url', 'secret' and 'events', got {value!r}"
+        )
+    unknown = sorted(set(value) - {"url", "secret", "events"})
+    if unknown:
+        raise ConfigError(
+            f"{where} has unknown fields {unknown}: an endpoint has 'url', 'secret' and 'events'"
+        )
+    url = value.get("url")
+    if not isinstance(url, str) or not _is_http_url(url):
+        raise ConfigError(
+            f"{where} needs a 'url' that is an http:// or https:// URL with a host, got {url!r}"
+        )
+    try:
+        webhook_secret_key(value.get("secret"))
+    except ValueError as error:
+        raise ConfigError(f"{where} ({url}): {error}") from None
+    events = value.get("events", WEBHOOK_EVENTS)
+    if isinstance(events, str) or not isinstance(events, Sequence) or not events:
+        raise ConfigError(
+            f"{where} ({url}): 'events' must be a non-empty list of event names, got {events!r}"
+        )
+    bad = [event for event in events if event not in WEBHOOK_EVENTS]
+    if bad:
+        raise ConfigError(
+            f"{where} ({url}): unknown events {bad!r}; events are {', '.join(WEBHOOK_EVENTS)}"
+        )
+    host = (urlsplit(url).hostname or "").lower()
+    if allowed_hosts and not webhook_host_allowed(host, allowed_hosts):
+        raise ConfigError(
+            f"{where} ({url}): host {host!r} is not in {ConfigVars.WEBHOOK_ALLOWED_HOSTS} {list(allowed_hosts)}"
+        )
+    return {"url": url, "secret": value["secret"], "events": tuple(dict.fromkeys(events))}
+
+
+def webhook_host_allowed(host: str, allowed_hosts: Sequence[str]) -> bool:
+    """Whether ``host`` is named by ``allowed_hosts`` (empty: every host is).
+
+    An entry ``*.example.com`` allows the subdomains of ``example.com``, not
+    ``example.com`` itself; other entries match the whole host name, case-insensitively.
+    """
+    if not allowed_hosts:
+        return True
+    host = host.lower().rstrip(".")
+    for entry in allowed_hosts:
+        if entry.startswith("*."):
+            if host.endswith(entry[1:]) and len(host) > len(entry) - 1:
+                return True
+        elif host == entry:
+            return True
+    return False
+
+
+def _webhook_hosts(config: Mapping[str, Any]) -> tuple[str, ...]:
+    hosts = tuple(
+        h.lower().rstrip(".") for h in _str_list(config, ConfigVars.WEBHOOK_ALLOWED_HOSTS)
+    )
+    for host in hosts:
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+            continue
+        except ValueError:
+            pass
+        if not re.match(WEBHOOK_HOST_PATTERN, host):
+            raise ConfigError(
+                f"{ConfigVars.WEBHOOK_ALLOWED_HOSTS} holds {host!r}: each entry is a host name "
+                "('hooks.example.com'), '*.' and a domain ('*.example.com') or an IP address, "
+                "without scheme, port or path"
+            )
+    return tuple(h.strip("[]") for h in hosts)
+
+
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _rq_redis_url(config: Mapping[str, Any], state_backend: str) -> str:
+    """Where RQ keeps its queues: ``OBITOX_RQ_REDIS_URL``, else the state backend when it
+    is Redis, else the app's ``REDIS_URL``, else the default."""
+    url = _optional_str(config, ConfigVars.RQ_REDIS_URL)
+    if url is None:
+        scheme = state_backend.partition("://")[0].lower()
+        url = state_backend if scheme in _REDIS_SCHEMES else None
+    url = url or config.get("REDIS_URL") or DEFAULT_REDIS_URL
+    if not isinstance(url, str) or url.partition("://")[0].lower() not in _REDIS_SCHEMES:
+        shown = url.partition("://")[0] + "://..." if isinstance(url, str) else repr(url)
+        raise ConfigError(
+            f"{ConfigVars.RQ_REDIS_URL} must be a redis://, rediss:// or unix:// URL, got {shown}"
+        )
+    return url
 
 
 def load_settings(config: MutableMapping[str, Any]) -> Settings:
@@ -323,14 +463,20 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
         )
     )
 
+    webhook_hosts = _webhook_hosts(config)
     webhooks = config[ConfigVars.WEBHOOKS]
     if not isinstance(webhooks, Sequence) or isinstance(webhooks, str):
         raise ConfigError(
             f"{ConfigVars.WEBHOOKS} must be a list of endpoint objects, got {webhooks!r}"
         )
-    for index, hook in enumerate(webhooks):
-        if not isinstance(hook, Mapping) or not isinstance(hook.get("url"), str):
-            raise ConfigError(f"{ConfigVars.WEBHOOKS}[{index}] must be an object with a 'url'")
+    endpoints = tuple(
+        webhook_endpoint(hook, f"{ConfigVars.WEBHOOKS}[{index}]", allowed_hosts=webhook_hosts)
+        for index, hook in enumerate(webhooks)
+    )
+    urls = [endpoint["url"] for endpoint in endpoints]
+    twice = sorted({url for url in urls if urls.count(url) > 1})
+    if twice:
+        raise ConfigError(f"{ConfigVars.WEBHOOKS} lists {twice} more than once: one entry per URL")
 
     schedule = config[ConfigVars.WEBHOOK_RETRY_SCHEDULE]
     if (
@@ -376,11 +522,14 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
         upload_ttl=upload_ttl,
         verify_content=_bool(config, ConfigVars.VERIFY_CONTENT),
         max_request_size=_int(config, ConfigVars.MAX_REQUEST_SIZE, minimum=1024),
-        webhooks=tuple(webhooks),
+        webhooks=endpoints,
         webhook_retry_schedule=tuple(schedule),
-        webhook_allowed_hosts=_str_list(config, ConfigVars.WEBHOOK_ALLOWED_HOSTS),
+        webhook_allowed_hosts=webhook_hosts,
         webhook_allow_private=_bool(config, ConfigVars.WEBHOOK_ALLOW_PRIVATE),
+        webhook_timeout=_int(config, ConfigVars.WEBHOOK_TIMEOUT, minimum=1, maximum=300),
+        webhook_include_owner=_bool(config, ConfigVars.WEBHOOK_INCLUDE_OWNER),
         rq_queue=rq_queue,
+        rq_redis_url=_rq_redis_url(config, state_backend),
         allow_anonymous=_bool(config, ConfigVars.ALLOW_ANONYMOUS),
         companion_routes=_bool(config, ConfigVars.COMPANION_ROUTES),
         cors_origins=_str_list(config, ConfigVars.CORS_ORIGINS),

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from flask import Flask, current_app
 
-from .config import ConfigError, Settings, load_settings
+from .config import ConfigError, Settings, load_settings, webhook_endpoint
 from .service import KeyBuilder, StorageResolver, UploadService
 from .state import MemoryStateBackend, StateBackend, backend_from_uri
 from .storage import StorageRegistry
+from .webhooks.dispatch import Webhooks, connect_signals
 
 logger = logging.getLogger("flask_obitox")
 
@@ -42,6 +43,7 @@ class ObitoXState:
     state: StateBackend
     storages: StorageRegistry
     service: UploadService
+    webhooks: Webhooks
     warned_no_identity: bool = False
 
     @property
@@ -62,6 +64,8 @@ class ObitoX:
 
     def __init__(self, app: Flask | None = None, *, state: StateBackend | None = None) -> None:
         self.hooks = Hooks()
+        #: Endpoints from :meth:`add_webhook`, for every app this instance serves.
+        self.added_webhooks: list[dict[str, Any]] = []
         self._state = state
         if app is not None:
             self.init_app(app)
@@ -95,13 +99,17 @@ class ObitoX:
             )
         storages = StorageRegistry()
         service = UploadService(settings, state, storages, sender=app, hooks=self.hooks)
-        app.extensions[EXTENSION_KEY] = ObitoXState(self, settings, state, storages, service)
+        webhooks = Webhooks(settings, self.added_webhooks)
+        app.extensions[EXTENSION_KEY] = ObitoXState(
+            self, settings, state, storages, service, webhooks
+        )
 
         from .cli import obitox_cli
         from .views import register_blueprint
 
         register_blueprint(app, settings)
         app.cli.add_command(obitox_cli)
+        connect_signals(app)
 
     # -- hooks ---------------------------------------------------------------------
 
@@ -125,6 +133,22 @@ class ObitoX:
         """Register ``owner -> StorageSettings | dict | None`` for per-tenant buckets."""
         self.hooks.storage_resolver = callback
         return callback
+
+    def add_webhook(self, url: str, secret: str, events: Sequence[str] | None = None) -> None:
+        """Deliver ``events`` (default: all) to ``url``, signed with ``secret``
+        (``whsec_...``), for every app this instance serves, in addition to their
+        ``OBITOX_WEBHOOKS``. Call it where the app is built, so that the web processes
+        and ``flask obitox worker`` both see it (the worker looks the secret up).
+
+        Raises :class:`~flask_obitox.ConfigError` for a bad URL, secret or event.
+        """
+        endpoint: dict[str, Any] = {"url": url, "secret": secret}
+        if events is not None:
+            endpoint["events"] = events
+        checked = webhook_endpoint(endpoint, "add_webhook")
+        if any(added["url"] == checked["url"] for added in self.added_webhooks):
+            raise ConfigError(f"add_webhook: {url} is already an endpoint")
+        self.added_webhooks.append(checked)
 
     # -- access --------------------------------------------------------------------
 

@@ -1,0 +1,332 @@
+"""From upload signals to RQ jobs: the endpoints, the queue, and enqueueing.
+
+``init_app`` creates one :class:`Webhooks` per app and connects this module's
+receivers to ``upload-completed``, ``upload-aborted``, ``upload-rejected`` and
+``upload-expired`` for that app. Each event becomes one message (its body encoded
+once) and one RQ job per subscribed endpoint, with a job id derived from the message
+id and the endpoint, enqueued with ``unique=True``: RQ refuses a second job with the
+same id atomically, so the same event enqueued twice is delivered once.
+
+Nothing here connects to Redis before the first enqueue: an app starts while Redis
+is down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import threading
+from collections.abc import MutableSequence
+from typing import TYPE_CHECKING, Any
+
+import redis
+from flask import Flask, current_app
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.retry import Retry as RedisRetry
+from rq import Queue, Retry
+from rq.exceptions import DuplicateJobError
+
+from .. import signals
+from ..config import ConfigError, ConfigVars, Settings, webhook_endpoint, webhook_secret_key
+from ..state import UploadRecord
+from ..state.redis import redact_url
+from .events import (
+    UPLOAD_ABORTED,
+    UPLOAD_COMPLETED,
+    UPLOAD_EXPIRED,
+    Message,
+    rejected_message,
+    upload_message,
+)
+from .targets import display_url
+
+if TYPE_CHECKING:
+    import requests
+
+logger = logging.getLogger("flask_obitox.webhooks")
+
+#: The job function, by name: the web process never imports the HTTP client.
+DELIVER = "flask_obitox.webhooks.delivery.deliver"
+#: How long a delivered job (and so its id) is kept: within this window a second
+#: enqueue of the same event is refused as a duplicate.
+DEDUPLICATION_WINDOW = 24 * 3600
+#: Seconds an attempt may take beyond ``OBITOX_WEBHOOK_TIMEOUT`` before RQ stops it.
+JOB_TIMEOUT_MARGIN = 5
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A URL that receives the events it subscribed to, signed with its secret."""
+
+    url: str
+    secret: str = dataclasses.field(repr=False)
+    events: tuple[str, ...]
+    #: A short stable name for the URL, part of every job id.
+    id: str
+    key: bytes = dataclasses.field(repr=False)
+
+    @classmethod
+    def from_config(cls, value: Any, where: str, settings: Settings) -> Endpoint:
+        """An endpoint from a config entry or ``add_webhook`` arguments (validated)."""
+        checked = webhook_endpoint(value, where, allowed_hosts=settings.webhook_allowed_hosts)
+        url = checked["url"]
+        return cls(
+            url=url,
+            secret=checked["secret"],
+            events=checked["events"],
+            id="ep_" + hashlib.sha256(url.encode()).hexdigest()[:16],
+            key=webhook_secret_key(checked["secret"]),
+        )
+
+
+def delivery_job_id(message_id: str, endpoint: Endpoint) -> str:
+    """The RQ job id of one (message, endpoint) pair: the same on every enqueue."""
+    return f"obitox-webhook-{message_id}-{endpoint.id}"
+
+
+class Webhooks:
+    """One app's webhook endpoints, its RQ connection and queue, and enqueueing.
+
+    :param added: the extension's list of ``add_webhook`` endpoints, read live, so an
+        endpoint added after ``init_app`` counts from the next event on.
+    """
+
+    def __init__(self, settings: Settings, added: MutableSequence[dict[str, Any]]) -> None:
+        self.settings = settings
+        self._added = added
+        self._configured = tuple(
+            Endpoint.from_config(value, f"{ConfigVars.WEBHOOKS}[{index}]", settings)
+            for index, value in enumerate(settings.webhooks)
+        )
+        self._endpoints: tuple[Endpoint, ...] = self._configured
+        self._added_seen = 0
+        self._lock = threading.Lock()
+        self._connection: redis.Redis | None = None
+        self._queue: Queue | None = None
+        self._session: requests.Session | None = None
+        self._refresh(strict=True)
+
+    # -- endpoints -----------------------------------------------------------------
+
+    def _refresh(self, *, strict: bool) -> None:
+        """Merge the ``add_webhook`` endpoints in. At ``init_app`` (``strict``) a bad or
+        duplicate one is a :class:`ConfigError`; later it is logged and skipped, since
+        raising would fail the upload request that sent the event."""
+        endpoints = list(self._configured)
+        seen = {endpoint.url for endpoint in endpoints}
+        added = list(self._added)
+        for index, value in enumerate(added):
+            try:
+                endpoint = Endpoint.from_config(value, f"add_webhook #{index + 1}", self.settings)
+                if endpoint.url in seen:
+                    raise ConfigError(
+                        f"add_webhook #{index + 1}: {endpoint.url} is already an endpoint"
+                    )
+            except ConfigError as error:
+                if strict:
+                    raise
+                logger.error("Webhook endpoint skipped: %s", error)
+                continue
+            seen.add(endpoint.url)
+            endpoints.append(endpoint)
+        self._endpoints = tuple(endpoints)
+        self._added_seen = len(added)
+
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        """Every endpoint: ``OBITOX_WEBHOOKS`` first, then ``add_webhook`` ones."""
+        if len(self._added) != self._added_seen:
+            with self._lock:
+                self._refresh(strict=False)
+        return self._endpoints
+
+    def endpoint(self, url: str) -> Endpoint | None:
+        """The endpoint whose URL is ``url``, if it is still configured."""
+        return next((e for e in self.endpoints if e.url == url), None)
+
+    def subscribers(self, event: str) -> list[Endpoint]:
+        return [e for e in self.endpoints if event in e.events]
+
+    # -- Redis and RQ --------------------------------------------------------------
+
+    @property
+    def connection(self) -> redis.Redis:
+        """The Redis client RQ uses (``OBITOX_RQ_REDIS_URL``); created on first use."""
+        if self._connection is None:
+            with self._lock:
+                if self._connection is None:
+                    url = self.settings.rq_redis_url
+                    options: dict[str, Any] = {
+                        "socket_connect_timeout": 1.0,
+                        "socket_timeout": 5.0,
+                        "health_check_interval": 30,
+                        # One immediate retry for a dropped connection; a dead Redis is
+                        # reported in about a connect timeout, not after backoffs.
+                        "retry": RedisRetry(
+                            NoBackoff(), 1, supported_errors=(RedisConnectionError,)
+                        ),
+                    }
+                    if not url.lower().startswith("unix:"):
+                        options["socket_keepalive"] = True
+                    self._connection = redis.Redis.from_url(url, **options)
+        return self._connection
+
+    @property
+    def queue(self) -> Queue:
+        """The RQ queue deliveries go to (``OBITOX_RQ_QUEUE``)."""
+        if self._queue is None:
+            self._queue = Queue(self.settings.rq_queue, connection=self.connection)
+        return self._queue
+
+    @property
+    def redis_url(self) -> str:
+        """Where RQ's Redis is, without its password (for logs and messages)."""
+        return redact_url(self.settings.rq_redis_url)
+
+    def retry(self) -> Retry | None:
+        """RQ's ``Retry`` for ``OBITOX_WEBHOOK_RETRY_SCHEDULE`` (``None``: no retry)."""
+        schedule = list(self.settings.webhook_retry_schedule)
+        return Retry(max=len(schedule), interval=schedule) if schedule else None
+
+    @property
+    def session(self) -> requests.Session:
+        """The HTTP session deliveries use in this process (created on first use)."""
+        if self._session is None:
+            from .delivery import new_session
+
+            self._session = new_session(self.settings)
+        return self._session
+
+    @property
+    def job_timeout(self) -> int:
+        return self.settings.webhook_timeout + JOB_TIMEOUT_MARGIN
+
+    # -- enqueueing ----------------------------------------------------------------
+
+    def enqueue(self, message: Message) -> list[str]:
+        """One delivery job per endpoint subscribed to ``message.type``; returns the ids
+        of the jobs enqueued now (a duplicate of an existing job is skipped).
+
+        Redis being down does not fail the caller, which is the upload request that
+        already changed state: the message is logged at ERROR, body included, so an
+        operator can resend it.
+        """
+        enqueued: list[str] = []
+        for endpoint in self.subscribers(message.type):
+            job_id = delivery_job_id(message.id, endpoint)
+            try:
+                self.queue.enqueue_call(
+                    DELIVER,
+                    args=(message.id, message.type, endpoint.url, message.body),
+                    job_id=job_id,
+                    unique=True,
+                    timeout=self.job_timeout,
+                    result_ttl=DEDUPLICATION_WINDOW,
+                    retry=self.retry(),
+                    description=f"{message.type} {message.id} -> {display_url(endpoint.url)}",
+                    meta={"event": message.type, "url": endpoint.url, "attempts": 0},
+                )
+            except DuplicateJobError:
+                logger.info(
+                    "Webhook %s to %s is already enqueued.", message.id, display_url(endpoint.url)
+                )
+                continue
+            except (RedisError, OSError) as error:
+                logger.error(
+                    "Webhook %s (%s) to %s could not be enqueued, Redis at %s is unavailable "
+                    "(%s: %s); body: %s",
+                    message.id,
+                    message.type,
+                    display_url(endpoint.url),
+                    self.redis_url,
+                    type(error).__name__,
+                    error,
+                    message.body,
+                )
+                continue
+            enqueued.append(job_id)
+        return enqueued
+
+
+# -- per app -----------------------------------------------------------------------
+
+
+def webhooks_for(app: Flask | None = None) -> Webhooks:
+    """``app``'s (default: the current app's) :class:`Webhooks`."""
+    from ..extension import EXTENSION_KEY
+
+    app = app if app is not None else current_app._get_current_object()  # type: ignore[attr-defined]
+    state = app.extensions.get(EXTENSION_KEY)
+    if state is None:
+        raise RuntimeError(
+            f"ObitoX is not initialised on app {app.name!r}: call ObitoX(app) or obitox.init_app(app)."
+        )
+    webhooks: Webhooks = state.webhooks
+    return webhooks
+
+
+def webhook_queue(app: Flask | None = None) -> Queue:
+    """The RQ queue ``app``'s (default: the current app's) deliveries go to, on the
+    Redis ``OBITOX_RQ_REDIS_URL`` names. Creating it does not connect."""
+    return webhooks_for(app).queue
+
+
+# -- signal receivers --------------------------------------------------------------
+
+
+def _dispatch_upload(app: Flask, event: str, upload: UploadRecord) -> None:
+    webhooks = webhooks_for(app)
+    if webhooks.subscribers(event):
+        webhooks.enqueue(
+            upload_message(event, upload, include_owner=webhooks.settings.webhook_include_owner)
+        )
+
+
+def on_upload_completed(sender: Flask, upload: UploadRecord, **extra: Any) -> None:
+    _dispatch_upload(sender, UPLOAD_COMPLETED, upload)
+
+
+def on_upload_aborted(sender: Flask, upload: UploadRecord, **extra: Any) -> None:
+    _dispatch_upload(sender, UPLOAD_ABORTED, upload)
+
+
+def on_upload_expired(sender: Flask, upload: UploadRecord, **extra: Any) -> None:
+    _dispatch_upload(sender, UPLOAD_EXPIRED, upload)
+
+
+def on_upload_rejected(
+    sender: Flask,
+    *,
+    filename: str | None = None,
+    reason: str = "",
+    stage: str = "",
+    code: str = "",
+    owner: str | None = None,
+    upload: UploadRecord | None = None,
+    **extra: Any,
+) -> None:
+    webhooks = webhooks_for(sender)
+    if webhooks.subscribers("upload.rejected"):
+        webhooks.enqueue(
+            rejected_message(
+                filename=filename,
+                reason=reason,
+                stage=stage,
+                code=code,
+                owner=owner,
+                upload=upload,
+                include_owner=webhooks.settings.webhook_include_owner,
+            )
+        )
+
+
+def connect_signals(app: Flask) -> None:
+    """Enqueue deliveries for ``app``'s upload events. The receivers are module
+    functions and blinker holds ``app`` weakly, so nothing keeps the app alive."""
+    signals.upload_completed.connect(on_upload_completed, sender=app)
+    signals.upload_aborted.connect(on_upload_aborted, sender=app)
+    signals.upload_rejected.connect(on_upload_rejected, sender=app)
+    signals.upload_expired.connect(on_upload_expired, sender=app)

@@ -1,0 +1,131 @@
+"""Webhook messages: what an upload event looks like on the wire.
+
+Every message body is ``{"type", "timestamp", "data"}``:
+
+- ``type``: ``upload.completed``, ``upload.aborted``, ``upload.rejected`` or
+  ``upload.expired``;
+- ``timestamp``: when the event happened, ISO 8601 UTC with microseconds;
+- ``data``: the upload, in the same camelCase names as the HTTP API (``uploadId``,
+  ``key``, ``bucket``, ``size``, ``contentType``, ``filename``, ``etag``,
+  ``metadata``, ...). ``upload.rejected`` adds ``reason``, ``stage`` and ``code``.
+  ``owner`` is there only with ``OBITOX_WEBHOOK_INCLUDE_OWNER``.
+
+The message id (the ``webhook-id`` header) is derived from the event type and the
+upload id, so the same event always gets the same id: with the deterministic job id
+built from it, a second enqueue of the same event is refused by RQ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import secrets
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from ..state import UploadRecord
+
+UPLOAD_COMPLETED = "upload.completed"
+UPLOAD_ABORTED = "upload.aborted"
+UPLOAD_REJECTED = "upload.rejected"
+UPLOAD_EXPIRED = "upload.expired"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Message:
+    """One event, ready to deliver: its id, its type and its exact body."""
+
+    id: str
+    type: str
+    body: str
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        data: dict[str, Any] = orjson.loads(self.body)
+        return data
+
+
+def message_id(event: str, upload_id: str | None) -> str:
+    """``msg_`` and 128 bits: a hash of the event and the upload, or random when the
+    event has no upload (a file refused before any record existed is its own event)."""
+    if upload_id is None:
+        return "msg_" + secrets.token_hex(16)
+    return "msg_" + hashlib.sha256(f"{event}\x00{upload_id}".encode()).hexdigest()[:32]
+
+
+def _isoformat(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def upload_data(upload: UploadRecord, *, include_owner: bool) -> dict[str, Any]:
+    """The ``data`` of an upload event: the upload as the HTTP API names its fields."""
+    result: Mapping[str, Any] = upload.result or {}
+    data: dict[str, Any] = {
+        "uploadId": upload.upload_id,
+        "kind": upload.kind,
+        "status": upload.status,
+        "key": upload.key,
+        "bucket": upload.bucket,
+        "filename": upload.filename,
+        "contentType": upload.content_type,
+        # The stored size once completed; the declared size before.
+        "size": result.get("size", upload.size),
+        "etag": result.get("etag"),
+        "metadata": dict(upload.metadata),
+        "createdAt": _isoformat(upload.created_at),
+        "updatedAt": _isoformat(upload.updated_at),
+    }
+    if include_owner:
+        data["owner"] = upload.owner
+    return data
+
+
+def build_message(
+    event: str,
+    data: Mapping[str, Any],
+    *,
+    upload_id: str | None,
+    now: float | None = None,
+) -> Message:
+    """The message for ``event`` carrying ``data``, with its body encoded once: every
+    attempt sends (and signs) exactly these bytes."""
+    body = orjson.dumps(
+        {"type": event, "timestamp": _isoformat(time.time() if now is None else now), "data": data}
+    ).decode()
+    return Message(message_id(event, upload_id), event, body)
+
+
+def upload_message(event: str, upload: UploadRecord, *, include_owner: bool) -> Message:
+    """``upload.completed``, ``upload.aborted`` or ``upload.expired`` for ``upload``."""
+    return build_message(
+        event, upload_data(upload, include_owner=include_owner), upload_id=upload.upload_id
+    )
+
+
+def rejected_message(
+    *,
+    filename: str | None,
+    reason: str,
+    stage: str,
+    code: str,
+    owner: str | None,
+    upload: UploadRecord | None,
+    include_owner: bool,
+) -> Message:
+    """``upload.rejected``: the upload when a record existed (refused after upload),
+    else only the file name (refused before signing, ``uploadId`` is ``None``)."""
+    if upload is not None:
+        data = upload_data(upload, include_owner=False)
+        owner = owner or upload.owner
+    else:
+        data = {"uploadId": None, "filename": filename}
+    data.update(reason=reason, stage=stage, code=code)
+    if include_owner:
+        data["owner"] = owner
+    return build_message(
+        UPLOAD_REJECTED, data, upload_id=upload.upload_id if upload is not None else None
+    )
