@@ -14,8 +14,14 @@ import redis
 from flask import current_app
 from flask.cli import AppGroup
 
-from .errors import ServiceUnavailable
+from .doctor import render_table, run_checks
+from .errors import ObitoXError, ServiceUnavailable
 from .extension import EXTENSION_KEY, ObitoXState
+from .storage import Storage
+from .storage.cors import RULE_ID as CORS_RULE_ID
+from .storage.cors import setup_cors, verify_cors
+from .storage.lifecycle import RULE_ID as LIFECYCLE_RULE_ID
+from .storage.lifecycle import setup_lifecycle
 from .webhooks import UnknownFailedDelivery, failed_deliveries, replay, run_worker, webhooks_for
 from .webhooks.worker import DEFAULT_WORKER_CLASS, MAINTENANCE_INTERVAL, WORKER_CLASSES
 
@@ -54,6 +60,127 @@ def cleanup_command(orphans: bool) -> None:
     )
     if report.errors:
         raise SystemExit(1)
+
+
+# -- bucket CORS, bucket lifecycle, doctor (storage/cors.py, storage/lifecycle.py, doctor.py)
+
+
+def _default_storage() -> Storage:
+    ext = _ext()
+    return ext.storages.get(ext.service.default_storage)
+
+
+def _operator_error(error: ObitoXError) -> click.ClickException:
+    """Bad input is a usage error (exit 2); a storage failure exits 1 with its sentence."""
+    if error.code == "INVALID_INPUT":
+        return click.UsageError(error.message)
+    return click.ClickException(error.message)
+
+
+def _warn(warnings: tuple[str, ...]) -> None:
+    for warning in warnings:
+        click.secho(f"warning: {warning}", err=True, fg="yellow")
+
+
+@obitox_cli.group("cors")
+def cors_cli() -> None:
+    """Bucket CORS for browser uploads (origins default to OBITOX_CORS_ORIGINS)."""
+
+
+@cors_cli.command("setup")
+@click.option(
+    "--origin",
+    "origins",
+    multiple=True,
+    metavar="URL",
+    help="Origin to allow, e.g. https://app.example.com (repeatable; default: "
+    "OBITOX_CORS_ORIGINS). '*' only when given here, and with a warning.",
+)
+@click.option("--dry-run", is_flag=True, help="Print the change without writing it.")
+def cors_setup(origins: tuple[str, ...], dry_run: bool) -> None:
+    """Merge the upload rule into the bucket's CORS configuration; other rules are kept."""
+    try:
+        result = setup_cors(
+            _default_storage(), origins, configured=_ext().settings.cors_origins, dry_run=dry_run
+        )
+    except ObitoXError as error:
+        raise _operator_error(error) from None
+    _warn(result.warnings)
+    click.echo(f"Bucket {result.bucket!r}: rule {CORS_RULE_ID} for {', '.join(result.origins)}")
+    if not result.changed:
+        click.echo("Nothing to change: the bucket already has this rule.")
+        return
+    click.echo(result.diff, nl=False)
+    if dry_run:
+        click.echo("Dry run: nothing was written.")
+    else:
+        click.echo(f"Applied: the bucket has {len(result.after)} CORS rule(s).")
+
+
+@cors_cli.command("verify")
+@click.option(
+    "--origin",
+    "origins",
+    multiple=True,
+    metavar="URL",
+    help="Origin to check (repeatable; default: OBITOX_CORS_ORIGINS).",
+)
+def cors_verify(origins: tuple[str, ...]) -> None:
+    """Check, per origin, that a browser upload would work; exit 1 if one would not."""
+    try:
+        report = verify_cors(_default_storage(), origins, configured=_ext().settings.cors_origins)
+    except ObitoXError as error:
+        raise _operator_error(error) from None
+    click.echo(f"Bucket {report.bucket!r}: {len(report.rules)} CORS rule(s)")
+    for origin in report.origins:
+        click.echo(f"{'✓' if origin.ok else '✗'} {origin.origin}")
+        if not origin.ok:
+            for check in origin.checks:
+                click.echo(f"    {'✓' if check.ok else '✗'} {check.message}")
+            click.echo(f"    fix: {origin.fix}")
+    if not report.ok:
+        raise click.exceptions.Exit(1)
+
+
+@obitox_cli.group("lifecycle")
+def lifecycle_cli() -> None:
+    """Bucket lifecycle: let storage reap abandoned multipart uploads."""
+
+
+@lifecycle_cli.command("setup")
+@click.option("--dry-run", is_flag=True, help="Print the change without writing it.")
+def lifecycle_setup(dry_run: bool) -> None:
+    """Merge an AbortIncompleteMultipartUpload rule for OBITOX_KEY_PREFIX (days from
+    OBITOX_UPLOAD_TTL, rounded up) into the bucket's lifecycle; other rules are kept."""
+    settings = _ext().settings
+    try:
+        result = setup_lifecycle(
+            _default_storage(), settings.key_prefix, settings.upload_ttl, dry_run=dry_run
+        )
+    except ObitoXError as error:
+        raise _operator_error(error) from None
+    click.echo(
+        f"Bucket {result.bucket!r}: rule {LIFECYCLE_RULE_ID} aborts incomplete multipart "
+        f"uploads under {result.prefix!r} after {result.days} day(s)"
+    )
+    if not result.changed:
+        click.echo("Nothing to change: the bucket already has this rule.")
+        return
+    click.echo(result.diff, nl=False)
+    click.echo("Dry run: nothing was written." if dry_run else "Applied.")
+
+
+@obitox_cli.command("doctor")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def doctor_command(as_json: bool) -> None:
+    """Check the deployment end to end; exit 1 if any check fails."""
+    results = run_checks(current_app._get_current_object())  # type: ignore[attr-defined]
+    if as_json:
+        click.echo(json.dumps([result.to_dict() for result in results], indent=2))
+    else:
+        click.echo(render_table(results))
+    if any(result.failed for result in results):
+        raise click.exceptions.Exit(1)
 
 
 # -- webhooks (webhooks/) ----------------------------------------------------------------

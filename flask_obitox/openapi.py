@@ -135,6 +135,24 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
         ["UPLOAD_NOT_FOUND", "UPLOAD_COMPLETED", "UPLOAD_EXPIRED", "STORAGE_UNAVAILABLE"],
     ),
     (
+        "/cors/setup",
+        "post",
+        "Admin: merge the upload rule into the bucket's CORS configuration; other rules are "
+        "kept. With dryRun nothing is written.",
+        "CorsSetupRequestSchema",
+        {200: ("The configuration before and after, and their diff.", "CorsSetupSchema")},
+        ["INVALID_INPUT", "INVALID_JSON", "FORBIDDEN", "STORAGE_UNAVAILABLE"],
+    ),
+    (
+        "/cors/verify",
+        "get",
+        "Admin: per origin (the origin query parameters, else OBITOX_CORS_ORIGINS), whether "
+        "a browser upload to the bucket would work.",
+        None,
+        {200: ("One report per origin; ok only when every check passes.", "CorsVerifySchema")},
+        ["INVALID_INPUT", "FORBIDDEN", "STORAGE_UNAVAILABLE"],
+    ),
+    (
         "/openapi.json",
         "get",
         "This document.",
@@ -144,7 +162,20 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
     ),
 ]
 
-_OPTIONAL_BODIES = {"CompleteRequest", "MultipartCompleteRequest"}
+_OPTIONAL_BODIES = {"CompleteRequest", "MultipartCompleteRequest", "CorsSetupRequest"}
+#: Query parameters, by path.
+_QUERY_PARAMETERS: dict[str, list[dict[str, Any]]] = {
+    "/cors/verify": [
+        {
+            "in": "query",
+            "name": "origin",
+            "description": "An origin to check; repeat it for several.",
+            "schema": {"type": "array", "items": {"type": "string"}},
+            "style": "form",
+            "explode": True,
+        }
+    ],
+}
 _AUTH_CODES = ["UNAUTHENTICATED", "UNSUPPORTED_MEDIA_TYPE", "PAYLOAD_TOO_LARGE"]
 
 
@@ -167,6 +198,8 @@ def _operation(
         operation["parameters"] = [
             {"in": "path", "name": "uploadId", "required": True, "schema": {"type": "string"}}
         ]
+    if path in _QUERY_PARAMETERS:
+        operation.setdefault("parameters", []).extend(_QUERY_PARAMETERS[path])
     if request_schema:
         operation["requestBody"] = {
             # complete takes no fields: its (JSON) body may be left empty

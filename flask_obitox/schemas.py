@@ -299,3 +299,59 @@ class ErrorSchema(Schema):
 
 
 # -- admin: bucket CORS (flask_obitox.storage.cors) ------------------------------------
+
+
+class CorsSetupRequestSchema(Schema):
+    """``POST /cors/setup``; every field is optional (``{}`` allows OBITOX_CORS_ORIGINS)."""
+
+    origins = fields.List(
+        fields.String(validate=validate.Length(min=1, max=2048)),
+        validate=validate.Length(min=1, max=100),
+        **_doc("Origins to allow instead of OBITOX_CORS_ORIGINS; '*' only when listed here."),
+    )
+    dryRun = fields.Boolean(**_doc("Answer what would change without writing it."))
+
+
+class CorsRuleSchema(Schema):
+    """One rule of a bucket's CORS configuration, with S3's own field names."""
+
+    ID = fields.String(**_doc("obitox-upload for the rule flask-obitox owns."))
+    AllowedOrigins = fields.List(fields.String(), required=True)
+    AllowedMethods = fields.List(fields.String(), required=True)
+    AllowedHeaders = fields.List(fields.String())
+    ExposeHeaders = fields.List(fields.String())
+    MaxAgeSeconds = fields.Integer()
+
+
+class CorsSetupSchema(Schema):
+    bucket = fields.String(required=True)
+    origins = fields.List(fields.String(), required=True, **_doc("The origins requested."))
+    dryRun = fields.Boolean(required=True)
+    changed = fields.Boolean(required=True, **_doc("Whether the configuration differs."))
+    applied = fields.Boolean(required=True, **_doc("Whether it was written (not a dry run)."))
+    before = fields.List(fields.Nested(CorsRuleSchema), required=True)
+    after = fields.List(fields.Nested(CorsRuleSchema), required=True)
+    diff = fields.String(required=True, **_doc("Unified diff of before and after, as JSON."))
+    warnings = fields.List(fields.String(), required=True)
+
+
+class CorsCheckSchema(Schema):
+    check = fields.String(required=True, **_doc("origin, put, post, headers or etag"))
+    ok = fields.Boolean(required=True)
+    message = fields.String(required=True)
+
+
+class CorsOriginReportSchema(Schema):
+    origin = fields.String(required=True)
+    ok = fields.Boolean(required=True)
+    checks = fields.List(fields.Nested(CorsCheckSchema), required=True)
+    fix = fields.String(allow_none=True, **_doc("The command that fixes it; null when ok."))
+
+
+class CorsVerifySchema(Schema):
+    bucket = fields.String(required=True)
+    ok = fields.Boolean(required=True, **_doc("True only when every origin passes."))
+    origins = fields.List(fields.Nested(CorsOriginReportSchema), required=True)
+
+
+# -- Uppy/Companion protocol (flask_obitox.companion): Companion's own field names -----

@@ -24,6 +24,7 @@ from .errors import ObitoXError, ServiceUnavailable
 from .extension import ANONYMOUS_OWNER, EXTENSION_KEY, ObitoXState
 from .fastschema import compile_dumper, compile_loader
 from .service import InvalidEntry
+from .storage.cors import setup_cors, verify_cors
 
 logger = logging.getLogger("flask_obitox")
 
@@ -270,6 +271,59 @@ def abort_multipart(upload_id: str) -> Response:
     ext = _ext()
     owner = _owner(ext)
     return _respond(dump_aborted(ext.service.abort_multipart(owner, upload_id)))
+
+
+# -- admin: bucket CORS (logic in storage/cors.py, shared with `flask obitox cors`) ---
+
+load_cors_setup = schemas.CorsSetupRequestSchema().load
+dump_cors_setup = schemas.CorsSetupSchema().dump
+dump_cors_verify = schemas.CorsVerifySchema().dump
+#: More ``origin`` query parameters than this is not a verification, it is a flood.
+MAX_VERIFY_ORIGINS = 100
+
+
+def _admin(ext: ObitoXState) -> None:
+    """401 without an identity; 403 unless the host's ``admin_loader`` answers ``True``
+    (no loader, or any other answer, is a refusal: admin routes are closed by default)."""
+    _owner(ext)
+    loader = ext.hooks.admin_loader
+    if loader is None or loader() is not True:
+        raise ObitoXError(
+            "FORBIDDEN", "Only administrators may use this route (see @obitox.admin_loader)."
+        )
+
+
+@bp.post("/cors/setup")
+def cors_setup() -> Response:
+    ext = _ext()
+    _admin(ext)
+    body = _load(load_cors_setup, _json_body(ext, empty={}))
+    result = setup_cors(
+        ext.storages.get(ext.service.default_storage),
+        body.get("origins"),
+        configured=ext.settings.cors_origins,
+        dry_run=body.get("dryRun", False),
+    )
+    return _respond(dump_cors_setup(result.to_dict()))
+
+
+@bp.get("/cors/verify")
+def cors_verify() -> Response:
+    ext = _ext()
+    _admin(ext)
+    origins = request.args.getlist("origin")
+    if len(origins) > MAX_VERIFY_ORIGINS:
+        raise ObitoXError(
+            "INVALID_INPUT",
+            f"At most {MAX_VERIFY_ORIGINS} origin parameters are checked at once.",
+            details={"field": "origin", "limit": MAX_VERIFY_ORIGINS},
+        )
+    report = verify_cors(
+        ext.storages.get(ext.service.default_storage),
+        origins,
+        configured=ext.settings.cors_origins,
+    )
+    return _respond(dump_cors_verify(report.to_dict()))
 
 
 @bp.get("/openapi.json")
