@@ -160,6 +160,81 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
         {200: ("OpenAPI 3.1.", "")},
         [],
     ),
+    # -- Uppy/Companion protocol (flask_obitox.companion) ------------------------------
+    (
+        "/s3/params",
+        "get",
+        "Companion: a presigned POST for one file (query: filename, type, metadata[k]); "
+        "its policy bounds the size by the server's limits.",
+        None,
+        {200: ("The presigned POST.", "CompanionParamsSchema")},
+        ["INVALID_INPUT", "VALIDATION_FAILED", "STATE_UNAVAILABLE", "STORAGE_UNAVAILABLE"],
+    ),
+    (
+        "/s3/complete",
+        "post",
+        "Verify a presigned-POST upload (query: key) and mark it completed; not part of "
+        "Companion's protocol (Uppy never reports a POST), called from the page.",
+        "CompleteRequestSchema",
+        {200: ("The completed upload.", "CompletedUploadSchema")},
+        ["UPLOAD_NOT_FOUND", "UPLOAD_NOT_COMPLETE", "CONTENT_MISMATCH", "FILE_TOO_LARGE"],
+    ),
+    (
+        "/s3/multipart",
+        "post",
+        "Companion: start a multipart upload (one CreateMultipartUpload).",
+        "CompanionMultipartRequestSchema",
+        {200: ("The upload's key and id.", "CompanionMultipartCreatedSchema")},
+        ["INVALID_INPUT", "INVALID_JSON", "VALIDATION_FAILED", "STORAGE_UNAVAILABLE"],
+    ),
+    (
+        "/s3/multipart/{uploadId}",
+        "get",
+        "Companion: the parts storage holds (query: key), every page, as a bare array.",
+        None,
+        {200: ("The parts.", "CompanionPartSchema[]")},
+        ["UPLOAD_NOT_FOUND", "UPLOAD_ABORTED", "INVALID_INPUT", "STORAGE_UNAVAILABLE"],
+    ),
+    (
+        "/s3/multipart/{uploadId}",
+        "delete",
+        "Companion: abort the upload (query: key); idempotent.",
+        None,
+        {200: ("An empty object.", "")},
+        ["UPLOAD_NOT_FOUND", "INVALID_INPUT", "UPLOAD_COMPLETED", "STORAGE_UNAVAILABLE"],
+    ),
+    (
+        "/s3/multipart/{uploadId}/batch",
+        "get",
+        "Companion: presigned part URLs (query: key, partNumbers=1,2,...; 1..10000).",
+        None,
+        {200: ("URLs by part number.", "CompanionBatchSchema")},
+        ["UPLOAD_NOT_FOUND", "INVALID_INPUT", "STATE_UNAVAILABLE", "STORAGE_UNAVAILABLE"],
+    ),
+    (
+        "/s3/multipart/{uploadId}/{partNumber}",
+        "get",
+        "Companion: one presigned part URL (query: key); no checksum is signed.",
+        None,
+        {200: ("The part URL.", "CompanionPartUrlSchema")},
+        ["UPLOAD_NOT_FOUND", "INVALID_INPUT", "STATE_UNAVAILABLE", "STORAGE_UNAVAILABLE"],
+    ),
+    (
+        "/s3/multipart/{uploadId}/complete",
+        "post",
+        "Companion: check the parts against ListParts (ETags quoted or not) and the size "
+        "against the limits, complete, verify (query: key).",
+        "CompanionCompleteRequestSchema",
+        {200: ("Where the object is.", "CompanionCompletedSchema")},
+        [
+            "UPLOAD_NOT_FOUND",
+            "INVALID_INPUT",
+            "INVALID_PARTS",
+            "FILE_TOO_LARGE",
+            "CONTENT_MISMATCH",
+            "STORAGE_UNAVAILABLE",
+        ],
+    ),
 ]
 
 _OPTIONAL_BODIES = {"CompleteRequest", "MultipartCompleteRequest", "CorsSetupRequest"}
@@ -198,6 +273,10 @@ def _operation(
         operation["parameters"] = [
             {"in": "path", "name": "uploadId", "required": True, "schema": {"type": "string"}}
         ]
+    if "{partNumber}" in path:
+        operation["parameters"].append(
+            {"in": "path", "name": "partNumber", "required": True, "schema": {"type": "integer"}}
+        )
     if path in _QUERY_PARAMETERS:
         operation.setdefault("parameters", []).extend(_QUERY_PARAMETERS[path])
     if request_schema:
@@ -207,7 +286,10 @@ def _operation(
             "content": {"application/json": {"schema": request_schema}},
         }
     for status, (description, schema) in responses.items():
-        content = {"application/json": {"schema": schema or {"type": "object"}}}
+        body: str | dict[str, str] = schema or {"type": "object"}
+        if schema.endswith("[]"):  # a bare array (Companion's list of parts)
+            body = {"type": "array", "items": schema[:-2]}
+        content = {"application/json": {"schema": body}}
         operation["responses"][str(status)] = {"description": description, "content": content}
     if path != "/openapi.json":
         codes = [*codes, *(_AUTH_CODES if request_schema else ["UNAUTHENTICATED"])]
@@ -237,13 +319,13 @@ def openapi_spec(url_prefix: str) -> dict[str, Any]:
     names = ["ErrorSchema"]
     for _path, _method, _summary, request_schema, responses, _codes in ROUTES:
         names += [request_schema] if request_schema else []
-        names += [name for _description, name in responses.values() if name]
+        names += [name.removesuffix("[]") for _description, name in responses.values() if name]
     for name in dict.fromkeys(names):
         spec.components.schema(name.removesuffix("Schema"), schema=getattr(schemas, name))
     operations: dict[str, dict[str, Any]] = {}
     for path, method, summary, request_schema, responses, codes in ROUTES:
         req = request_schema.removesuffix("Schema") if request_schema else None
-        resp = {s: (d, n.removesuffix("Schema")) for s, (d, n) in responses.items()}
+        resp = {s: (d, n.replace("Schema", "")) for s, (d, n) in responses.items()}
         operations.setdefault(path, {})[method] = _operation(path, summary, req, resp, codes)
     for path, ops in operations.items():
         spec.path(path=path, operations=ops)

@@ -355,3 +355,65 @@ class CorsVerifySchema(Schema):
 
 
 # -- Uppy/Companion protocol (flask_obitox.companion): Companion's own field names -----
+
+
+class CompanionMultipartRequestSchema(Schema):
+    """``POST /s3/multipart``, as ``@uppy/aws-s3`` sends it (no size: checked at completion)."""
+
+    filename = fields.String(required=True)
+    type = fields.String(**_doc("The file's content type (default application/octet-stream)."))
+    metadata = fields.Dict(**_doc("Uppy's file.meta; name, type and empty values are dropped."))
+
+
+class CompanionParamsSchema(Schema):
+    """A presigned POST: send ``fields`` then ``file`` as a multipart form to ``url``."""
+
+    method = fields.String(required=True, **_doc("Always POST."))
+    url = fields.String(required=True, **_doc("The bucket's root URL."))
+    expires = fields.Integer(required=True, **_doc("Seconds the policy stays valid."))
+    # ``fields`` in JSON; the attribute cannot shadow marshmallow's module in the class body.
+    form_fields = fields.Dict(
+        data_key="fields",
+        keys=fields.String(),
+        values=fields.String(),
+        required=True,
+        **_doc("Form fields: key, Content-Type, x-amz-meta-*, policy and signature."),
+    )
+
+
+class CompanionMultipartCreatedSchema(Schema):
+    key = fields.String(required=True)
+    uploadId = fields.String(required=True, **_doc("Our upload id (the S3 one stays server-side)."))
+    bucket = fields.String(required=True)
+
+
+class CompanionPartSchema(Schema):
+    PartNumber = fields.Integer(required=True)
+    ETag = fields.String(required=True)
+    Size = fields.Integer(required=True)
+
+
+class CompanionPartUrlSchema(Schema):
+    url = fields.String(required=True, **_doc("Presigned UploadPart URL (PUT)."))
+    expires = fields.Integer(required=True)
+
+
+class CompanionBatchSchema(Schema):
+    presignedUrls = fields.Dict(
+        keys=fields.String(), values=fields.String(), required=True, **_doc("By part number.")
+    )
+
+
+class CompanionClaimedPartSchema(Schema):
+    PartNumber = fields.Integer(required=True)
+    ETag = fields.String(required=True, **_doc("Quoted or not."))
+
+
+class CompanionCompleteRequestSchema(Schema):
+    parts = fields.List(fields.Nested(CompanionClaimedPartSchema), required=True)
+
+
+class CompanionCompletedSchema(Schema):
+    location = fields.String(required=True)
+    key = fields.String(required=True)
+    bucket = fields.String(required=True)

@@ -371,7 +371,11 @@ def _routing_error_handler(prefix: str) -> Callable[[HTTPException], Response | 
 
 
 def register_blueprint(app: Flask, settings: Settings) -> None:
+    # Importing it nests the Companion routes (<prefix>/s3) under ``bp``.
+    from .companion import init_browser_routes
+
     app.register_blueprint(bp, url_prefix=settings.url_prefix)
+    init_browser_routes(app, settings)
     handler = _routing_error_handler(settings.url_prefix)
     for status in (404, 405):
         # Only when the host has none: its own handler, registered earlier or later, wins.

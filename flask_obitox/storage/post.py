@@ -1,0 +1,98 @@
+"""Presigned S3 POST policies (browser form uploads), byte-identical to botocore.
+
+``boto3``'s ``generate_presigned_post`` resolves the endpoint and builds a request
+object for every call. A POST policy is a base64 JSON document signed with the day's
+SigV4 signing key, so this module builds it from what :class:`SigV4Presigner` has
+already cached for the bucket (its URL base, credential scope and signing key).
+``tests/test_companion.py`` proves the output equal to botocore's for the same clock.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from .signer import SigV4Presigner, _amz_date, _check_expires, _check_key, _check_metadata
+
+__all__ = ["PresignedPost", "presign_post"]
+
+_ALGORITHM = "AWS4-HMAC-SHA256"
+
+
+class PresignedPost(NamedTuple):
+    """What a browser needs: POST a multipart form of ``fields`` + ``file`` to ``url``."""
+
+    url: str
+    fields: dict[str, str]
+
+
+def presign_post(
+    presigner: SigV4Presigner,
+    bucket: str,
+    key: str,
+    *,
+    content_type: str,
+    metadata: Mapping[str, str],
+    min_size: int,
+    max_size: int,
+    expires_in: int,
+    now: datetime.datetime | None = None,
+) -> PresignedPost:
+    """The same answer as ``client.generate_presigned_post(bucket, key, Fields=fields,
+    Conditions=conditions, ExpiresIn=expires_in)`` with ``fields`` the Content-Type and
+    ``x-amz-meta-*`` values and ``conditions`` a ``content-length-range`` of
+    ``[min_size, max_size]`` followed by each field as an exact match.
+
+    The size range is what storage enforces: a body outside it is refused by S3 itself.
+    """
+    _check_key(key)
+    _check_expires(expires_in)
+    _check_metadata(metadata)
+    target = presigner._targets.get(bucket) or presigner._resolve_target(bucket)
+    amz_date = _amz_date(now)
+    datestamp = amz_date[:8]
+    credentials = presigner._frozen_credentials()
+    day = presigner._day_key(credentials, datestamp, target)
+    signed_at = datetime.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ")
+    expiration = (signed_at + datetime.timedelta(seconds=expires_in)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    fields: dict[str, str] = {"Content-Type": content_type}
+    for name, value in metadata.items():
+        fields[f"x-amz-meta-{name}"] = value
+    conditions: list[Any] = [["content-length-range", min_size, max_size]]
+    conditions += [{name: value} for name, value in fields.items()]
+    scope = f"{credentials.access_key}/{datestamp}{target.scope_tail}"
+    conditions += [
+        {"bucket": bucket},
+        {"key": key},
+        {"x-amz-algorithm": _ALGORITHM},
+        {"x-amz-credential": scope},
+        {"x-amz-date": amz_date},
+    ]
+    fields["key"] = key
+    fields["x-amz-algorithm"] = _ALGORITHM
+    fields["x-amz-credential"] = scope
+    fields["x-amz-date"] = amz_date
+    if credentials.token is not None:
+        fields["x-amz-security-token"] = credentials.token
+        conditions.append({"x-amz-security-token": credentials.token})
+    policy = base64.b64encode(
+        json.dumps({"expiration": expiration, "conditions": conditions}).encode()
+    ).decode()
+    fields["policy"] = policy
+    inner = day.inner.copy()
+    inner.update(policy.encode())
+    outer = day.outer.copy()
+    outer.update(inner.digest())
+    fields["x-amz-signature"] = outer.hexdigest()
+    return PresignedPost(bucket_url(presigner, bucket), fields)
+
+
+def bucket_url(presigner: SigV4Presigner, bucket: str) -> str:
+    """The bucket's root URL, as botocore gives it for a POST (``url + key`` is the
+    object for path-style and virtual-hosted endpoints alike, once a ``/`` is put
+    between them when the URL has none)."""
+    target = presigner._targets.get(bucket) or presigner._resolve_target(bucket)
+    return target.base if target.path else target.base + "/"
