@@ -8,12 +8,23 @@
   127.0.0.1 in a thread of this process, with the bucket created.
 - State: ``OBITOX_STATE_BACKEND`` or ``REDIS_URL`` set -> that Redis; otherwise the
   in-process memory backend.
+- Webhooks: the app receives its own (``example_app/webhooks.py``), delivered by a
+  ``flask obitox worker`` subprocess (``example_app/worker.py``). RQ's Redis is
+  ``OBITOX_RQ_REDIS_URL``, else the state Redis, else an in-process fakeredis server
+  on 127.0.0.1 (``fakeredis.TcpFakeServer``) that the worker connects to.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, MutableMapping
@@ -157,8 +168,17 @@ class Services:
 
     def __init__(self) -> None:
         self.moto: Any = None
+        self.redis: Any = None
+        self.worker: subprocess.Popen[bytes] | None = None
 
     def stop(self) -> None:
+        if self.worker is not None:
+            _stop_process(self.worker)
+            self.worker = None
+        if self.redis is not None:
+            self.redis.shutdown()
+            self.redis.server_close()
+            self.redis = None
         if self.moto is not None:
             self.moto.stop()
             self.moto = None
@@ -226,6 +246,101 @@ def _start_moto(config: MutableMapping[str, Any], services: Services, host: str,
         )
 
 
+# -- webhooks -----------------------------------------------------------------------
+
+#: How the worker subprocess is started: the CLI a deployment would run.
+WORKER_COMMAND = (
+    "-m",
+    "flask",
+    "--app",
+    "example_app.worker:create_worker_app",
+    "obitox",
+    "worker",
+)
+
+
+def _stop_process(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()  # RQ's warm shutdown: finish the delivery in hand
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(10)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)  # the worker's scheduler, if left
+    process.wait(5)
+
+
+def _env_value(value: Any) -> str:
+    """A config value as :func:`parse_env_value` reads it back."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def _start_embedded_redis(services: Services) -> str:
+    try:
+        from fakeredis import TcpFakeServer
+    except ImportError as error:  # pragma: no cover - the [embedded] extra is missing
+        raise RuntimeError(
+            f"the embedded Redis for webhooks needs fakeredis ({error}): pip install -e "
+            "'.[embedded]' or set REDIS_URL"
+        ) from error
+    server = TcpFakeServer(("127.0.0.1", 0), server_type="redis")
+    server.daemon_threads = True  # a connection left open never blocks the exit
+    threading.Thread(target=server.serve_forever, name="fakeredis", daemon=True).start()
+    services.redis = server
+    return f"redis://127.0.0.1:{server.server_address[1]}/0"
+
+
+def _start_webhooks(
+    config: MutableMapping[str, Any],
+    services: Services,
+    host: str,
+    port: int,
+    environ: Mapping[str, str],
+) -> None:
+    from .webhooks import RECEIVER_PATH, SECRET_KEY, URL_KEY
+
+    state = str(config.get("OBITOX_STATE_BACKEND", ""))
+    if config.get("OBITOX_RQ_REDIS_URL"):
+        logger.info(
+            "Webhooks: RQ on %s (OBITOX_RQ_REDIS_URL)", redact_url(config["OBITOX_RQ_REDIS_URL"])
+        )
+    elif state.startswith(("redis://", "rediss://", "unix://")):
+        logger.info("Webhooks: RQ on the state Redis %s", redact_url(state))
+    else:
+        config["OBITOX_RQ_REDIS_URL"] = _start_embedded_redis(services)
+        logger.info(
+            "Webhooks: RQ on an embedded fakeredis server at %s", config["OBITOX_RQ_REDIS_URL"]
+        )
+
+    wildcard = host in ("", "0.0.0.0", "::", "localhost")  # noqa: S104 - a comparison
+    shown = "127.0.0.1" if wildcard else (f"[{host}]" if ":" in host else host)
+    config[URL_KEY] = f"http://{shown}:{port}{RECEIVER_PATH}"
+    config[SECRET_KEY] = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+    # The demo delivers to itself, on a loopback (or private) address.
+    config.setdefault("OBITOX_WEBHOOK_ALLOW_PRIVATE", True)
+
+    env = dict(environ)
+    env.update(
+        {
+            name: _env_value(value)
+            for name, value in config.items()
+            if (name.startswith("OBITOX_") or name in (URL_KEY, SECRET_KEY)) and value is not None
+        }
+    )
+    env["EXAMPLE_PARENT_PID"] = str(os.getpid())
+    services.worker = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, *WORKER_COMMAND], env=env, start_new_session=True
+    )
+    logger.info(
+        "Webhooks: delivered to %s by `flask obitox worker` (pid %d)",
+        config[URL_KEY],
+        services.worker.pid,
+    )
+
+
 def start_services(
     config: MutableMapping[str, Any],
     *,
@@ -266,4 +381,9 @@ def start_services(
         except BaseException:
             services.stop()
             raise
+    try:
+        _start_webhooks(config, services, host, port, environ)
+    except BaseException:
+        services.stop()
+        raise
     return services

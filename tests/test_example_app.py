@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -27,6 +28,7 @@ from example_app.services import (
     preflight_ok,
 )
 from flask_obitox import ConfigError
+from flask_obitox.webhooks import signed_headers, webhooks_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -110,7 +112,89 @@ def test_index_page_renders(example_app: Flask, moto_server: str) -> None:
     assert '<script type="module" src="/static/app.js">' in html
     assert BUCKET in html
     assert 'data-api="/obitox"' in html
+    # The page imports the extension's obitox.js through an import map, and gets the
+    # server's rules and threshold to mirror on the client.
+    assert '{"imports": {"obitox": "/obitox/static/obitox.js"}}' in html
+    config = json.loads(html.split('id="page-config">')[1].split("</script>")[0])
+    assert config["threshold"] == 8 * 1024 * 1024
+    assert config["rules"]["blockExecutables"] is True
+    assert config["completedUrl"] == "/uploads/completed"
     assert client.get("/static/app.js").status_code == 200
+    assert client.get("/obitox/static/obitox.js").status_code == 200
+
+
+def put_and_complete(client: FlaskClient, files: list[tuple[str, bytes, str]]) -> list[str]:
+    """Upload ``files`` as the page does; returns their upload ids."""
+    ids = []
+    for signed in sign(client, files)["uploads"]:
+        _, body, _ = files[signed["index"]]
+        put = requests.put(signed["url"], data=body, headers=signed["headers"], timeout=10)
+        assert put.status_code == 200, put.text
+        done = client.post(f"/obitox/uploads/{signed['uploadId']}/complete", json={})
+        assert done.status_code == 200, done.json
+        ids.append(signed["uploadId"])
+    return ids
+
+
+def test_completed_uploads_are_listed_with_a_download_link(example_app: Flask) -> None:
+    alice = example_app.test_client()
+    first, second = put_and_complete(alice, FILES[:2])
+    listed = alice.get("/uploads/completed").json["uploads"]
+    assert [(u["uploadId"], u["filename"], u["size"], u["kind"]) for u in listed] == [
+        (second, "pixel.png", len(PNG), "single"),  # newest first
+        (first, "notes.txt", len(FILES[0][1]), "single"),
+    ]
+    download = alice.get(listed[0]["downloadUrl"])
+    assert download.status_code == 302
+    assert download.headers["Cache-Control"] == "private, no-store"
+    url = download.headers["Location"]
+    assert "X-Amz-Signature=" in url
+    assert "X-Amz-Expires=300" in url
+    fetched = requests.get(url, timeout=10)
+    assert fetched.status_code == 200
+    assert hashlib.sha256(fetched.content).digest() == hashlib.sha256(PNG).digest()
+
+
+def test_a_multipart_upload_is_listed_when_it_completes(example_app: Flask) -> None:
+    client = example_app.test_client()
+    body = PNG + bytes(6 * 1024 * 1024)
+    created = client.post(
+        "/obitox/multipart",
+        json={"filename": "big.png", "contentType": "image/png", "size": len(body)},
+    ).json
+    signed = client.post(
+        f"/obitox/multipart/{created['uploadId']}/parts",
+        json={"partNumbers": list(range(1, created["totalParts"] + 1))},
+    ).json["parts"]
+    for part in signed:
+        start = (part["partNumber"] - 1) * created["partSize"]
+        chunk = body[start : start + part["size"]]
+        assert requests.put(part["url"], data=chunk, headers=part["headers"], timeout=10).ok
+    assert client.get("/uploads/completed").json["uploads"] == []  # not completed yet
+    done = client.post(f"/obitox/multipart/{created['uploadId']}/complete", json={})
+    assert done.status_code == 200, done.json
+    [listed] = client.get("/uploads/completed").json["uploads"]
+    assert (listed["uploadId"], listed["kind"], listed["size"]) == (
+        created["uploadId"],
+        "multipart",
+        len(body),
+    )
+    fetched = requests.get(client.get(listed["downloadUrl"]).headers["Location"], timeout=10)
+    assert hashlib.sha256(fetched.content).digest() == hashlib.sha256(body).digest()
+
+
+def test_downloads_are_for_the_owner_only(example_app: Flask) -> None:
+    alice, bob = example_app.test_client(), example_app.test_client()
+    [upload_id] = put_and_complete(alice, FILES[:1])
+    pending = sign(alice, FILES[1:2])["uploads"][0]["uploadId"]  # signed, never completed
+    assert bob.get("/uploads/completed").json == {"uploads": []}
+    for client, wanted in ((bob, upload_id), (alice, pending), (alice, "no-such-upload")):
+        response = client.get(f"/uploads/{wanted}/download")
+        assert response.status_code == 404
+        assert response.json["error"] == "UPLOAD_NOT_FOUND"
+        assert response.json["details"] == {"uploadId": wanted}
+        assert "Location" not in response.headers
+    assert alice.get(f"/uploads/{upload_id}/download").status_code == 302
 
 
 def test_env_values_are_parsed_by_the_type_of_their_default() -> None:
@@ -245,3 +329,55 @@ def test_python_m_example_app_runs_with_no_services(running_example: str) -> Non
     )
     assert done.status_code == 200, done.text
     assert done.json()["size"] == len(content)
+
+    # Listed for its owner, with a download link to the embedded S3.
+    [listed] = browser.get(running_example + "/uploads/completed", timeout=5).json()["uploads"]
+    assert listed["uploadId"] == signed["uploadId"]
+    downloaded = browser.get(running_example + listed["downloadUrl"], timeout=5)
+    assert downloaded.status_code == 200
+    assert downloaded.content == content
+
+    # The embedded worker delivers upload.completed back to the app, which verifies it.
+    deadline = time.monotonic() + 30
+    while True:
+        listed = browser.get(running_example + "/webhooks/deliveries", timeout=5).json()
+        mine = [d for d in listed["deliveries"] if d["uploadId"] == signed["uploadId"]]
+        if mine or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert listed["enabled"] is True
+    assert [(d["type"], d["verified"]) for d in mine] == [("upload.completed", True)]
+
+
+def test_the_example_verifies_the_webhooks_it_receives(s3_server: Any, moto_server: str) -> None:
+    url = "http://127.0.0.1:5000/webhooks/obitox"
+    secret = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"
+    app = create_app(
+        {
+            "TESTING": True,
+            "OBITOX_BUCKET": BUCKET,
+            "OBITOX_ENDPOINT_URL": moto_server,
+            "OBITOX_STATE_BACKEND": "memory://",
+            "OBITOX_WEBHOOK_ALLOW_PRIVATE": True,
+            "EXAMPLE_WEBHOOK_URL": url,
+            "EXAMPLE_WEBHOOK_SECRET": secret,
+        }
+    )
+    [endpoint] = webhooks_for(app).endpoints  # registered with add_webhook
+    assert endpoint.url == url
+    client = app.test_client()
+    body = b'{"type":"upload.aborted","timestamp":"2026-11-21T05:30:00.000000Z","data":{"uploadId":"u1"}}'
+    headers = signed_headers(endpoint.key, "msg_abc", body)
+    first = client.post("/webhooks/obitox", data=body, headers=headers)
+    assert first.status_code == 200
+    assert first.json == {"received": True, "duplicate": False}
+    again = client.post("/webhooks/obitox", data=body, headers=headers)  # a retry
+    assert again.json == {"received": True, "duplicate": True}
+    forged = client.post("/webhooks/obitox", data=body.replace(b"u1", b"u2"), headers=headers)
+    assert forged.status_code == 400
+    assert forged.json["error"] == "INVALID_SIGNATURE"
+    listed = client.get("/webhooks/deliveries").json
+    assert [(d["webhookId"], d["type"], d["uploadId"]) for d in listed["deliveries"]] == [
+        ("msg_abc", "upload.aborted", "u1")
+    ]
+    assert 'id="webhooks"' in client.get("/").get_data(as_text=True)

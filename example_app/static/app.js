@@ -1,86 +1,21 @@
-// The example page: sign a batch, PUT each file straight to storage, complete it.
+// The example page, on top of obitox.js (the extension's browser client):
+//   - small files: ox.uploadFiles (one batch call, parallel PUTs, completion);
+//   - large files: ox.resumableUpload (multipart, pause/resume/cancel, resumes after a reload);
+//   - the caller's completed uploads with download links, and the webhooks the app received.
 // A plain ES module, no build step. Every name and message goes into the DOM as text.
 
-const page = document.querySelector("#uploader");
-const API = page.dataset.api; // the extension's URL prefix, e.g. "/obitox"
-const BATCH_MAX = Number(page.dataset.batchMax) || 100;
-const PARALLEL_UPLOADS = 4;
+import { ObitoX, resumeKey } from "obitox"; // mapped to the blueprint's obitox.js by the page
 
-const input = document.querySelector("#file-input");
-const dropZone = document.querySelector("#drop-zone");
-const list = document.querySelector("#files");
-const summary = document.querySelector("#summary");
-const clearButton = document.querySelector("#clear");
+const config = JSON.parse(document.querySelector("#page-config").textContent);
+const ox = ObitoX({ endpoint: config.api, rules: config.rules });
+const RESUME_PREFIX = "obitox:resume:";
+const POLL_MS = 2000;
+// Codes that mean "this file is refused" rather than "this transfer failed".
+const REFUSALS = new Set([
+  "VALIDATION_FAILED", "FILE_TOO_LARGE", "CONTENT_MISMATCH", "INVALID_INPUT", "UNSUPPORTED_MEDIA_TYPE",
+]);
 
-const rows = new Set();
-
-class UploadError extends Error {
-  constructor(code, message) {
-    super(message);
-    this.code = code;
-  }
-}
-
-// -- talking to the app and to storage ---------------------------------------------
-
-async function postJSON(path, body) {
-  let response;
-  try {
-    response = await fetch(API + path, {
-      method: "POST",
-      headers: { "Content-Type": "application/json", Accept: "application/json" },
-      body: JSON.stringify(body ?? {}),
-      credentials: "same-origin",
-    });
-  } catch (error) {
-    throw new UploadError("NETWORK_ERROR", `The app could not be reached (${error.message}).`);
-  }
-  let data = null;
-  try {
-    data = await response.json();
-  } catch {
-    // Not JSON: reported below from the status alone.
-  }
-  if (!response.ok) {
-    throw new UploadError(
-      data?.error ?? `HTTP_${response.status}`,
-      data?.message ?? `The app answered ${response.status} ${response.statusText}.`,
-    );
-  }
-  return data;
-}
-
-// S3 answers errors as XML: <Error><Code>…</Code><Message>…</Message></Error>.
-function storageError(xhr) {
-  const doc = new DOMParser().parseFromString(xhr.responseText || "<none/>", "application/xml");
-  const code = doc.querySelector("Error > Code")?.textContent;
-  const message = doc.querySelector("Error > Message")?.textContent;
-  return new UploadError(
-    code || `HTTP_${xhr.status}`,
-    `Storage refused the upload (HTTP ${xhr.status})${message ? `: ${message}` : "."}`,
-  );
-}
-
-// XMLHttpRequest rather than fetch: only XHR reports upload progress.
-function putFile(signed, file, onProgress) {
-  return new Promise((resolve, reject) => {
-    const xhr = new XMLHttpRequest();
-    xhr.open(signed.method || "PUT", signed.url);
-    for (const [name, value] of Object.entries(signed.headers ?? {})) {
-      xhr.setRequestHeader(name, value);
-    }
-    xhr.upload.onprogress = (event) => {
-      if (event.lengthComputable) onProgress(event.loaded / event.total);
-    };
-    xhr.onload = () => (xhr.status >= 200 && xhr.status < 300 ? resolve() : reject(storageError(xhr)));
-    xhr.onerror = () =>
-      reject(new UploadError("NETWORK_ERROR", "The upload to storage failed (network or CORS error)."));
-    xhr.onabort = () => reject(new UploadError("ABORTED", "The upload was aborted."));
-    xhr.send(file);
-  });
-}
-
-// -- one row per file ----------------------------------------------------------------
+const $ = (selector) => document.querySelector(selector);
 
 function element(tag, className, text) {
   const node = document.createElement(tag);
@@ -101,134 +36,421 @@ function formatBytes(bytes) {
   return `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
 }
 
-function createRow(file) {
-  const item = element("li", "file");
-  const status = element("span", "status");
-  const progress = element("progress");
-  progress.max = 1;
-  progress.value = 0;
-  const detail = element("div", "detail");
-  item.append(element("span", "name", file.name), element("span", "size", formatBytes(file.size)), status, progress, detail);
-  list.append(item);
-
-  const row = {
-    status: "",
-    set(state, label = state) {
-      row.status = state;
-      item.dataset.status = state;
-      status.textContent = label;
-      updateSummary();
-    },
-    progress(fraction) {
-      progress.value = fraction;
-      status.textContent = `${Math.floor(fraction * 100)} %`;
-    },
-    reject(error) {
-      progress.hidden = true;
-      detail.replaceChildren(element("code", "error-code", error.code), ` ${error.message}`);
-      row.set("rejected");
-    },
-    complete(result) {
-      progress.value = 1;
-      progress.hidden = true;
-      detail.replaceChildren("key ", element("code", "", result.key), " · ETag ", element("code", "", result.etag));
-      row.set("completed");
-    },
-  };
-  rows.add(row);
-  row.set("signing", "waiting");
-  return row;
+function errorCode(error) {
+  return error?.code || "ERROR";
 }
 
-function updateSummary() {
-  const counts = {};
-  for (const row of rows) counts[row.status] = (counts[row.status] ?? 0) + 1;
-  const done = (counts.completed ?? 0) + (counts.rejected ?? 0);
-  const parts = [`${rows.size} file${rows.size === 1 ? "" : "s"}`];
-  for (const state of ["completed", "rejected"]) if (counts[state]) parts.push(`${counts[state]} ${state}`);
-  if (done < rows.size) parts.push(`${rows.size - done} in progress`);
-  summary.textContent = rows.size ? parts.join(" · ") : "";
-  clearButton.hidden = rows.size === 0 || done < rows.size;
-}
+// -- one row per file of this page ------------------------------------------------------
 
-// -- the flow: sign a batch, then PUT and complete, a few at a time --------------------
+const list = $("#files");
+const rows = new Set();
+const FINISHED = new Set(["completed", "rejected", "failed", "cancelled"]);
 
-async function uploadOne(file, signed, row) {
-  try {
-    row.set("uploading");
-    await putFile(signed, file, (fraction) => row.progress(fraction));
-    row.set("uploading", "verifying");
-    row.complete(await postJSON(`/uploads/${encodeURIComponent(signed.uploadId)}/complete`));
-  } catch (error) {
-    row.reject(error instanceof UploadError ? error : new UploadError("ERROR", String(error)));
+class FileRow {
+  constructor(file, mode) {
+    this.file = file;
+    this.mode = mode; // "batch" | "resumable"
+    this.loaded = 0;
+    this.status = "";
+    this.upload = null;
+
+    this.item = element("li", "file");
+    this.item.dataset.name = file.name;
+    this.item.dataset.mode = mode;
+    const name = element("span", "name", file.name);
+    name.append(element("small", "", mode === "resumable" ? "resumable" : "batch"));
+    this.bytes = element("span", "bytes");
+    this.badge = element("span", "status");
+    this.bar = element("progress");
+    this.bar.max = Math.max(file.size, 1);
+    this.bar.value = 0;
+    this.bar.setAttribute("aria-label", `${file.name} progress`);
+    this.actions = element("div", "actions");
+    this.detail = element("div", "detail");
+    this.item.append(name, this.bytes, this.badge, this.bar, this.actions, this.detail);
+    list.append(this.item);
+    rows.add(this);
+    this.setStatus("waiting");
+    this.progress(0);
   }
-}
 
-async function runLimited(tasks, limit) {
-  let next = 0;
-  const worker = async () => {
-    while (next < tasks.length) await tasks[next++]();
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, tasks.length) }, worker));
-}
+  get finished() {
+    return FINISHED.has(this.status);
+  }
 
-async function uploadBatch(files) {
-  const batchRows = files.map(createRow);
-  let answer;
-  try {
-    answer = await postJSON("/uploads/batch", {
-      files: files.map((file) => ({
-        filename: file.name,
-        contentType: file.type || "application/octet-stream",
-        size: file.size,
-      })),
+  setStatus(status, label = status) {
+    this.status = status;
+    this.item.dataset.status = status;
+    this.badge.textContent = label;
+    if (this.finished) {
+      this.bar.hidden = status !== "completed";
+      this.actions.replaceChildren();
+    }
+    refreshTotals();
+  }
+
+  progress(loaded) {
+    if (this.finished) return;
+    this.loaded = Math.min(loaded, this.file.size);
+    this.bar.value = this.loaded;
+    this.bytes.textContent = `${formatBytes(this.loaded)} / ${formatBytes(this.file.size)}`;
+    if (this.status === "waiting" && loaded > 0) this.setStatus("uploading");
+    else if (this.status === "uploading" && this.loaded === this.file.size) this.setStatus("verifying");
+    refreshTotals();
+  }
+
+  complete(result, note) {
+    this.loaded = this.file.size;
+    this.bar.value = this.bar.max;
+    this.bytes.textContent = formatBytes(this.file.size);
+    this.detail.replaceChildren("key ", element("code", "", result.key));
+    if (note) this.detail.append(` · ${note}`);
+    this.setStatus("completed");
+    refreshCompleted();
+  }
+
+  fail(error) {
+    const code = errorCode(error);
+    if (code === "ABORTED") {
+      this.detail.textContent = "Cancelled: the upload was aborted on the server.";
+      this.setStatus("cancelled");
+      return;
+    }
+    this.detail.replaceChildren(element("code", "error-code", code), ` ${error?.message ?? String(error)}`);
+    this.bytes.textContent = formatBytes(this.file.size);
+    this.setStatus(REFUSALS.has(code) ? "rejected" : "failed");
+  }
+
+  // Pause/resume and cancel, for a resumable upload.
+  control(upload) {
+    this.upload = upload;
+    const pause = element("button", "pause", "Pause");
+    pause.type = "button";
+    pause.setAttribute("aria-label", `Pause ${this.file.name}`);
+    pause.addEventListener("click", () => {
+      if (this.status === "paused") {
+        upload.resume();
+        pause.textContent = "Pause";
+        pause.setAttribute("aria-label", `Pause ${this.file.name}`);
+        this.setStatus("uploading");
+      } else {
+        upload.pause();
+        pause.textContent = "Resume";
+        pause.setAttribute("aria-label", `Resume ${this.file.name}`);
+        this.setStatus("paused");
+      }
     });
+    const cancel = element("button", "cancel", "Cancel");
+    cancel.type = "button";
+    cancel.setAttribute("aria-label", `Cancel ${this.file.name}`);
+    cancel.addEventListener("click", () => upload.abort());
+    this.actions.replaceChildren(pause, cancel);
+  }
+}
+
+// -- totals ---------------------------------------------------------------------------
+
+const totalBox = $("#total");
+const totalBar = $("#total-progress");
+const totalNumbers = $("#total-numbers");
+const summary = $("#summary");
+const clearButton = $("#clear");
+const filesEmpty = $("#files-empty");
+let totalsQueued = false;
+
+// Progress events come per chunk of every transfer: draw at most once per frame.
+function refreshTotals() {
+  if (totalsQueued) return;
+  totalsQueued = true;
+  requestAnimationFrame(() => {
+    totalsQueued = false;
+    let loaded = 0;
+    let total = 0;
+    const counts = {};
+    for (const row of rows) {
+      counts[row.status] = (counts[row.status] ?? 0) + 1;
+      if (["rejected", "failed", "cancelled"].includes(row.status)) continue;
+      loaded += row.loaded;
+      total += row.file.size;
+    }
+    const finished = [...rows].filter((row) => row.finished).length;
+    totalBox.hidden = rows.size === 0;
+    filesEmpty.hidden = rows.size > 0;
+    totalBar.max = Math.max(total, 1);
+    totalBar.value = loaded;
+    totalNumbers.textContent =
+      `${formatBytes(loaded)} of ${formatBytes(total)} · ${counts.completed ?? 0} of ${rows.size} files done`;
+    const parts = [`${rows.size} file${rows.size === 1 ? "" : "s"}`];
+    for (const state of ["completed", "rejected", "failed", "cancelled", "paused"]) {
+      if (counts[state]) parts.push(`${counts[state]} ${state}`);
+    }
+    if (finished < rows.size) parts.push(`${rows.size - finished} in progress`);
+    const text = parts.join(" · ");
+    if (summary.textContent !== text) summary.textContent = text; // read out on change only
+    clearButton.hidden = finished === 0;
+  });
+}
+
+clearButton.addEventListener("click", () => {
+  for (const row of [...rows]) {
+    if (!row.finished) continue;
+    rows.delete(row);
+    row.item.remove();
+  }
+  refreshTotals();
+});
+
+// -- sending files ------------------------------------------------------------------------
+
+async function uploadSmall(batch) {
+  // One batch call per BATCH_MAX files (the server's OBITOX_BATCH_MAX_FILES).
+  for (let start = 0; start < batch.length; start += config.batchMax) {
+    const chunk = batch.slice(start, start + config.batchMax);
+    const files = chunk.map((row) => row.file);
+    await ox.uploadFiles(files, {
+      concurrency: 4,
+      validation: { maxSize: config.maxFileSize },
+      onProgress: ({ perFile }) => perFile.forEach((bytes, i) => chunk[i].progress(bytes)),
+      onFileDone: (file, result, error) => {
+        const row = chunk[files.indexOf(file)];
+        if (error) row.fail(error);
+        else row.complete(result);
+      },
+    });
+  }
+}
+
+async function uploadLarge(row) {
+  const upload = ox.resumableUpload(row.file, {
+    concurrency: 3,
+    validation: { maxSize: config.maxMultipartSize },
+    onProgress: ({ loaded }) => {
+      if (row.status !== "paused") row.progress(loaded);
+    },
+  });
+  row.control(upload);
+  refreshResumable();
+  try {
+    const result = await upload;
+    const note = upload.resumed
+      ? `resumed: ${upload.skippedParts.length} part(s) already in storage skipped, ${upload.sentParts.length} sent`
+      : `${upload.sentParts.length} part(s)`;
+    row.complete(result, note);
   } catch (error) {
-    for (const row of batchRows) row.reject(error);
-    return;
+    row.fail(error);
   }
-  for (const refused of answer.errors) {
-    batchRows[refused.index].reject(new UploadError(refused.error, refused.message));
-  }
-  for (const signed of answer.uploads) batchRows[signed.index].set("signed");
-  await runLimited(
-    answer.uploads.map((signed) => () => uploadOne(files[signed.index], signed, batchRows[signed.index])),
-    PARALLEL_UPLOADS,
-  );
+  refreshResumable();
 }
 
-async function uploadFiles(fileList) {
-  const files = Array.from(fileList);
-  for (let start = 0; start < files.length; start += BATCH_MAX) {
-    await uploadBatch(files.slice(start, start + BATCH_MAX));
+function addFiles(fileList) {
+  const small = [];
+  for (const file of Array.from(fileList)) {
+    // A file with a resume token continues its multipart upload whatever its size.
+    const resumable = file.size >= config.threshold || ox.resumeToken(file) !== null;
+    const row = new FileRow(file, resumable ? "resumable" : "batch");
+    if (resumable) uploadLarge(row);
+    else small.push(row);
   }
+  if (small.length) uploadSmall(small);
 }
 
-// -- wiring ----------------------------------------------------------------------------
+const input = $("#file-input");
+const dropZone = $("#drop-zone");
 
 input.addEventListener("change", () => {
   const files = Array.from(input.files);
   input.value = ""; // choosing the same files again fires "change" again
-  if (files.length) uploadFiles(files);
+  if (files.length) addFiles(files);
 });
 
+// A file dropped anywhere must not make the browser navigate away from the page.
+for (const type of ["dragover", "drop"]) window.addEventListener(type, (event) => event.preventDefault());
 for (const type of ["dragenter", "dragover"]) {
-  dropZone.addEventListener(type, (event) => {
-    event.preventDefault();
-    dropZone.classList.add("over");
-  });
+  dropZone.addEventListener(type, () => dropZone.classList.add("over"));
 }
 for (const type of ["dragleave", "drop"]) {
   dropZone.addEventListener(type, () => dropZone.classList.remove("over"));
 }
 dropZone.addEventListener("drop", (event) => {
-  event.preventDefault();
   const files = event.dataTransfer?.files;
-  if (files?.length) uploadFiles(files);
+  if (files?.length) addFiles(files);
 });
 
-clearButton.addEventListener("click", () => {
-  rows.clear();
-  list.replaceChildren();
-  updateSummary();
-});
+// -- unfinished uploads left by an earlier page ------------------------------------------------
+
+const resumableBox = $("#resumable");
+const resumableList = $("#resumable-list");
+
+// obitox.js keeps each token under "obitox:resume:<name>:<size>:<lastModified>".
+function savedTokens() {
+  const saved = [];
+  for (let i = 0; i < localStorage.length; i++) {
+    const key = localStorage.key(i);
+    if (!key?.startsWith(RESUME_PREFIX)) continue;
+    const match = /^(.*):(\d+):(\d+)$/.exec(key.slice(RESUME_PREFIX.length));
+    if (match) saved.push({ key, token: localStorage.getItem(key), name: match[1], size: Number(match[2]) });
+  }
+  return saved;
+}
+
+async function refreshResumable() {
+  const active = new Set([...rows].filter((row) => row.upload && !row.finished).map((row) => resumeKey(row.file)));
+  const entries = [];
+  for (const saved of savedTokens()) {
+    if (active.has(saved.key)) continue; // shown as a row of this page
+    try {
+      const view = await ox.api("GET", `/multipart/${encodeURIComponent(saved.token)}`);
+      if (view.status === "completed" || view.status === "aborted") {
+        localStorage.removeItem(saved.key);
+        continue;
+      }
+      entries.push({ saved, view });
+    } catch (error) {
+      // Gone from the server (aborted, expired, another demo user): nothing to resume.
+      if ([404, 409, 410].includes(error.status)) localStorage.removeItem(saved.key);
+    }
+  }
+  resumableList.replaceChildren(
+    ...entries.map(({ saved, view }) => {
+      const item = element("li");
+      item.dataset.name = saved.name;
+      const forget = element("button", "forget", "Discard");
+      forget.type = "button";
+      forget.setAttribute("aria-label", `Discard the unfinished upload of ${saved.name}`);
+      forget.addEventListener("click", async () => {
+        forget.disabled = true;
+        await ox.api("DELETE", `/multipart/${encodeURIComponent(saved.token)}`).catch(() => {});
+        localStorage.removeItem(saved.key);
+        refreshResumable();
+      });
+      item.append(
+        element("span", "name", saved.name),
+        element(
+          "span",
+          "where",
+          `${view.uploadedParts.length} of ${view.totalParts} parts in storage · ` +
+            `${formatBytes(view.uploadedBytes)} of ${formatBytes(view.totalBytes)}`,
+        ),
+        forget,
+      );
+      return item;
+    }),
+  );
+  resumableBox.hidden = entries.length === 0;
+}
+
+// -- completed uploads (example_app/uploads.py) ---------------------------------------------
+
+const completedList = $("#completed-list");
+const completedEmpty = $("#completed-empty");
+let shownCompleted = "";
+
+async function refreshCompleted() {
+  let uploads;
+  try {
+    const response = await fetch(config.completedUrl, { credentials: "same-origin" });
+    if (!response.ok) return;
+    ({ uploads } = await response.json());
+  } catch {
+    return; // the app restarted or is unreachable: the next tick tries again
+  }
+  const signature = uploads.map((u) => u.uploadId).join(",");
+  if (signature === shownCompleted) return; // unchanged: keep focus and screen readers calm
+  shownCompleted = signature;
+  completedEmpty.hidden = uploads.length > 0;
+  completedList.replaceChildren(
+    ...uploads.map((upload) => {
+      const item = element("li", "completed-upload");
+      item.dataset.uploadId = upload.uploadId;
+      item.dataset.name = upload.filename;
+      const link = element("a", "download", "Download");
+      link.href = upload.downloadUrl;
+      link.setAttribute("aria-label", `Download ${upload.filename}`);
+      const meta = element("div", "meta");
+      const when = new Date(upload.completedAt * 1000).toLocaleTimeString();
+      meta.append(
+        `${upload.kind === "multipart" ? "multipart" : "single PUT"} · ${upload.contentType} · completed ${when} · key `,
+        element("code", "", upload.key),
+      );
+      item.append(element("span", "name", upload.filename), element("span", "size", formatBytes(upload.size)), link, meta);
+      return item;
+    }),
+  );
+}
+
+// -- webhooks this app received (example_app/webhooks.py) -------------------------------------
+
+const webhookSection = $("#webhooks");
+const deliveryList = $("#deliveries");
+const noDelivery = $("#deliveries-empty");
+let shownDeliveries = "";
+
+function renderDeliveries(deliveries) {
+  const signature = deliveries.map((d) => d.webhookId).join(",");
+  if (signature === shownDeliveries) return;
+  shownDeliveries = signature;
+  noDelivery.hidden = deliveries.length > 0;
+  deliveryList.replaceChildren(
+    ...deliveries.map((delivery) => {
+      const item = element("li", "delivery");
+      item.dataset.webhookId = delivery.webhookId;
+      item.append(
+        element("span", "name", delivery.type),
+        element("span", "size", delivery.filename ?? ""),
+        element("span", "verified", delivery.verified ? "signature verified" : "unverified"),
+      );
+      const meta = element("div", "meta");
+      meta.append("upload ", element("code", "", delivery.uploadId ?? "none"), " · webhook-id ");
+      meta.append(element("code", "", delivery.webhookId), ` · received ${delivery.receivedAt}`);
+      item.append(meta);
+      return item;
+    }),
+  );
+}
+
+async function pollDeliveries() {
+  try {
+    const response = await fetch(config.deliveriesUrl, { credentials: "same-origin" });
+    if (response.ok) renderDeliveries((await response.json()).deliveries);
+  } catch {
+    // The app restarted or is unreachable: try again on the next tick.
+  }
+}
+
+// -- tabs ------------------------------------------------------------------------------
+
+const tabs = [...document.querySelectorAll('[role="tab"]')];
+
+function selectTab(tab) {
+  for (const other of tabs) {
+    const selected = other === tab;
+    other.setAttribute("aria-selected", String(selected));
+    other.tabIndex = selected ? 0 : -1;
+    document.getElementById(other.getAttribute("aria-controls")).hidden = !selected;
+  }
+  tab.focus();
+}
+
+for (const tab of tabs) {
+  tab.addEventListener("click", () => selectTab(tab));
+  tab.addEventListener("keydown", (event) => {
+    const step = { ArrowRight: 1, ArrowLeft: -1 }[event.key];
+    if (!step) return;
+    event.preventDefault();
+    selectTab(tabs[(tabs.indexOf(tab) + step + tabs.length) % tabs.length]);
+  });
+}
+
+// -- start ---------------------------------------------------------------------------------
+
+refreshTotals();
+refreshResumable();
+refreshCompleted();
+const hasWebhooks = webhookSection && !webhookSection.hidden;
+if (hasWebhooks) pollDeliveries();
+setInterval(() => {
+  if (document.visibilityState !== "visible") return;
+  refreshCompleted(); // uploads completed from another tab or the Python client too
+  if (hasWebhooks) pollDeliveries();
+}, POLL_MS);
+document.querySelector("#uploader").dataset.ready = "true";
