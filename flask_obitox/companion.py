@@ -120,7 +120,7 @@ class CompanionService:
 
     def owned(self, owner: str, upload_id: str, key: str) -> UploadRecord:
         """The caller's multipart upload ``upload_id`` if ``key`` is its key; else 404."""
-        record = self.service._owned_multipart(owner, upload_id)
+        record = self.service.owned_multipart(owner, upload_id)
         if not secrets.compare_digest(record.key.encode(), key.encode()):
             raise _not_found(upload_id)
         return record
@@ -141,12 +141,12 @@ class CompanionService:
             spec = _load(load_file_spec, spec)
             rules = service.rules()
             spec["size"] = max(rules.min_size, 0)  # the size rules apply at completion
-            name, content_type, meta = service._checked_file(spec, rules)
+            name, content_type, meta = service.checked_file(spec, rules)
         except ObitoXError as error:
             service.reject(owner, filename, error, stage="validation")
             raise
         upload_id = new_upload_ids(1)[0]
-        key = service._build_key(owner, name, upload_id, meta)
+        key = service.build_key(owner, name, upload_id, meta)
         settings = service.settings
         expires_in = smart_expiry(
             rules.max_size,
@@ -171,8 +171,8 @@ class CompanionService:
         now = time.time()
         record = self._record(owner, storage, "single", key, name, content_type, meta, now)
         record.upload_id = upload_id
-        service.state.create(record, service._record_ttl)
-        service._send(signals.upload_signed, upload=record)
+        service.state.create(record, service.record_ttl)
+        service.send(signals.upload_signed, upload=record)
         return {"method": "POST", "url": post.url, "fields": post.fields, "expires": expires_in}
 
     def _record(
@@ -215,7 +215,7 @@ class CompanionService:
         upload_id = key[len(prefix) :].partition("/")[0] if key.startswith(prefix) else ""
         if not upload_id:
             raise _not_found(key)
-        record = service._owned(owner, upload_id)
+        record = service.owned(owner, upload_id)
         if not secrets.compare_digest(record.key.encode(), key.encode()):
             raise _not_found(upload_id)
         if (
@@ -233,7 +233,7 @@ class CompanionService:
                 )
             self._take_size(record, storage, info.size)
         if record.kind == "multipart":
-            answer = service._settled(record)
+            answer = service.settled(record)
             if answer is None:
                 raise ObitoXError(
                     "UPLOAD_NOT_COMPLETE",
@@ -251,7 +251,7 @@ class CompanionService:
         try:
             rules.check(record.filename, record.content_type, size)
         except ObitoXError as error:
-            service._reject_stored(record, storage, error.message)
+            service.reject_stored(record, storage, error.message)
         updated = service.state.update(record.upload_id, _OPEN, size=size)
         if updated is None:
             current = service.state.get(record.upload_id)
@@ -276,12 +276,12 @@ class CompanionService:
             spec = _load(load_multipart, spec)
             rules = service.rules(multipart=True)
             spec["size"] = max(rules.min_size, 0)
-            name, content_type, meta = service._checked_file(spec, rules)
+            name, content_type, meta = service.checked_file(spec, rules)
         except ObitoXError as error:
             service.reject(owner, filename, error, stage="validation")
             raise
         upload_id = new_upload_ids(1)[0]
-        key = service._build_key(owner, name, upload_id, meta)
+        key = service.build_key(owner, name, upload_id, meta)
         s3_upload_id = storage.create_multipart(key, content_type, meta)
         record = self._record(
             owner, storage, "multipart", key, name, content_type, meta, time.time()
@@ -289,13 +289,13 @@ class CompanionService:
         record.upload_id = upload_id
         record.s3_upload_id = s3_upload_id
         try:
-            service.state.create(record, service._record_ttl)
+            service.state.create(record, service.record_ttl)
         except ServiceUnavailable:
             # No half-written upload (`flask obitox cleanup` aborts what this misses).
             with contextlib.suppress(ServiceUnavailable):
                 storage.abort_multipart(key, s3_upload_id)
             raise
-        service._send(signals.multipart_initiated, upload=record)
+        service.send(signals.multipart_initiated, upload=record)
         return {"key": key, "uploadId": upload_id, "bucket": storage.bucket}
 
     def list_parts(self, owner: str, upload_id: str, key: str) -> list[dict[str, Any]]:
@@ -305,7 +305,7 @@ class CompanionService:
             view = self.service.resume_multipart(owner, upload_id)
             held = [PartInfo(p["partNumber"], p["etag"], p["size"]) for p in view["uploadedParts"]]
         else:
-            self.service._check_open(record)
+            self.service.check_open(record)
             assert record.s3_upload_id is not None
             storage = self.service.storage_for(owner, record.bucket)
             found = storage.list_parts(record.key, record.s3_upload_id)
@@ -314,7 +314,7 @@ class CompanionService:
                     "UPLOAD_ABORTED", "The upload was aborted.", details={"uploadId": upload_id}
                 )
             held = found
-            self.service._send(signals.multipart_resumed, upload=record, uploaded_parts=len(held))
+            self.service.send(signals.multipart_resumed, upload=record, uploaded_parts=len(held))
         return [{"PartNumber": p.part_number, "ETag": f'"{p.etag}"', "Size": p.size} for p in held]
 
     def sign_parts(
@@ -331,7 +331,7 @@ class CompanionService:
             parts = service.sign_parts(owner, upload_id, numbers)["parts"]
             settings = service.settings
             return {p["partNumber"]: p["url"] for p in parts}, settings.expiry_default
-        service._check_open(record)
+        service.check_open(record)
         assert record.s3_upload_id is not None
         settings = service.settings
         remaining = max(1, int(record.expires_at - time.time()))
@@ -383,7 +383,7 @@ class CompanionService:
         storage = service.storage_for(owner, record.bucket)
         if record.status == "rejected":
             storage.delete(record.key)
-        answer = service._settled(record)
+        answer = service.settled(record)
         if answer is None:
             assert record.s3_upload_id is not None
             held = storage.list_parts(record.key, record.s3_upload_id)
@@ -401,7 +401,7 @@ class CompanionService:
             if held is None:
                 answer = self._after_lost_race(record, storage)
             else:
-                answer = service._finish_multipart(self._take_size(record, storage, size), storage)
+                answer = service.finish_multipart(self._take_size(record, storage, size), storage)
         return {"location": answer["location"], "key": answer["key"], "bucket": answer["bucket"]}
 
     def _after_lost_race(self, record: UploadRecord, storage: Storage) -> dict[str, Any]:
@@ -411,17 +411,17 @@ class CompanionService:
         current = service.state.get(record.upload_id)
         if current is None:
             raise _not_found(record.upload_id)
-        answer = service._settled(current)
+        answer = service.settled(current)
         if answer is not None:
             return answer
         info = storage.head(record.key)
         if info is None:
             if service.state.update(record.upload_id, _OPEN, status="aborted") is not None:
-                service._send(signals.upload_aborted, upload=current)
+                service.send(signals.upload_aborted, upload=current)
             raise ObitoXError(
                 "UPLOAD_ABORTED", "The upload was aborted.", details={"uploadId": record.upload_id}
             )
-        return service._finish_multipart(self._take_size(current, storage, info.size), storage)
+        return service.finish_multipart(self._take_size(current, storage, info.size), storage)
 
     @staticmethod
     def _choose_parts(

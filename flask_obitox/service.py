@@ -200,9 +200,11 @@ class UploadService:
             settings = dataclasses.replace(settings, bucket=bucket)
         return self.storages.get(settings)
 
-    def _build_key(
+    def build_key(
         self, owner: str, filename: str, upload_id: str, metadata: Mapping[str, str]
     ) -> str:
+        """The object key: ``<prefix><uploadId>/<filename>``, or the host's
+        ``key_builder``, whose answer must stay under ``OBITOX_KEY_PREFIX``."""
         prefix = self.settings.key_prefix
         builder = self.hooks.key_builder
         if builder is None:
@@ -222,20 +224,22 @@ class UploadService:
             )
         return key
 
-    def _owned(self, owner: str, upload_id: str) -> UploadRecord:
+    def owned(self, owner: str, upload_id: str) -> UploadRecord:
+        """The caller's upload ``upload_id``; another owner's answers 404 like a missing one."""
         record = self.state.get(upload_id)
         # Another owner's upload answers exactly like a missing one: never reveal it exists.
         if record is None or not secrets.compare_digest(record.owner.encode(), owner.encode()):
             raise _not_found(upload_id)
         return record
 
-    def _send(self, signal: Any, **kwargs: Any) -> None:
+    def send(self, signal: Any, **kwargs: Any) -> None:
+        """Send ``signal`` with the app as sender (skipped when nobody listens)."""
         if signal.receivers:
             signal.send(self.sender, **kwargs)
 
     def reject(self, owner: str, filename: str | None, error: ObitoXError, *, stage: str) -> None:
         """Tell the host a file was refused (``upload-rejected``)."""
-        self._send(
+        self.send(
             signals.upload_rejected,
             filename=filename,
             reason=error.message,
@@ -258,10 +262,10 @@ class UploadService:
         now: float,
     ) -> Planned:
         """Validate one file and decide its key, expiry and signed headers (no I/O)."""
-        filename, content_type, metadata = self._checked_file(spec, rules)
+        filename, content_type, metadata = self.checked_file(spec, rules)
         size = spec["size"]
         checksum = spec.get("checksumSha256")
-        key = self._build_key(owner, filename, upload_id, metadata)
+        key = self.build_key(owner, filename, upload_id, metadata)
         settings = self.settings
         expires_in = smart_expiry(
             size,
@@ -308,7 +312,7 @@ class UploadService:
         return Planned(record, put, answer)
 
     @staticmethod
-    def _checked_file(spec: Mapping[str, Any], rules: RuleSet) -> tuple[str, str, dict[str, str]]:
+    def checked_file(spec: Mapping[str, Any], rules: RuleSet) -> tuple[str, str, dict[str, str]]:
         """The file's sanitised name, signable content type and metadata, after
         ``rules`` accepted its name, type and size."""
         filename = sanitize_filename(spec["filename"])
@@ -329,7 +333,8 @@ class UploadService:
             plan.answer["url"] = url
 
     @property
-    def _record_ttl(self) -> int:
+    def record_ttl(self) -> int:
+        """Seconds a record lives in the state backend: the upload TTL and a day's grace."""
         return self.settings.upload_ttl + EXPIRED_GRACE
 
     def sign_upload(self, owner: str, spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -342,8 +347,8 @@ class UploadService:
             self.reject(owner, spec.get("filename"), error, stage="validation")
             raise
         self._sign_all(storage, [plan])
-        self.state.create(plan.record, self._record_ttl)
-        self._send(signals.upload_signed, upload=plan.record)
+        self.state.create(plan.record, self.record_ttl)
+        self.send(signals.upload_signed, upload=plan.record)
         return plan.answer
 
     def check_batch_size(self, count: int) -> None:
@@ -397,9 +402,9 @@ class UploadService:
             planned.append(plan)
         if planned:
             self._sign_all(storage, planned)
-            self.state.create_many([p.record for p in planned], self._record_ttl)
+            self.state.create_many([p.record for p in planned], self.record_ttl)
         for plan in planned:
-            self._send(signals.upload_signed, upload=plan.record)
+            self.send(signals.upload_signed, upload=plan.record)
         for filename, refused in rejected:
             self.reject(owner, filename, refused, stage="validation")
         return {
@@ -412,7 +417,7 @@ class UploadService:
 
     # -- completion and status ---------------------------------------------------
 
-    def _settled(self, record: UploadRecord) -> dict[str, Any] | None:
+    def settled(self, record: UploadRecord) -> dict[str, Any] | None:
         """The stored answer of a finished upload (raising for a failed one), or
         ``None`` while it is still open."""
         if record.status == "completed":
@@ -437,7 +442,7 @@ class UploadService:
         record = self.state.get(upload_id)
         if record is None:
             raise _not_found(upload_id)
-        answer = self._settled(record)
+        answer = self.settled(record)
         if answer is None:  # pragma: no cover - a CAS only fails when the status moved on
             raise ObitoXError("UPLOAD_NOT_COMPLETE", "The upload is still in progress; retry.")
         return answer
@@ -447,7 +452,7 @@ class UploadService:
 
         Idempotent: a finished upload answers its stored result and sends nothing again.
         """
-        record = self._owned(owner, upload_id)
+        record = self.owned(owner, upload_id)
         if record.kind != "single":
             raise ObitoXError(
                 "INVALID_INPUT",
@@ -458,7 +463,7 @@ class UploadService:
         if record.status == "rejected":
             # Idempotent, and finishes a delete that failed the first time.
             storage.delete(record.key)
-        answer = self._settled(record)
+        answer = self.settled(record)
         if answer is not None:
             return answer
 
@@ -471,7 +476,7 @@ class UploadService:
             )
         reason = self._verify(record, storage, info)
         if reason is not None:
-            return self._reject_stored(record, storage, reason)
+            return self.reject_stored(record, storage, reason)
 
         result = {
             "uploadId": upload_id,
@@ -485,7 +490,7 @@ class UploadService:
         updated = self.state.update(upload_id, _OPEN, status="completed", result=result)
         if updated is None:
             return self._settle_race(upload_id)
-        self._send(signals.upload_completed, upload=updated)
+        self.send(signals.upload_completed, upload=updated)
         return result
 
     def _verify(self, record: UploadRecord, storage: Storage, info: ObjectInfo) -> str | None:
@@ -510,7 +515,7 @@ class UploadService:
         rules = self.rules(record.validation, multipart=record.kind == "multipart")
         return verify_content(record.content_type, head, rules)
 
-    def _reject_stored(self, record: UploadRecord, storage: Storage, reason: str) -> dict[str, Any]:
+    def reject_stored(self, record: UploadRecord, storage: Storage, reason: str) -> dict[str, Any]:
         # Decide first (exactly one caller wins the CAS and tells the host), then delete.
         # If the delete fails, the record already says "rejected" and every later
         # complete retries the delete (see complete_upload) before answering 422.
@@ -523,7 +528,7 @@ class UploadService:
         if updated is None:
             return self._settle_race(record.upload_id)
         error = _mismatch(record.upload_id, reason)
-        self._send(
+        self.send(
             signals.upload_rejected,
             filename=record.filename,
             reason=error.message,
@@ -537,7 +542,7 @@ class UploadService:
 
     def get_upload(self, owner: str, upload_id: str) -> dict[str, Any]:
         """``GET /uploads/<id>``: where an upload of the caller stands."""
-        record = self._owned(owner, upload_id)
+        record = self.owned(owner, upload_id)
         status = record.status
         if status in _OPEN and time.time() > record.expires_at:
             status = "expired"  # complete answers 410; the status route just says so
@@ -561,8 +566,8 @@ class UploadService:
 
     # -- multipart -----------------------------------------------------------------
 
-    def _owned_multipart(self, owner: str, upload_id: str) -> UploadRecord:
-        record = self._owned(owner, upload_id)
+    def owned_multipart(self, owner: str, upload_id: str) -> UploadRecord:
+        record = self.owned(owner, upload_id)
         if record.kind != "multipart":
             raise ObitoXError(
                 "INVALID_INPUT",
@@ -571,7 +576,7 @@ class UploadService:
             )
         return record
 
-    def _check_open(self, record: UploadRecord) -> None:
+    def check_open(self, record: UploadRecord) -> None:
         """Refuse a multipart upload that can take no more parts (or an abort)."""
         if record.status == "completed":
             raise ObitoXError(
@@ -579,7 +584,7 @@ class UploadService:
                 "The upload is already completed.",
                 details={"uploadId": record.upload_id},
             )
-        self._settled(record)  # raises for aborted, rejected and expired
+        self.settled(record)  # raises for aborted, rejected and expired
 
     def initiate_multipart(self, owner: str, spec: Mapping[str, Any]) -> dict[str, Any]:
         """``POST /multipart``: validate, one ``CreateMultipartUpload``, one record.
@@ -590,7 +595,7 @@ class UploadService:
         storage = self.storage_for(owner)
         try:
             rules = self.rules(spec.get("validation"), multipart=True)
-            filename, content_type, metadata = self._checked_file(spec, rules)
+            filename, content_type, metadata = self.checked_file(spec, rules)
             part_size, total_parts = part_layout(
                 spec["size"], spec.get("partSize"), self.settings.part_size
             )
@@ -598,7 +603,7 @@ class UploadService:
             self.reject(owner, spec.get("filename"), error, stage="validation")
             raise
         upload_id = new_upload_ids(1)[0]
-        key = self._build_key(owner, filename, upload_id, metadata)
+        key = self.build_key(owner, filename, upload_id, metadata)
         s3_upload_id = storage.create_multipart(key, content_type, metadata)
         now = time.time()
         record = UploadRecord(
@@ -622,14 +627,14 @@ class UploadService:
             network_type=spec.get("networkType"),
         )
         try:
-            self.state.create(record, self._record_ttl)
+            self.state.create(record, self.record_ttl)
         except ServiceUnavailable:
             # No half-written upload: give storage its upload back (if that fails too,
             # ``flask obitox cleanup`` aborts the orphan once it is older than the TTL).
             with contextlib.suppress(ServiceUnavailable):
                 storage.abort_multipart(key, s3_upload_id)
             raise
-        self._send(signals.multipart_initiated, upload=record)
+        self.send(signals.multipart_initiated, upload=record)
         return {
             "uploadId": upload_id,
             "key": key,
@@ -648,8 +653,8 @@ class UploadService:
     ) -> dict[str, Any]:
         """``POST /multipart/<id>/parts``: one presigned ``UploadPart`` URL per part
         number, its exact Content-Length signed, all signed in one presigner call."""
-        record = self._owned_multipart(owner, upload_id)
-        self._check_open(record)
+        record = self.owned_multipart(owner, upload_id)
+        self.check_open(record)
         total = record.total_parts
         assert total is not None
         assert record.s3_upload_id is not None
@@ -708,7 +713,7 @@ class UploadService:
     def resume_multipart(self, owner: str, upload_id: str) -> dict[str, Any]:
         """``GET /multipart/<id>``: which parts storage holds (ListParts, every page:
         storage is the truth, the record only a cache) and which remain."""
-        record = self._owned_multipart(owner, upload_id)
+        record = self.owned_multipart(owner, upload_id)
         total = record.total_parts
         assert total is not None
         view = {
@@ -727,7 +732,7 @@ class UploadService:
                 "uploadedBytes": record.size,
                 "percentage": 100.0,
             }
-        self._settled(record)  # aborted, rejected, expired: nothing to resume
+        self.settled(record)  # aborted, rejected, expired: nothing to resume
         storage = self.storage_for(owner, record.bucket)
         held = self._storage_parts(record, storage)
         if held is None:
@@ -740,7 +745,7 @@ class UploadService:
         uploaded = [p for p in held if p.part_number <= total]
         have = {p.part_number for p in uploaded}
         uploaded_bytes = sum(p.size for p in uploaded)
-        self._send(signals.multipart_resumed, upload=record, uploaded_parts=len(uploaded))
+        self.send(signals.multipart_resumed, upload=record, uploaded_parts=len(uploaded))
         return {
             **view,
             "status": record.status,
@@ -808,11 +813,11 @@ class UploadService:
         Concurrent callers may all reach storage; the status compare-and-set picks one
         winner (who sends ``upload-completed``), and everyone answers the winner's result.
         """
-        record = self._owned_multipart(owner, upload_id)
+        record = self.owned_multipart(owner, upload_id)
         storage = self.storage_for(owner, record.bucket)
         if record.status == "rejected":
             storage.delete(record.key)  # finishes a delete that failed the first time
-        answer = self._settled(record)
+        answer = self.settled(record)
         if answer is not None:
             return answer
         assert record.s3_upload_id is not None
@@ -820,22 +825,23 @@ class UploadService:
         if held is not None:
             chosen = self._choose_parts(record, held, parts)
             if storage.complete_multipart(record.key, record.s3_upload_id, chosen) is not None:
-                return self._finish_multipart(record, storage)
+                return self.finish_multipart(record, storage)
         # Storage no longer knows the upload: another caller completed it (finish the
         # same way: verify and race for the status) or it was aborted.
         current = self.state.get(upload_id)
         if current is None:
             raise _not_found(upload_id)
-        answer = self._settled(current)
+        answer = self.settled(current)
         if answer is not None:
             return answer
         if storage.head(record.key) is None:
             if self.state.update(upload_id, _OPEN, status="aborted") is not None:
-                self._send(signals.upload_aborted, upload=current)
+                self.send(signals.upload_aborted, upload=current)
             raise _aborted(upload_id)
-        return self._finish_multipart(record, storage)
+        return self.finish_multipart(record, storage)
 
-    def _finish_multipart(self, record: UploadRecord, storage: Storage) -> dict[str, Any]:
+    def finish_multipart(self, record: UploadRecord, storage: Storage) -> dict[str, Any]:
+        """After storage assembled the object: verify it, then race for ``completed``."""
         info = storage.head(record.key)
         if info is None:
             raise ObitoXError(
@@ -845,7 +851,7 @@ class UploadService:
             )
         reason = self._verify(record, storage, info)
         if reason is not None:
-            return self._reject_stored(record, storage, reason)
+            return self.reject_stored(record, storage, reason)
         result = {
             "uploadId": record.upload_id,
             "status": "completed",
@@ -862,20 +868,20 @@ class UploadService:
                 # An abort won the race while storage assembled the object: honour it.
                 storage.delete(record.key)
             return self._settle_race(record.upload_id)
-        self._send(signals.upload_completed, upload=updated)
+        self.send(signals.upload_completed, upload=updated)
         return result
 
     def abort_multipart(self, owner: str, upload_id: str) -> dict[str, Any]:
         """``DELETE /multipart/<id>``: mark it aborted (one caller wins and sends
         ``upload-aborted``), then ``AbortMultipartUpload``. Idempotent: aborting again
         answers the same and retries a storage abort that failed."""
-        record = self._owned_multipart(owner, upload_id)
+        record = self.owned_multipart(owner, upload_id)
         if record.status != "aborted":
-            self._check_open(record)
+            self.check_open(record)
             updated = self.state.update(upload_id, _OPEN, status="aborted")
             if updated is None:  # the status moved on meanwhile: answer by the new one
                 return self.abort_multipart(owner, upload_id)
-            self._send(signals.upload_aborted, upload=updated)
+            self.send(signals.upload_aborted, upload=updated)
         assert record.s3_upload_id is not None
         self.storage_for(owner, record.bucket).abort_multipart(record.key, record.s3_upload_id)
         return {
@@ -919,7 +925,7 @@ class UploadService:
                         continue
                     record = updated
                     report.expired.append(record)
-                    self._send(signals.upload_expired, upload=record)
+                    self.send(signals.upload_expired, upload=record)
                 try:
                     self._free_storage(record)
                 except ServiceUnavailable as error:
