@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -20,7 +21,7 @@ from flask import Flask, request
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
-from flask_obitox import MemoryStateBackend, ObitoX, RedisStateBackend
+from flask_obitox import MemoryStateBackend, ObitoX, RedisStateBackend, signals
 
 BUCKET = "obitox-test"
 REGION = "us-east-1"
@@ -195,3 +196,69 @@ def file_spec(**overrides: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {"filename": "photo.png", "contentType": "image/png", "size": 1024}
     spec.update(overrides)
     return spec
+
+
+# -- end-to-end modules (each defines an ``e2e_app`` fixture) -----------------------
+
+
+@pytest.fixture
+def alice(e2e_app: Flask) -> UserClient:
+    return UserClient(e2e_app, "alice")
+
+
+@pytest.fixture
+def mallory(e2e_app: Flask) -> UserClient:
+    return UserClient(e2e_app, "mallory")
+
+
+@pytest.fixture
+def events(e2e_app: Flask) -> Iterator[list[tuple[str, dict[str, Any]]]]:
+    """Every signal ``e2e_app`` sends, as (python name, keyword arguments)."""
+    seen: list[tuple[str, dict[str, Any]]] = []
+    lock = threading.Lock()
+    receivers = []
+    for name in signals.__all__:
+        signal = getattr(signals, name)
+
+        def receiver(sender: Any, _name: str = name, **kwargs: Any) -> None:
+            with lock:
+                seen.append((_name, kwargs))
+
+        signal.connect(receiver, sender=e2e_app)
+        receivers.append((signal, receiver))
+    yield seen
+    for signal, receiver in receivers:
+        signal.disconnect(receiver)
+
+
+# -- webhook modules: a receiver on 127.0.0.1 and an RQ queue of the test's own -------
+
+
+@pytest.fixture(scope="module")
+def receiver_server() -> Iterator[Any]:
+    from pytest_httpserver import HTTPServer
+
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    server.start()
+    yield server
+    server.clear()
+    server.stop()
+
+
+@pytest.fixture
+def receiver(receiver_server: Any) -> Iterator[Any]:
+    from webhook_support import Receiver
+
+    receiver_server.clear()
+    yield Receiver(receiver_server)
+    receiver_server.clear()
+
+
+@pytest.fixture
+def queue_name(redis_url: str) -> Iterator[str]:
+    """An RQ queue name of this test's own; its keys are deleted afterwards."""
+    from webhook_support import delete_rq_keys
+
+    name = f"obitox-test-rq-{uuid.uuid4().hex[:10]}"
+    yield name
+    delete_rq_keys(redis.Redis.from_url(redis_url), name)

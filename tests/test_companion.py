@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import threading
-from collections.abc import Iterator
 from typing import Any
 from unittest import mock
 from urllib.parse import parse_qs, urlsplit
@@ -20,7 +18,7 @@ from flask import Flask
 from test_multipart import content_of
 from test_uploads import EXE, png_bytes
 
-from flask_obitox import RedisStateBackend, signals
+from flask_obitox import RedisStateBackend
 from flask_obitox.storage.post import presign_post
 from flask_obitox.storage.signer import SigV4Presigner
 
@@ -37,35 +35,6 @@ def e2e_app(s3_server: Any, moto_server: str, redis_backend: RedisStateBackend) 
         OBITOX_CORS_ORIGINS=["https://app.example"],
     )
     return app
-
-
-@pytest.fixture
-def alice(e2e_app: Flask) -> UserClient:
-    return UserClient(e2e_app, "alice")
-
-
-@pytest.fixture
-def mallory(e2e_app: Flask) -> UserClient:
-    return UserClient(e2e_app, "mallory")
-
-
-@pytest.fixture
-def events(e2e_app: Flask) -> Iterator[list[tuple[str, dict[str, Any]]]]:
-    seen: list[tuple[str, dict[str, Any]]] = []
-    lock = threading.Lock()
-    receivers = []
-    for name in signals.__all__:
-        signal = getattr(signals, name)
-
-        def receiver(sender: Any, _name: str = name, **kwargs: Any) -> None:
-            with lock:
-                seen.append((_name, kwargs))
-
-        signal.connect(receiver, sender=e2e_app)
-        receivers.append((signal, receiver))
-    yield seen
-    for signal, receiver in receivers:
-        signal.disconnect(receiver)
 
 
 def names(events: list[tuple[str, dict[str, Any]]]) -> list[str]:

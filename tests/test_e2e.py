@@ -21,11 +21,6 @@ def e2e_app(s3_server: Any, moto_server: str, redis_backend: RedisStateBackend) 
     return app
 
 
-@pytest.fixture
-def alice(e2e_app: Flask) -> UserClient:
-    return UserClient(e2e_app, "alice")
-
-
 def put(signed: dict[str, Any], content: bytes) -> requests.Response:
     return requests.put(signed["url"], data=content, headers=signed["headers"], timeout=10)
 

@@ -17,7 +17,7 @@ from conftest import BUCKET, UserClient, make_app
 from flask import Flask
 from test_uploads import EXE, png_bytes
 
-from flask_obitox import RedisStateBackend, signals
+from flask_obitox import RedisStateBackend
 from flask_obitox.service import part_layout
 
 MiB = 1024 * 1024
@@ -35,36 +35,6 @@ def content_of(size: int) -> bytes:
 def e2e_app(s3_server: Any, moto_server: str, redis_backend: RedisStateBackend) -> Flask:
     app, _ = make_app(redis_backend, OBITOX_ENDPOINT_URL=moto_server, OBITOX_PART_SIZE=PART)
     return app
-
-
-@pytest.fixture
-def alice(e2e_app: Flask) -> UserClient:
-    return UserClient(e2e_app, "alice")
-
-
-@pytest.fixture
-def mallory(e2e_app: Flask) -> UserClient:
-    return UserClient(e2e_app, "mallory")
-
-
-@pytest.fixture
-def events(e2e_app: Flask) -> Iterator[list[tuple[str, dict[str, Any]]]]:
-    """Every signal the app sends, as (name, kwargs)."""
-    seen: list[tuple[str, dict[str, Any]]] = []
-    lock = threading.Lock()
-    receivers = []
-    for name in signals.__all__:
-        signal = getattr(signals, name)
-
-        def receiver(sender: Any, _name: str = name, **kwargs: Any) -> None:
-            with lock:
-                seen.append((_name, kwargs))
-
-        signal.connect(receiver, sender=e2e_app)
-        receivers.append((signal, receiver))
-    yield seen
-    for signal, receiver in receivers:
-        signal.disconnect(receiver)
 
 
 def start(client: UserClient, size: int, **extra: Any) -> dict[str, Any]:

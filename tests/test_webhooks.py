@@ -12,7 +12,6 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -47,29 +46,6 @@ from flask_obitox.webhooks.failures import failed_deliveries
 from flask_obitox.webhooks.targets import display_url
 
 # -- fixtures ------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def receiver_server() -> Iterator[HTTPServer]:
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    server.start()
-    yield server
-    server.clear()
-    server.stop()
-
-
-@pytest.fixture
-def receiver(receiver_server: HTTPServer) -> Iterator[Receiver]:
-    receiver_server.clear()
-    yield Receiver(receiver_server)
-    receiver_server.clear()
-
-
-@pytest.fixture
-def queue_name(redis_url: str) -> Iterator[str]:
-    name = f"obitox-test-webhooks-{uuid.uuid4().hex[:10]}"
-    yield name
-    delete_rq_keys(redis.Redis.from_url(redis_url), name)
 
 
 @pytest.fixture

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
-from pytest_httpserver import HTTPServer
 from standardwebhooks.webhooks import Webhook
 from webhook_support import (
     SECRET,
@@ -24,7 +21,6 @@ from webhook_support import (
     WorkerProcess,
     complete_upload,
     create_app,
-    delete_rq_keys,
     read_signal_log,
     wait_for,
     webhook_config,
@@ -34,29 +30,6 @@ from werkzeug import Response
 from flask_obitox.webhooks import webhook_queue
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture(scope="module")
-def receiver_server() -> Iterator[HTTPServer]:
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    server.start()
-    yield server
-    server.clear()
-    server.stop()
-
-
-@pytest.fixture
-def receiver(receiver_server: HTTPServer) -> Iterator[Receiver]:
-    receiver_server.clear()
-    yield Receiver(receiver_server)
-    receiver_server.clear()
-
-
-@pytest.fixture
-def queue_name(redis_url: str) -> Iterator[str]:
-    name = f"obitox-test-worker-{uuid.uuid4().hex[:10]}"
-    yield name
-    delete_rq_keys(redis.Redis.from_url(redis_url), name)
 
 
 @pytest.fixture
