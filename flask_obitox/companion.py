@@ -148,8 +148,11 @@ class CompanionService:
         upload_id = new_upload_ids(1)[0]
         key = service.build_key(owner, name, upload_id, meta)
         settings = service.settings
+        # Uppy POSTs files below its multipart threshold (100 MiB by default): a URL for
+        # that size, not for the largest file allowed, so the policy does not outlive the
+        # upload by a day (until it expires, the same form could replace the object).
         expires_in = smart_expiry(
-            rules.max_size,
+            min(rules.max_size, settings.multipart_threshold),
             None,
             minimum=settings.expiry_min,
             maximum=settings.expiry_max,
@@ -251,7 +254,12 @@ class CompanionService:
         try:
             rules.check(record.filename, record.content_type, size)
         except ObitoXError as error:
+            # Raises when this call rejects; returns when another caller settled it first.
             service.reject_stored(record, storage, error.message)
+            current = service.state.get(record.upload_id)
+            if current is None:
+                raise _not_found(record.upload_id) from None
+            return current
         updated = service.state.update(record.upload_id, _OPEN, size=size)
         if updated is None:
             current = service.state.get(record.upload_id)
@@ -334,6 +342,17 @@ class CompanionService:
         service.check_open(record)
         assert record.s3_upload_id is not None
         settings = service.settings
+        # Every part but the last is at least 5 MiB, so an upload within the size limit
+        # never needs a higher part number: refusing them bounds what storage can hold.
+        most = min(S3_MAX_PARTS, -(-settings.max_multipart_size // S3_MIN_PART_SIZE))
+        beyond = [n for n in numbers if n > most]
+        if beyond:
+            raise ObitoXError(
+                "INVALID_INPUT",
+                f"Part numbers above {most} cannot belong to an upload within "
+                f"OBITOX_MAX_MULTIPART_SIZE; got {beyond[:10]}.",
+                details={"field": "partNumbers", "max": most},
+            )
         remaining = max(1, int(record.expires_at - time.time()))
         expires_in = min(
             remaining,
@@ -394,8 +413,7 @@ class CompanionService:
                 try:
                     rules.check(record.filename, record.content_type, size)
                 except ObitoXError as error:
-                    service.reject(owner, record.filename, error, stage="validation")
-                    raise
+                    self._refuse_parts(record, storage, error)
                 if storage.complete_multipart(record.key, record.s3_upload_id, chosen) is None:
                     held = None
             if held is None:
@@ -403,6 +421,31 @@ class CompanionService:
             else:
                 answer = service.finish_multipart(self._take_size(record, storage, size), storage)
         return {"location": answer["location"], "key": answer["key"], "bucket": answer["bucket"]}
+
+    def _refuse_parts(self, record: UploadRecord, storage: Storage, error: ObitoXError) -> None:
+        """The parts break the size rules: settle the upload as ``rejected`` (one caller
+        wins and tells the host, with the record, so webhooks deduplicate), free the parts
+        in storage, and raise ``error``. Later calls answer the stored rejection."""
+        service = self.service
+        updated = service.state.update(
+            record.upload_id,
+            _OPEN,
+            status="rejected",
+            result={"reason": error.message, "stage": "verification"},
+        )
+        if updated is not None:
+            service.send(
+                signals.upload_rejected,
+                filename=record.filename,
+                reason=error.message,
+                code=error.code,
+                stage="verification",
+                owner=record.owner,
+                upload=updated,
+            )
+        assert record.s3_upload_id is not None
+        storage.abort_multipart(record.key, record.s3_upload_id)
+        raise error
 
     def _after_lost_race(self, record: UploadRecord, storage: Storage) -> dict[str, Any]:
         """Storage no longer knows the upload: another caller completed it, or it was
@@ -569,7 +612,7 @@ def complete_multipart(upload_id: str) -> Response:
     for part in parts:
         number = part.get("PartNumber") if isinstance(part, dict) else None
         etag = part.get("ETag") if isinstance(part, dict) else None
-        if isinstance(number, str) and number.isdigit():
+        if isinstance(number, str) and number.isascii() and number.isdigit() and len(number) <= 5:
             number = int(number)
         if (
             isinstance(number, bool)

@@ -320,6 +320,32 @@ def test_complete_enforces_the_size_limit(
     assert response.status_code == 413
     assert response.json["error"] == "FILE_TOO_LARGE"
     assert "Contents" not in s3_server.list_objects_v2(Bucket=BUCKET)
+    # The upload is settled: its parts are freed and a repeat answers the rejection.
+    assert s3_server.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+    again = alice.post(path, json={"parts": parts})
+    assert again.status_code == 422
+    assert again.json["error"] == "CONTENT_MISMATCH"
+    assert alice.get(f"/uploads/{upload['uploadId']}").json["status"] == "rejected"
+    # Part numbers no upload within the limit needs (6 MiB: at most 2 parts) are refused.
+    other = start(alice)
+    beyond = alice.get(f"/s3/multipart/{other['uploadId']}/3?key={other['key']}")
+    assert beyond.status_code == 400
+    assert beyond.json["details"]["max"] == 2
+
+
+@pytest.mark.parametrize("number", ["\u00b2", "9" * 5000, "٣", True, None, 1.0])
+def test_odd_part_numbers_at_complete_are_400(alice: UserClient, number: Any) -> None:
+    upload = start(alice)
+    path = f"/s3/multipart/{upload['uploadId']}/complete?key={upload['key']}"
+    response = alice.post(path, json={"parts": [{"PartNumber": number, "ETag": "x"}]})
+    assert response.status_code == 400, response.json
+    assert response.json["error"] == "INVALID_INPUT"
+
+
+def test_post_policy_lives_as_long_as_a_post_upload_needs(alice: UserClient) -> None:
+    """Not a day: until the policy expires, the same form could replace the object."""
+    answer = alice.get("/s3/params?filename=cat.png&type=image/png").json
+    assert answer["expires"] < 86400
 
 
 def test_multipart_validation_and_dangerous_files(alice: UserClient, events: list[Any]) -> None:

@@ -121,6 +121,19 @@ async function pool(items, concurrency, work) {
   await Promise.all(runners);
 }
 
+/** A call's `validation` (the client's rule names, sizes in bytes) as the server's
+ *  `validation` object, so the server tightens its own rules the same way. */
+function serverValidation(rules) {
+  if (!rules) return undefined;
+  const out = {};
+  if (rules.maxSize != null) out.maxSizeMB = rules.maxSize / (1024 * 1024);
+  if (rules.minSize != null) out.minSizeKB = rules.minSize / 1024;
+  if (rules.allowedTypes?.length) out.allowedTypes = rules.allowedTypes;
+  if (rules.allowedExtensions?.length) out.allowedExtensions = rules.allowedExtensions;
+  if (rules.blockExecutables != null) out.blockExecutables = rules.blockExecutables;
+  return Object.keys(out).length ? out : undefined;
+}
+
 class Client {
   constructor({ endpoint = "/obitox", headers = {}, rules = {}, storage } = {}) {
     this.endpoint = endpoint.replace(/\/+$/, "");
@@ -241,6 +254,7 @@ class Client {
         size: files[i].size,
         ...(metadata ? { metadata } : {}),
       })),
+      ...(serverValidation(validation) ? { validation: serverValidation(validation) } : {}),
     };
     let signed;
     try {
@@ -391,6 +405,9 @@ export class ResumableUpload {
       size: file.size,
       ...(options.partSize ? { partSize: Math.max(options.partSize, MIN_PART_SIZE) } : {}),
       ...(options.metadata ? { metadata: options.metadata } : {}),
+      ...(serverValidation(options.validation)
+        ? { validation: serverValidation(options.validation) }
+        : {}),
     });
     this.uploadId = created.uploadId;
     this.client.storage?.setItem(resumeKey(file), created.uploadId);
