@@ -864,8 +864,9 @@ class UploadService:
         updated = self.state.update(record.upload_id, _OPEN, status="completed", result=result)
         if updated is None:
             current = self.state.get(record.upload_id)
-            if current is not None and current.status == "aborted":
-                # An abort won the race while storage assembled the object: honour it.
+            if current is not None and current.status in ("aborted", "expired"):
+                # An abort (or cleanup) won the race while storage assembled the object:
+                # honour it; the object is no multipart upload any more for cleanup to find.
                 storage.delete(record.key)
             return self._settle_race(record.upload_id)
         self.send(signals.upload_completed, upload=updated)

@@ -574,3 +574,27 @@ def test_storage_down_is_503(redis_backend: RedisStateBackend) -> None:
     assert response.status_code == 503
     assert response.json["error"] == "STORAGE_UNAVAILABLE"
     assert "127.0.0.1:1" not in response.json["message"]
+
+
+@pytest.mark.parametrize("code", ["InvalidPart", "InvalidPartOrder", "EntityTooSmall"])
+def test_parts_storage_refuses_at_completion_are_422(
+    e2e_app: Flask, alice: UserClient, monkeypatch: pytest.MonkeyPatch, code: str
+) -> None:
+    """Parts changed between ListParts and CompleteMultipartUpload: the client's doing."""
+    from botocore.exceptions import ClientError
+
+    content = content_of(100)
+    upload = start(alice, len(content))
+    upload_all(alice, upload, content)
+    storage = e2e_app.extensions["obitox"].service.storage_for("alice")
+
+    def refuse(**kwargs: Any) -> Any:
+        raise ClientError({"Error": {"Code": code, "Message": "no"}}, "CompleteMultipartUpload")
+
+    monkeypatch.setattr(storage.client, "complete_multipart_upload", refuse)
+    response = alice.post(f"/multipart/{upload['uploadId']}/complete")
+    assert response.status_code == 422
+    assert response.json["error"] == "INVALID_PARTS"
+    assert response.json["details"]["storageCode"] == code
+    monkeypatch.undo()
+    assert alice.post(f"/multipart/{upload['uploadId']}/complete").status_code == 200

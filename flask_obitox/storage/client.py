@@ -17,7 +17,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from ..errors import StorageUnavailable
+from ..errors import ObitoXError, StorageUnavailable
 from .signer import PresignerUnsupportedError, PutObjectSpec, SigV4Presigner, UploadPartSpec
 
 if TYPE_CHECKING:
@@ -77,6 +77,10 @@ def _error_code(error: BaseException | None) -> str:
     if isinstance(error, ClientError):
         return str(error.response.get("Error", {}).get("Code", ""))
     return ""
+
+
+#: CompleteMultipartUpload errors that mean the parts sent are not the parts held.
+_PART_ERRORS = frozenset({"InvalidPart", "InvalidPartOrder", "EntityTooSmall"})
 
 
 def _is_no_such_upload(error: BaseException | None) -> bool:
@@ -298,6 +302,15 @@ class Storage:
         except StorageUnavailable as error:
             if _is_no_such_upload(error.__cause__):
                 return None
+            code = _error_code(error.__cause__)
+            if code in _PART_ERRORS:
+                # The parts changed since they were listed (a part uploaded again): the
+                # client's doing, so a 4xx it can act on, not a storage outage.
+                raise ObitoXError(
+                    "INVALID_PARTS",
+                    f"Storage refused the parts ({code}); list them again and retry.",
+                    details={"storageCode": code},
+                ) from None
             raise
         return str(answer.get("ETag", "")).strip('"')
 
