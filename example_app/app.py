@@ -45,6 +45,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         OBITOX_BUCKET=DEFAULT_BUCKET,
         OBITOX_STATE_BACKEND="memory://",
         OBITOX_MULTIPART_THRESHOLD=DEMO_MULTIPART_THRESHOLD,
+        # The receiver shows each demo user the deliveries about their own uploads.
+        OBITOX_WEBHOOK_INCLUDE_OWNER=True,
         EXAMPLE_EMBEDDED_S3=False,
     )
     if config:
@@ -56,7 +58,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if webhook_url and webhook_secret:
         # The example is its own webhook receiver (see example_app/webhooks.py).
         obitox.add_webhook(webhook_url, webhook_secret)
-        register_receiver(app, webhook_secret)
+        register_receiver(app, webhook_secret, demo_user_id)
     else:
         register_disabled(app)
     obitox.init_app(app)

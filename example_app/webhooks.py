@@ -3,7 +3,8 @@
 ``POST /webhooks/obitox`` verifies the Standard Webhooks signature with the reference
 ``standardwebhooks`` library (any other request is answered 400 and not recorded),
 de-duplicates on ``webhook-id`` (deliveries are at-least-once) and keeps the last
-deliveries in memory. ``GET /webhooks/deliveries`` lists them for the page.
+deliveries in memory. ``GET /webhooks/deliveries`` lists, for the page, the deliveries
+about the caller's own uploads (the app turns on ``OBITOX_WEBHOOK_INCLUDE_OWNER``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, jsonify, request
@@ -45,6 +47,7 @@ class Inbox:
                 {
                     "webhookId": webhook_id,
                     "type": payload.get("type"),
+                    "owner": data.get("owner"),
                     "uploadId": data.get("uploadId"),
                     "filename": data.get("filename"),
                     "eventTime": payload.get("timestamp"),
@@ -55,12 +58,14 @@ class Inbox:
             )
             return True
 
-    def items(self) -> list[dict[str, Any]]:
+    def items(self, owner: str) -> list[dict[str, Any]]:
+        """The deliveries about ``owner``'s uploads (without the owner field)."""
         with self._lock:
-            return list(self._items)
+            kept = [item for item in self._items if item["owner"] == owner]
+        return [{k: v for k, v in item.items() if k != "owner"} for item in kept]
 
 
-def register_receiver(app: Flask, secret: str) -> Inbox:
+def register_receiver(app: Flask, secret: str, current_owner: Callable[[], str]) -> Inbox:
     """Add the receiver and the list routes to ``app``; returns its inbox."""
     verifier = Webhook(secret)
     inbox = Inbox()
@@ -80,7 +85,8 @@ def register_receiver(app: Flask, secret: str) -> Inbox:
 
     @app.get("/webhooks/deliveries")
     def list_deliveries() -> ResponseReturnValue:
-        return jsonify(enabled=True, endpoint=app.config.get(URL_KEY), deliveries=inbox.items())
+        deliveries = inbox.items(current_owner())
+        return jsonify(enabled=True, endpoint=app.config.get(URL_KEY), deliveries=deliveries)
 
     return inbox
 

@@ -366,7 +366,9 @@ def test_the_example_verifies_the_webhooks_it_receives(s3_server: Any, moto_serv
     [endpoint] = webhooks_for(app).endpoints  # registered with add_webhook
     assert endpoint.url == url
     client = app.test_client()
-    body = b'{"type":"upload.aborted","timestamp":"2026-11-21T05:30:00.000000Z","data":{"uploadId":"u1"}}'
+    with client.session_transaction() as session:
+        session["user_id"] = "demo-alice"
+    body = b'{"type":"upload.aborted","timestamp":"2026-11-21T05:30:00.000000Z","data":{"uploadId":"u1","owner":"demo-alice"}}'
     headers = signed_headers(endpoint.key, "msg_abc", body)
     first = client.post("/webhooks/obitox", data=body, headers=headers)
     assert first.status_code == 200
@@ -380,4 +382,7 @@ def test_the_example_verifies_the_webhooks_it_receives(s3_server: Any, moto_serv
     assert [(d["webhookId"], d["type"], d["uploadId"]) for d in listed["deliveries"]] == [
         ("msg_abc", "upload.aborted", "u1")
     ]
+    assert "owner" not in listed["deliveries"][0]
+    # Another demo user sees none of alice's deliveries.
+    assert app.test_client().get("/webhooks/deliveries").json["deliveries"] == []
     assert 'id="webhooks"' in client.get("/").get_data(as_text=True)
