@@ -337,8 +337,7 @@ class CompanionService:
         service = self.service
         if record.part_size != BROWSER_LAYOUT:
             parts = service.sign_parts(owner, upload_id, numbers)["parts"]
-            settings = service.settings
-            return {p["partNumber"]: p["url"] for p in parts}, settings.expiry_default
+            return {p["partNumber"]: p["url"] for p in parts}, min(p["expiresIn"] for p in parts)
         service.check_open(record)
         assert record.s3_upload_id is not None
         settings = service.settings

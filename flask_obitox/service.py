@@ -701,6 +701,7 @@ class UploadService:
                     "size": spec.content_length,
                     "headers": {},
                     "expiresAt": isoformat(now + spec.expires_in),
+                    "expiresIn": spec.expires_in,  # not in the answer; for the Companion routes
                 }
                 for spec, url in zip(specs, urls, strict=True)
             ]

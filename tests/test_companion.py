@@ -434,3 +434,13 @@ def test_no_cors_without_configured_origins(s3: Any) -> None:
         headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"},
     )
     assert "Access-Control-Allow-Origin" not in response.headers
+
+
+def test_sign_part_of_a_native_upload_reports_its_real_lifetime(alice: UserClient) -> None:
+    native = alice.post(
+        "/multipart", json={"filename": "a.png", "contentType": "image/png", "size": 11 * MiB}
+    ).json
+    answer = alice.get(f"/s3/multipart/{native['uploadId']}/1?key={native['key']}").json
+    signed = int(parse_qs(urlsplit(answer["url"]).query)["X-Amz-Expires"][0])
+    assert answer["expires"] == signed
+    assert "content-length" in parse_qs(urlsplit(answer["url"]).query)["X-Amz-SignedHeaders"][0]

@@ -95,6 +95,7 @@ def test_out_of_order_parts_resume_view_and_complete_without_parts(
 
     parts = sign(alice, upload["uploadId"], [3, 1])
     assert [p["partNumber"] for p in parts] == [3, 1]
+    assert set(parts[0]) == {"partNumber", "url", "size", "headers", "expiresAt"}
     assert [p["size"] for p in parts] == [2 * MiB + 123, PART]
     # Content-Length is signed into each URL.
     assert "content-length" in parse_qs(urlsplit(parts[0]["url"]).query)["X-Amz-SignedHeaders"][0]
