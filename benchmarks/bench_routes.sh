@@ -9,12 +9,22 @@
 # from /proc/<pid>/stat, before and after) and requests per CPU-second, with the ratio
 # to Uppy Companion 6.2.2 measured the same way (630 sign-part, 1090 /s3/params).
 #
-# Usage: benchmarks/bench_routes.sh [WORKERS] [DURATION]   (needs wrk: apt-get install wrk)
+# Usage: benchmarks/bench_routes.sh [WORKERS] [DURATION] [WORKER_CLASS]
+#   WORKER_CLASS: sync (default, gunicorn's: a new connection per request; the fewest
+#   CPU seconds per request here) or gthread (THREADS per worker, default 4, with HTTP
+#   keep-alive: measured 8-25% more CPU per request, the threads contend for the GIL).
+#   (needs wrk: apt-get install wrk)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WORKERS="${1:-2}"
 DURATION="${2:-10s}"
+WORKER_CLASS="${3:-sync}"
+case "$WORKER_CLASS" in
+  gthread) WORKER_ARGS=(--worker-class gthread --threads "${THREADS:-4}" --keep-alive 5) ;;
+  sync) WORKER_ARGS=(--worker-class sync) ;;
+  *) echo "WORKER_CLASS must be gthread or sync"; exit 2 ;;
+esac
 REDIS="${OBITOX_TEST_REDIS_URL:-redis://127.0.0.1:6379/15}"
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk"; exit 1; }
 
@@ -43,7 +53,7 @@ export BENCH_S3="http://127.0.0.1:$S3_PORT" BENCH_REDIS="$REDIS" BENCH_PREFIX="$
 for _ in $(seq 1 50); do curl -s -o /dev/null "$BENCH_S3" && break; sleep 0.2; done
 curl -s -X PUT "$BENCH_S3/obitox-bench" >/dev/null
 
-gunicorn --workers "$WORKERS" --bind "127.0.0.1:$APP_PORT" --log-level warning \
+gunicorn --workers "$WORKERS" "${WORKER_ARGS[@]}" --bind "127.0.0.1:$APP_PORT" --log-level warning \
   --chdir benchmarks routes_app:app >"$WORK/gunicorn.log" 2>&1 &
 GUNICORN=$!
 pids+=("$GUNICORN")
@@ -117,4 +127,4 @@ PY
 run "companion sign-part" "$BASE/s3/multipart/$CID/1?key=$CKEY" "$WORK/get.lua" 630
 run "companion /s3/params" "$BASE/s3/params?filename=cat.png&type=image/png&metadata%5Balbum%5D=summer" "$WORK/get.lua" 1090
 run "native /parts (10)" "$BASE/multipart/$NID/parts" "$WORK/parts.lua" -
-echo "workers: $WORKERS (gunicorn sync), wrk 2 threads x 8 connections, $DURATION per route"
+echo "workers: $WORKERS (gunicorn $WORKER_CLASS), wrk 2 threads x 8 connections, $DURATION per route"

@@ -56,8 +56,21 @@ def presign_post(
     datestamp = amz_date[:8]
     credentials = presigner._frozen_credentials()
     day = presigner._day_key(credentials, datestamp, target)
-    signed_at = datetime.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ")
-    expiration = (signed_at + datetime.timedelta(seconds=expires_in)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # The policy expires ``expires_in`` after the signing instant (``20261121T083000Z``);
+    # built by hand: strptime/strftime were a tenth of the route's time.
+    signed_at = datetime.datetime(
+        int(amz_date[0:4]),
+        int(amz_date[4:6]),
+        int(amz_date[6:8]),
+        int(amz_date[9:11]),
+        int(amz_date[11:13]),
+        int(amz_date[13:15]),
+    )
+    end = signed_at + datetime.timedelta(seconds=expires_in)
+    expiration = (
+        f"{end.year:04d}-{end.month:02d}-{end.day:02d}T"
+        f"{end.hour:02d}:{end.minute:02d}:{end.second:02d}Z"
+    )
     fields: dict[str, str] = {"Content-Type": content_type}
     for name, value in metadata.items():
         fields[f"x-amz-meta-{name}"] = value
