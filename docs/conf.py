@@ -26,6 +26,7 @@ autodoc_preserve_defaults = True
 
 # -- HTML ----------------------------------------------------------------------------
 html_theme = "flask"
+html_static_path = ["_static"]
 html_theme_options = {"index_sidebar_logo": False}
 html_sidebars = {
     "index": ["project.html", "localtoc.html", "searchbox.html"],
