@@ -26,7 +26,6 @@ the docs' recipe does in its ``upload-success`` handler.
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 import time
 from collections.abc import Mapping, Sequence
@@ -37,7 +36,7 @@ from flask_cors import CORS
 
 from . import signals
 from .config import S3_MAX_PARTS, S3_MIN_PART_SIZE, Settings
-from .errors import ObitoXError, ServiceUnavailable, StorageUnavailable
+from .errors import ObitoXError, StorageUnavailable
 from .expiry import smart_expiry
 from .service import UploadService, new_upload_ids
 from .state import UploadRecord
@@ -172,27 +171,27 @@ class CompanionService:
         except STORAGE_ERRORS as error:
             raise StorageUnavailable(_describe(storage.settings, error)) from error
         now = time.time()
-        record = self._record(owner, storage, "single", key, name, content_type, meta, now)
-        record.upload_id = upload_id
+        record = self._post_record(owner, storage, upload_id, key, name, content_type, meta, now)
         service.state.create(record, service.record_ttl)
         service.send(signals.upload_signed, upload=record)
         return {"method": "POST", "url": post.url, "fields": post.fields, "expires": expires_in}
 
-    def _record(
+    def _post_record(
         self,
         owner: str,
         storage: Storage,
-        kind: str,
+        upload_id: str,
         key: str,
         filename: str,
         content_type: str,
         metadata: dict[str, str],
         now: float,
     ) -> UploadRecord:
+        """The record of a presigned POST: its size is known only at completion."""
         return UploadRecord(
-            upload_id="",
+            upload_id=upload_id,
             owner=owner,
-            kind=kind,
+            kind="single",
             bucket=storage.bucket,
             key=key,
             filename=filename,
@@ -204,9 +203,6 @@ class CompanionService:
             expires_at=now + self.service.settings.upload_ttl,
             metadata=metadata,
             part_size=BROWSER_LAYOUT,
-            # One part of 0 bytes: a native route used on this record signs nothing
-            # usable and cannot complete it, but never fails on a negative length.
-            total_parts=1 if kind == "multipart" else None,
         )
 
     def complete_post(self, owner: str, key: str) -> dict[str, Any]:
@@ -288,23 +284,19 @@ class CompanionService:
         except ObitoXError as error:
             service.reject(owner, filename, error, stage="validation")
             raise
-        upload_id = new_upload_ids(1)[0]
-        key = service.build_key(owner, name, upload_id, meta)
-        s3_upload_id = storage.create_multipart(key, content_type, meta)
-        record = self._record(
-            owner, storage, "multipart", key, name, content_type, meta, time.time()
+        # One part of 0 bytes: a native route used on this record signs nothing usable
+        # and cannot complete it, but never fails on a negative length.
+        record = service.open_multipart(
+            owner,
+            storage,
+            name,
+            content_type,
+            meta,
+            size=0,
+            part_size=BROWSER_LAYOUT,
+            total_parts=1,
         )
-        record.upload_id = upload_id
-        record.s3_upload_id = s3_upload_id
-        try:
-            service.state.create(record, service.record_ttl)
-        except ServiceUnavailable:
-            # No half-written upload (`flask obitox cleanup` aborts what this misses).
-            with contextlib.suppress(ServiceUnavailable):
-                storage.abort_multipart(key, s3_upload_id)
-            raise
-        service.send(signals.multipart_initiated, upload=record)
-        return {"key": key, "uploadId": upload_id, "bucket": storage.bucket}
+        return {"key": record.key, "uploadId": record.upload_id, "bucket": storage.bucket}
 
     def list_parts(self, owner: str, upload_id: str, key: str) -> list[dict[str, Any]]:
         """``GET /s3/multipart/<id>?key=``: every part storage holds, all pages."""

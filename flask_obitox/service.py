@@ -586,6 +586,58 @@ class UploadService:
             )
         self.settled(record)  # raises for aborted, rejected and expired
 
+    def open_multipart(
+        self,
+        owner: str,
+        storage: Storage,
+        filename: str,
+        content_type: str,
+        metadata: dict[str, str],
+        *,
+        size: int,
+        part_size: int,
+        total_parts: int,
+        validation: dict[str, Any] | None = None,
+        network_type: str | None = None,
+    ) -> UploadRecord:
+        """For a validated file: a new upload id and key, one ``CreateMultipartUpload``,
+        one record, and ``multipart-initiated``. Shared by the native and the Companion
+        routes."""
+        upload_id = new_upload_ids(1)[0]
+        key = self.build_key(owner, filename, upload_id, metadata)
+        s3_upload_id = storage.create_multipart(key, content_type, metadata)
+        now = time.time()
+        record = UploadRecord(
+            upload_id=upload_id,
+            owner=owner,
+            kind="multipart",
+            bucket=storage.bucket,
+            key=key,
+            filename=filename,
+            content_type=content_type,
+            size=size,
+            status="pending",
+            created_at=now,
+            updated_at=now,
+            expires_at=now + self.settings.upload_ttl,
+            metadata=metadata,
+            part_size=part_size,
+            total_parts=total_parts,
+            s3_upload_id=s3_upload_id,
+            validation=validation,
+            network_type=network_type,
+        )
+        try:
+            self.state.create(record, self.record_ttl)
+        except ServiceUnavailable:
+            # No half-written upload: give storage its upload back (if that fails too,
+            # ``flask obitox cleanup`` aborts the orphan once it is older than the TTL).
+            with contextlib.suppress(ServiceUnavailable):
+                storage.abort_multipart(key, s3_upload_id)
+            raise
+        self.send(signals.multipart_initiated, upload=record)
+        return record
+
     def initiate_multipart(self, owner: str, spec: Mapping[str, Any]) -> dict[str, Any]:
         """``POST /multipart``: validate, one ``CreateMultipartUpload``, one record.
 
@@ -602,42 +654,21 @@ class UploadService:
         except ObitoXError as error:
             self.reject(owner, spec.get("filename"), error, stage="validation")
             raise
-        upload_id = new_upload_ids(1)[0]
-        key = self.build_key(owner, filename, upload_id, metadata)
-        s3_upload_id = storage.create_multipart(key, content_type, metadata)
-        now = time.time()
-        record = UploadRecord(
-            upload_id=upload_id,
-            owner=owner,
-            kind="multipart",
-            bucket=storage.bucket,
-            key=key,
-            filename=filename,
-            content_type=content_type,
+        record = self.open_multipart(
+            owner,
+            storage,
+            filename,
+            content_type,
+            metadata,
             size=spec["size"],
-            status="pending",
-            created_at=now,
-            updated_at=now,
-            expires_at=now + self.settings.upload_ttl,
-            metadata=metadata,
             part_size=part_size,
             total_parts=total_parts,
-            s3_upload_id=s3_upload_id,
             validation=rules.client_rules or None,
             network_type=spec.get("networkType"),
         )
-        try:
-            self.state.create(record, self.record_ttl)
-        except ServiceUnavailable:
-            # No half-written upload: give storage its upload back (if that fails too,
-            # ``flask obitox cleanup`` aborts the orphan once it is older than the TTL).
-            with contextlib.suppress(ServiceUnavailable):
-                storage.abort_multipart(key, s3_upload_id)
-            raise
-        self.send(signals.multipart_initiated, upload=record)
         return {
-            "uploadId": upload_id,
-            "key": key,
+            "uploadId": record.upload_id,
+            "key": record.key,
             "bucket": storage.bucket,
             "partSize": part_size,
             "totalParts": total_parts,
