@@ -16,17 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import uuid
 from typing import Any
 
 import boto3
-import redis
+from bench_state import add_state_options, bench_state
 from botocore.config import Config
 from flask import Flask
 from timing import median_seconds
 
-from flask_obitox import MemoryStateBackend, ObitoX, RedisStateBackend
+from flask_obitox import ObitoX
 
 FILES = 100
 BUCKET = "bench-bucket"
@@ -98,22 +97,14 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--naive-rounds", type=int, default=10)
-    parser.add_argument(
-        "--redis-url", default=os.environ.get("OBITOX_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-    )
-    parser.add_argument(
-        "--memory", action="store_true", help="use the memory backend instead of Redis"
-    )
+    add_state_options(parser)
     args = parser.parse_args()
 
-    prefix = f"obitox-bench-{uuid.uuid4().hex[:8]}"
-    if args.memory:
-        state: Any = MemoryStateBackend()
-        label = "memory"
-    else:
-        state = RedisStateBackend.from_url(args.redis_url, prefix=prefix)
-        state.ping()
-        label = f"redis {args.redis_url}"
+    with bench_state(args) as (state, label):
+        run(args, state, label)
+
+
+def run(args: argparse.Namespace, state: Any, label: str) -> None:
     app = make_app(state)
     client = app.test_client()
     # Encoded once: the client's JSON encoding is not server work.
@@ -124,19 +115,12 @@ def main() -> None:
         assert response.status_code == 200, response.get_data(as_text=True)
         assert response.json["successful"] == FILES  # type: ignore[index]
 
-    try:
-        ours = median_seconds(request_batch, args.rounds)
-        cached = boto3_client()
-        loop = median_seconds(lambda: boto3_loop(cached), max(20, args.rounds // 5))
-        naive = median_seconds(
-            lambda: boto3_loop(boto3_client(fresh_session=True)), args.naive_rounds, warmup=1
-        )
-    finally:
-        if not args.memory:
-            keys = redis.Redis.from_url(args.redis_url)
-            found = list(keys.scan_iter(match=f"{prefix}*", count=10_000))
-            for start in range(0, len(found), 1000):
-                keys.delete(*found[start : start + 1000])
+    ours = median_seconds(request_batch, args.rounds)
+    cached = boto3_client()
+    loop = median_seconds(lambda: boto3_loop(cached), max(20, args.rounds // 5))
+    naive = median_seconds(
+        lambda: boto3_loop(boto3_client(fresh_session=True)), args.naive_rounds, warmup=1
+    )
 
     print(f"POST /uploads/batch with {FILES} files, state: {label}")
     if not args.memory:

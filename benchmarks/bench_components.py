@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 import uuid
 
 import orjson
 import redis
+from bench_state import add_state_options, delete_prefixed, new_prefix
 from timing import median_seconds
 
 from flask_obitox import RedisStateBackend, UploadRecord, schemas
@@ -34,9 +34,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=200)
-    parser.add_argument(
-        "--redis-url", default=os.environ.get("OBITOX_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-    )
+    add_state_options(parser, memory=False)
     args = parser.parse_args()
 
     files = [
@@ -94,7 +92,7 @@ def main() -> None:
         )
         for i in range(100)
     ]
-    prefix = f"obitox-bench-{uuid.uuid4().hex[:8]}"
+    prefix = new_prefix()
     backend = RedisStateBackend.from_url(args.redis_url, prefix=prefix)
     client = redis.Redis.from_url(args.redis_url)
 
@@ -123,9 +121,7 @@ def main() -> None:
             median_seconds(lambda: backend.create_many(records, ttl=60), args.rounds),
         )
     finally:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=10_000))
-        for start in range(0, len(keys), 1000):
-            client.delete(*keys[start : start + 1000])
+        delete_prefixed(args.redis_url, prefix)
 
 
 if __name__ == "__main__":

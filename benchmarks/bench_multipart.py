@@ -20,18 +20,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import uuid
 from typing import Any
 
 import boto3
-import redis
+from bench_state import add_state_options, bench_state
 from botocore.config import Config
 from flask import Flask
 from moto import mock_aws
 from timing import median_seconds
 
-from flask_obitox import MemoryStateBackend, ObitoX, RedisStateBackend
+from flask_obitox import ObitoX
 
 BUCKET = "bench-bucket"
 REGION = "us-east-1"
@@ -79,76 +77,11 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument(
-        "--redis-url", default=os.environ.get("OBITOX_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-    )
-    parser.add_argument("--memory", action="store_true", help="use the memory backend")
+    add_state_options(parser)
     args = parser.parse_args()
 
-    prefix = f"obitox-bench-{uuid.uuid4().hex[:8]}"
-    if args.memory:
-        state: Any = MemoryStateBackend()
-        label = "memory"
-    else:
-        state = RedisStateBackend.from_url(args.redis_url, prefix=prefix)
-        state.ping()
-        label = f"redis {args.redis_url}"
-    try:
-        with mock_aws():
-            boto3.client(
-                "s3",
-                region_name=REGION,
-                aws_access_key_id=ACCESS_KEY,
-                aws_secret_access_key=SECRET_KEY,
-            ).create_bucket(Bucket=BUCKET)
-            app = make_app(state)
-            client = app.test_client()
-            created = client.post(
-                "/obitox/multipart",
-                json={
-                    "filename": "disk image.iso",
-                    "contentType": "application/octet-stream",
-                    "size": PARTS * PART_SIZE,
-                    "partSize": PART_SIZE,
-                    "networkType": "wifi",
-                },
-            )
-            assert created.status_code == 201, created.get_data(as_text=True)
-            upload = created.json
-            assert upload is not None
-            assert upload["totalParts"] == PARTS
-            record = state.get(upload["uploadId"])
-        # Encoded once: the client's JSON encoding is not server work.
-        bodies = [
-            json.dumps({"partNumbers": list(range(start, start + PER_CALL))}).encode()
-            for start in range(1, PARTS + 1, PER_CALL)
-        ]
-        path = f"/obitox/multipart/{upload['uploadId']}/parts"
-
-        def sign_all_parts() -> None:
-            for body in bodies:
-                response = client.post(path, data=body, content_type="application/json")
-                assert response.status_code == 200, response.get_data(as_text=True)
-
-        ours = median_seconds(sign_all_parts, args.rounds, warmup=2)
-        boto = boto3.client(
-            "s3",
-            region_name=REGION,
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
-            config=Config(signature_version="s3v4"),
-        )
-        loop = median_seconds(
-            lambda: boto3_loop(boto, record.key, record.s3_upload_id),
-            max(3, args.rounds // 3),
-            warmup=1,
-        )
-    finally:
-        if not args.memory:
-            keys = redis.Redis.from_url(args.redis_url)
-            found = list(keys.scan_iter(match=f"{prefix}*", count=10_000))
-            if found:
-                keys.delete(*found)
+    with bench_state(args) as (state, label):
+        ours, loop = measure(args, state)
 
     print(f"{PARTS} part URLs ({PARTS // PER_CALL} x POST /parts of {PER_CALL}), state: {label}")
     print(f"{'measurement':<44}{'median':>12}{'per URL':>12}{'ratio':>10}")
@@ -161,6 +94,60 @@ def main() -> None:
         )
     verdict = "met" if loop / ours >= 10 else "NOT met"
     print(f"goal: >= 10x faster than boto3's loop: {verdict} ({loop / ours:.1f}x)")
+
+
+def measure(args: argparse.Namespace, state: Any) -> tuple[float, float]:
+    """Median seconds of the 10 ``/parts`` requests, and of boto3's 10,000-URL loop."""
+    with mock_aws():
+        boto3.client(
+            "s3",
+            region_name=REGION,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+        ).create_bucket(Bucket=BUCKET)
+        app = make_app(state)
+        client = app.test_client()
+        created = client.post(
+            "/obitox/multipart",
+            json={
+                "filename": "disk image.iso",
+                "contentType": "application/octet-stream",
+                "size": PARTS * PART_SIZE,
+                "partSize": PART_SIZE,
+                "networkType": "wifi",
+            },
+        )
+        assert created.status_code == 201, created.get_data(as_text=True)
+        upload = created.json
+        assert upload is not None
+        assert upload["totalParts"] == PARTS
+        record = state.get(upload["uploadId"])
+    # Encoded once: the client's JSON encoding is not server work.
+    bodies = [
+        json.dumps({"partNumbers": list(range(start, start + PER_CALL))}).encode()
+        for start in range(1, PARTS + 1, PER_CALL)
+    ]
+    path = f"/obitox/multipart/{upload['uploadId']}/parts"
+
+    def sign_all_parts() -> None:
+        for body in bodies:
+            response = client.post(path, data=body, content_type="application/json")
+            assert response.status_code == 200, response.get_data(as_text=True)
+
+    ours = median_seconds(sign_all_parts, args.rounds, warmup=2)
+    boto = boto3.client(
+        "s3",
+        region_name=REGION,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+        config=Config(signature_version="s3v4"),
+    )
+    loop = median_seconds(
+        lambda: boto3_loop(boto, record.key, record.s3_upload_id),
+        max(3, args.rounds // 3),
+        warmup=1,
+    )
+    return ours, loop
 
 
 if __name__ == "__main__":
