@@ -5,15 +5,21 @@
 #   - Companion sign-part   GET  /obitox/s3/multipart/<id>/<n>?key=...
 #   - Companion /s3/params  GET  /obitox/s3/params?filename=...&type=...
 #   - native parts          POST /obitox/multipart/<id>/parts   (10 part numbers)
-# Prints requests/s, p50/p99 latency, the gunicorn workers' CPU seconds (utime+stime
-# from /proc/<pid>/stat, before and after) and requests per CPU-second, with the ratio
-# to Uppy Companion 6.2.2 measured the same way (630 sign-part, 1090 /s3/params).
+# and, in the same run and the same way, Uppy Companion 6.2.2 itself (installed from
+# npm into a cache folder outside the repository; COMPANION=0 skips it) in two forms:
+# "standalone" (its own `companion` server, as its Docker image runs it) and "library"
+# (`companion.app()` in a bare Express app: no access log, no session, no metrics,
+# its lightest form). Prints requests/s, p50/p99 latency, the server's CPU seconds
+# (utime+stime from /proc/<pid>/stat, before and after: the gunicorn workers, the node
+# process) and requests per CPU-second, then each route's ratio to Companion measured in
+# this run, and to the issue's reference figures (630 sign-part, 1090 /s3/params).
 #
 # Usage: benchmarks/bench_routes.sh [WORKERS] [DURATION] [WORKER_CLASS]
 #   WORKER_CLASS: sync (default, gunicorn's: a new connection per request; the fewest
-#   CPU seconds per request here) or gthread (THREADS per worker, default 4, with HTTP
-#   keep-alive: measured 8-25% more CPU per request, the threads contend for the GIL).
-#   (needs wrk: apt-get install wrk)
+#   CPU seconds per request here), gthread (THREADS per worker, default 4, with HTTP
+#   keep-alive: measured 8-25% more CPU per request, the threads contend for the GIL)
+#   or gevent (pip install gevent: keep-alive, no fewer CPU seconds per request here).
+#   (needs wrk: apt-get install wrk; Companion needs node and npm)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +29,8 @@ WORKER_CLASS="${3:-sync}"
 case "$WORKER_CLASS" in
   gthread) WORKER_ARGS=(--worker-class gthread --threads "${THREADS:-4}" --keep-alive 5) ;;
   sync) WORKER_ARGS=(--worker-class sync) ;;
-  *) echo "WORKER_CLASS must be gthread or sync"; exit 2 ;;
+  gevent) WORKER_ARGS=(--worker-class gevent --worker-connections 1000 --keep-alive 5) ;;
+  *) echo "WORKER_CLASS must be sync, gthread or gevent"; exit 2 ;;
 esac
 REDIS="${OBITOX_TEST_REDIS_URL:-redis://127.0.0.1:6379/15}"
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk"; exit 1; }
@@ -60,10 +67,14 @@ pids+=("$GUNICORN")
 BASE="http://127.0.0.1:$APP_PORT/obitox"
 for _ in $(seq 1 100); do curl -s -o /dev/null "$BASE/openapi.json" && break; sleep 0.2; done
 
+# Prints "uploadId quoted-key" of a Companion-protocol multipart upload made at $1.
+companion_upload() {
+  curl -s -H 'X-User: bench' -H 'Content-Type: application/json' \
+    -d '{"filename":"movie.png","type":"image/png","metadata":{}}' "$1/s3/multipart" |
+    python3 -c 'import json,sys,urllib.parse as u; d=json.load(sys.stdin); print(d["uploadId"], u.quote(d["key"], safe=""))'
+}
 # One Companion upload and one native upload (20 parts of 5 MiB) to sign parts of.
-read -r CID CKEY < <(curl -s -H 'X-User: bench' -H 'Content-Type: application/json' \
-  -d '{"filename":"movie.png","type":"image/png"}' "$BASE/s3/multipart" |
-  python3 -c 'import json,sys,urllib.parse as u; d=json.load(sys.stdin); print(d["uploadId"], u.quote(d["key"]))')
+read -r CID CKEY < <(companion_upload "$BASE")
 NID=$(curl -s -H 'X-User: bench' -H 'Content-Type: application/json' \
   -d '{"filename":"movie.png","contentType":"image/png","size":104857600}' "$BASE/multipart" |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["uploadId"])')
@@ -78,38 +89,42 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"partNumbers":[1,2,3,4,5,6,7,8,9,10]}'
 LUA
 
-worker_cpu() {
-  # utime + stime of every gunicorn worker (children of the master), in seconds.
-  python3 - "$GUNICORN" <<'PY'
+cpu_seconds() {
+  # utime + stime in seconds: of process $2 itself ("self"), or of every child of $2
+  # ("children": the gunicorn workers of the master $2).
+  python3 - "$1" "$2" <<'PY'
 import os, sys
-master = sys.argv[1]
+mode, pid = sys.argv[1], sys.argv[2]
 ticks = os.sysconf("SC_CLK_TCK")
 total = 0
-for pid in os.listdir("/proc"):
-    if not pid.isdigit():
+for entry in os.listdir("/proc"):
+    if not entry.isdigit():
         continue
     try:
-        stat = open(f"/proc/{pid}/stat").read()
+        stat = open(f"/proc/{entry}/stat").read()
     except OSError:
         continue
     fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[1] == master:  # ppid
+    if (mode == "self" and entry == pid) or (mode == "children" and fields[1] == pid):
         total += int(fields[11]) + int(fields[12])
 print(f"{total / ticks:.2f}")
 PY
 }
 
-printf '%-22s %10s %9s %9s %9s %12s %s\n' route "req/s" p50 p99 "cpu s" "req/cpu-s" "vs Companion"
+RESULTS="$WORK/results"
+: >"$RESULTS"
+printf '%-30s %8s %9s %9s %7s %10s\n' route "req/s" p50 p99 "cpu s" "req/cpu-s"
+# run NAME URL LUA MODE PID: one wrk run; prints a row and records "NAME req/cpu-s".
 run() {
-  local name="$1" url="$2" script="$3" companion="$4"
+  local name="$1" url="$2" script="$3" mode="$4" pid="$5"
   local before after out
-  before=$(worker_cpu)
+  before=$(cpu_seconds "$mode" "$pid")
   out=$(wrk -t2 -c8 -d"$DURATION" --latency -s "$script" "$url")
-  after=$(worker_cpu)
-  python3 - "$name" "$before" "$after" "$companion" <<PY
-import re, sys
-name, before, after, companion = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
-out = """$out"""
+  after=$(cpu_seconds "$mode" "$pid")
+  WRK_OUT="$out" python3 - "$name" "$before" "$after" "$RESULTS" <<'PY'
+import os, re, sys
+name, before, after, results = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+out = os.environ["WRK_OUT"]
 total = int(re.search(r"(\d+) requests in", out).group(1))
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)
@@ -117,14 +132,105 @@ p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)
 errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
 cpu = after - before
 per_cpu = total / cpu if cpu else float("nan")
-ratio = f"{per_cpu / float(companion):.2f}x of {companion}" if companion != "-" else "-"
-print(f"{name:<22} {rps:10.0f} {p50:>9} {p99:>9} {cpu:9.2f} {per_cpu:12.0f} {ratio}")
+print(f"{name:<30} {rps:8.0f} {p50:>9} {p99:>9} {cpu:7.2f} {per_cpu:10.0f}")
 if errors:
     print(f"  !! {errors.group(1)} answers were not 2xx")
+with open(results, "a") as f:
+    f.write(f"{name}\t{per_cpu:.1f}\n")
 PY
 }
 
-run "companion sign-part" "$BASE/s3/multipart/$CID/1?key=$CKEY" "$WORK/get.lua" 630
-run "companion /s3/params" "$BASE/s3/params?filename=cat.png&type=image/png&metadata%5Balbum%5D=summer" "$WORK/get.lua" 1090
-run "native /parts (10)" "$BASE/multipart/$NID/parts" "$WORK/parts.lua" -
+PARAMS="s3/params?filename=cat.png&type=image/png&metadata%5Balbum%5D=summer"
+run "obitox sign-part" "$BASE/s3/multipart/$CID/1?key=$CKEY" "$WORK/get.lua" children "$GUNICORN"
+run "obitox /s3/params" "$BASE/$PARAMS" "$WORK/get.lua" children "$GUNICORN"
+run "obitox native /parts (10)" "$BASE/multipart/$NID/parts" "$WORK/parts.lua" children "$GUNICORN"
+
+# -- Uppy Companion 6.2.2, the same routes, the same wrk, the same moto -----------------
+COMPANION_VERSION=6.2.2
+COMPANION_DIR="${OBITOX_BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/obitox-bench}/companion-$COMPANION_VERSION"
+install_companion() {
+  [ -e "$COMPANION_DIR/node_modules/@uppy/companion/package.json" ] && return 0
+  command -v npm >/dev/null && command -v node >/dev/null || return 1
+  mkdir -p "$COMPANION_DIR"
+  printf '{"name":"obitox-bench-companion","private":true,"type":"module",%s}\n' \
+    "\"dependencies\":{\"@uppy/companion\":\"$COMPANION_VERSION\"}" >"$COMPANION_DIR/package.json"
+  (cd "$COMPANION_DIR" && npm install --no-audit --no-fund --loglevel=error >/dev/null 2>&1) && return 0
+  # Companion 6.2.2 pins @aws-sdk/s3-presigned-post 3.986.0, a release some npm
+  # mirrors lack; the next one (3.987.0) is used then, and said so.
+  echo "note: npm could not install @aws-sdk/s3-presigned-post@3.986.0; using 3.987.0"
+  printf '{"name":"obitox-bench-companion","private":true,"type":"module",%s,%s}\n' \
+    "\"dependencies\":{\"@uppy/companion\":\"$COMPANION_VERSION\"}" \
+    '"overrides":{"@aws-sdk/s3-presigned-post":"3.987.0"}' >"$COMPANION_DIR/package.json"
+  (cd "$COMPANION_DIR" && npm install --no-audit --no-fund --loglevel=error >/dev/null)
+}
+
+if [ "${COMPANION:-1}" != 0 ] && install_companion; then
+  # Companion as a library, in a bare Express app: its lightest form.
+  cat >"$COMPANION_DIR/library.mjs" <<'JS'
+import express from 'express'
+import bodyParser from 'body-parser'
+import * as companion from '@uppy/companion'
+
+const env = process.env
+const app = express()
+app.use(bodyParser.json())
+const { app: companionApp } = await companion.app({
+  s3: {
+    key: env.COMPANION_AWS_KEY,
+    secret: env.COMPANION_AWS_SECRET,
+    bucket: env.COMPANION_AWS_BUCKET,
+    region: env.COMPANION_AWS_REGION,
+    endpoint: env.COMPANION_AWS_ENDPOINT,
+    forcePathStyle: true,
+  },
+  server: { host: `127.0.0.1:${env.COMPANION_PORT}`, protocol: 'http' },
+  filePath: env.COMPANION_DATADIR,
+  secret: env.COMPANION_SECRET,
+  corsOrigins: true,
+  metrics: false,
+})
+app.use(companionApp)
+app.listen(Number(env.COMPANION_PORT), '127.0.0.1')
+JS
+  mkdir -p "$WORK/companion-data"
+  export COMPANION_SECRET="bench-$$" COMPANION_DATADIR="$WORK/companion-data" \
+    COMPANION_AWS_KEY=testing COMPANION_AWS_SECRET=testing COMPANION_AWS_BUCKET=obitox-bench \
+    COMPANION_AWS_REGION=us-east-1 COMPANION_AWS_ENDPOINT="$BENCH_S3" \
+    COMPANION_AWS_FORCE_PATH_STYLE=true COMPANION_CLIENT_ORIGINS=true
+  for form in library standalone; do
+    COMPANION_PORT=$(free_port)
+    export COMPANION_PORT COMPANION_DOMAIN="127.0.0.1:$COMPANION_PORT"
+    if [ "$form" = library ]; then
+      (cd "$COMPANION_DIR" && exec node library.mjs) >"$WORK/companion-$form.log" 2>&1 &
+    else
+      (cd "$COMPANION_DIR" && exec node node_modules/@uppy/companion/bin/companion) \
+        >"$WORK/companion-$form.log" 2>&1 &
+    fi
+    NODE=$!
+    pids+=("$NODE")
+    CBASE="http://127.0.0.1:$COMPANION_PORT"
+    for _ in $(seq 1 100); do curl -s -o /dev/null "$CBASE/$PARAMS" && break; sleep 0.2; done
+    read -r UID_ KEY_ < <(companion_upload "$CBASE")
+    run "companion $form sign-part" "$CBASE/s3/multipart/$UID_/1?key=$KEY_" "$WORK/get.lua" self "$NODE"
+    run "companion $form /s3/params" "$CBASE/$PARAMS" "$WORK/get.lua" self "$NODE"
+    kill "$NODE"
+  done
+else
+  echo "(Companion not measured: COMPANION=0, or node/npm missing)"
+fi
+
 echo "workers: $WORKERS (gunicorn $WORKER_CLASS), wrk 2 threads x 8 connections, $DURATION per route"
+python3 - "$RESULTS" <<'PY'
+import sys
+rate = dict(line.rstrip("\n").split("\t") for line in open(sys.argv[1]))
+rate = {name: float(value) for name, value in rate.items()}
+print("requests per CPU-second, obitox / Companion (goal: >= 2x):")
+for route, reference in (("sign-part", 630), ("/s3/params", 1090)):
+    ours = rate[f"obitox {route}"]
+    parts = [f"{ours / reference:.2f}x the issue's {reference}"]
+    for form in ("library", "standalone"):
+        theirs = rate.get(f"companion {form} {route}")
+        if theirs:
+            parts.insert(0, f"{ours / theirs:.2f}x {form}")
+    print(f"  {route:<11} " + ", ".join(parts))
+PY
