@@ -36,12 +36,12 @@ from flask_cors import CORS
 
 from . import signals
 from .config import S3_MAX_PARTS, S3_MIN_PART_SIZE, Settings
-from .errors import ObitoXError, StorageUnavailable
+from .errors import ObitoXError
 from .expiry import smart_expiry
 from .service import UploadService, new_upload_ids
 from .state import UploadRecord
 from .storage import Storage
-from .storage.client import STORAGE_ERRORS, PartInfo, _describe
+from .storage.client import STORAGE_ERRORS, PartInfo
 from .storage.post import presign_post
 from .views import _ext, _json_body, _load, _owner, _respond, load_file_spec, load_multipart
 from .views import bp as _parent
@@ -169,7 +169,7 @@ class CompanionService:
                 expires_in=expires_in,
             )
         except STORAGE_ERRORS as error:
-            raise StorageUnavailable(_describe(storage.settings, error)) from error
+            raise storage.unavailable(error) from error
         now = time.time()
         record = self._post_record(owner, storage, upload_id, key, name, content_type, meta, now)
         service.state.create(record, service.record_ttl)
@@ -369,7 +369,7 @@ class CompanionService:
                 for number in dict.fromkeys(numbers)
             }
         except STORAGE_ERRORS as error:
-            raise StorageUnavailable(_describe(storage.settings, error)) from error
+            raise storage.unavailable(error) from error
         if record.status == "pending":
             service.state.update(upload_id, ("pending",), status="uploading")
         return urls, expires_in

@@ -122,6 +122,11 @@ class Storage:
         self._client: S3Client | None = None
         self._presigner: SigV4Presigner | None = None
 
+    def unavailable(self, error: Exception) -> StorageUnavailable:
+        """The 503 error for a storage failure: one sentence naming the bucket and the
+        endpoint, never the credentials."""
+        return StorageUnavailable(_describe(self.settings, error))
+
     def _build(self) -> None:
         config = Config(
             signature_version="s3v4",
@@ -168,7 +173,7 @@ class Storage:
         try:
             yield
         except STORAGE_ERRORS as error:
-            raise StorageUnavailable(_describe(self.settings, error)) from error
+            raise self.unavailable(error) from error
 
     def presign_puts(self, specs: Sequence[PutObjectSpec]) -> list[str]:
         """One presigned PUT URL per spec, in order, all signed at the same instant."""
@@ -176,7 +181,7 @@ class Storage:
         try:
             return self.presigner.presign_put_objects(self.bucket, specs)
         except STORAGE_ERRORS as error:
-            raise StorageUnavailable(_describe(self.settings, error)) from error
+            raise self.unavailable(error) from error
 
     def head(self, key: str) -> ObjectInfo | None:
         """Size, ETag and type of ``key``, or ``None`` if it does not exist."""
@@ -249,7 +254,7 @@ class Storage:
         try:
             return self.presigner.presign_upload_parts(self.bucket, key, upload_id, parts)
         except STORAGE_ERRORS as error:
-            raise StorageUnavailable(_describe(self.settings, error)) from error
+            raise self.unavailable(error) from error
 
     def list_parts(self, key: str, upload_id: str) -> list[PartInfo] | None:
         """Every part storage holds, following all pages (1000 parts each), by number;

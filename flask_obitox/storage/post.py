@@ -51,11 +51,10 @@ def presign_post(
     _check_key(key)
     _check_expires(expires_in)
     _check_metadata(metadata)
-    target = presigner._targets.get(bucket) or presigner._resolve_target(bucket)
+    target = presigner.target(bucket)
     amz_date = _amz_date(now)
     datestamp = amz_date[:8]
-    credentials = presigner._frozen_credentials()
-    day = presigner._day_key(credentials, datestamp, target)
+    credentials, day = presigner.signing_key(datestamp, target)
     # The policy expires ``expires_in`` after the signing instant (``20261121T083000Z``);
     # built by hand: strptime/strftime were a tenth of the route's time.
     signed_at = datetime.datetime(
@@ -107,5 +106,5 @@ def bucket_url(presigner: SigV4Presigner, bucket: str) -> str:
     """The bucket's root URL, as botocore gives it for a POST (``url + key`` is the
     object for path-style and virtual-hosted endpoints alike, once a ``/`` is put
     between them when the URL has none)."""
-    target = presigner._targets.get(bucket) or presigner._resolve_target(bucket)
+    target = presigner.target(bucket)
     return target.base if target.path else target.base + "/"

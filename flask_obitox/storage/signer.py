@@ -563,7 +563,7 @@ class SigV4Presigner:
     def object_url(self, bucket: str, key: str) -> str:
         """The unsigned URL of ``key`` (what S3 answers as ``Location``)."""
         _check_key(key)
-        target = self._targets.get(bucket) or self._resolve_target(bucket)
+        target = self.target(bucket)
         return f"{target.base}/{_q_key(key)}"
 
     def presign_get_object(
@@ -579,6 +579,18 @@ class SigV4Presigner:
         _check_expires(expires_in)
         return self._presign("GET", bucket, key, expires_in, {}, None, now)
 
+    def target(self, bucket: str) -> _BucketTarget:
+        """``bucket``'s URL base and credential scope, learnt from botocore once."""
+        return self._targets.get(bucket) or self._resolve_target(bucket)
+
+    def signing_key(
+        self, datestamp: str, target: _BucketTarget
+    ) -> tuple[_FrozenCredentials, _DayKey]:
+        """The credentials as of now, and their SigV4 signing key for ``datestamp`` and
+        ``target``'s scope (derived once per day and cached)."""
+        credentials = self._frozen_credentials()
+        return credentials, self._day_key(credentials, datestamp, target)
+
     # -- the signer ---------------------------------------------------------------
 
     def _batch_start(
@@ -587,10 +599,10 @@ class SigV4Presigner:
         """What every URL of a batch shares: the bucket's target, the day's key, the
         HMAC inner hash with the string to sign's fixed head absorbed (the rest is the
         canonical request's hash), and the query up to ``X-Amz-Expires=``."""
-        target = self._targets.get(bucket) or self._resolve_target(bucket)
+        target = self.target(bucket)
         amz_date = _amz_date(now)
         datestamp = amz_date[:8]
-        day = self._day_key(self._frozen_credentials(), datestamp, target)
+        _credentials, day = self.signing_key(datestamp, target)
         inner = day.inner.copy()
         inner.update(f"{_ALGORITHM}\n{amz_date}\n{datestamp}{target.scope_tail}\n".encode())
         return target, day, inner, f"{day.query_head}{amz_date}&X-Amz-Expires="
@@ -609,7 +621,7 @@ class SigV4Presigner:
         credentials: _FrozenCredentials | None = None,
     ) -> str:
         if target is None:
-            target = self._targets.get(bucket) or self._resolve_target(bucket)
+            target = self.target(bucket)
         if credentials is None:
             credentials = self._frozen_credentials()
         amz_date = _amz_date(now)
