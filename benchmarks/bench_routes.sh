@@ -216,7 +216,7 @@ JS
     kill "$NODE"
   done
 else
-  echo "(Companion not measured: COMPANION=0, or node/npm missing)"
+  echo "(Companion not measured: COMPANION=0, node or npm missing, or its npm install failed)"
 fi
 
 echo "workers: $WORKERS (gunicorn $WORKER_CLASS), wrk 2 threads x 8 connections, $DURATION per route"
