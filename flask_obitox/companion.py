@@ -425,14 +425,8 @@ class CompanionService:
             result={"reason": error.message, "stage": "verification"},
         )
         if updated is not None:
-            service.send(
-                signals.upload_rejected,
-                filename=record.filename,
-                reason=error.message,
-                code=error.code,
-                stage="verification",
-                owner=record.owner,
-                upload=updated,
+            service.reject(
+                record.owner, record.filename, error, stage="verification", upload=updated
             )
         assert record.s3_upload_id is not None
         storage.abort_multipart(record.key, record.s3_upload_id)

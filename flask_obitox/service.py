@@ -237,8 +237,17 @@ class UploadService:
         if signal.receivers:
             signal.send(self.sender, **kwargs)
 
-    def reject(self, owner: str, filename: str | None, error: ObitoXError, *, stage: str) -> None:
-        """Tell the host a file was refused (``upload-rejected``)."""
+    def reject(
+        self,
+        owner: str,
+        filename: str | None,
+        error: ObitoXError,
+        *,
+        stage: str,
+        upload: UploadRecord | None = None,
+    ) -> None:
+        """Tell the host a file was refused (``upload-rejected``); ``upload`` is the
+        settled record when there is one (refused after upload), else ``None``."""
         self.send(
             signals.upload_rejected,
             filename=filename,
@@ -246,7 +255,7 @@ class UploadService:
             code=error.code,
             stage=stage,
             owner=owner,
-            upload=None,
+            upload=upload,
         )
 
     # -- signing -----------------------------------------------------------------
@@ -528,15 +537,7 @@ class UploadService:
         if updated is None:
             return self._settle_race(record.upload_id)
         error = _mismatch(record.upload_id, reason)
-        self.send(
-            signals.upload_rejected,
-            filename=record.filename,
-            reason=error.message,
-            code=error.code,
-            stage="verification",
-            owner=record.owner,
-            upload=updated,
-        )
+        self.reject(record.owner, record.filename, error, stage="verification", upload=updated)
         storage.delete(record.key)
         raise error
 
