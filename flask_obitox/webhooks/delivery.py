@@ -195,6 +195,12 @@ def deliver(message_id: str, event: str, url: str, body: str) -> int:
         job.save_meta()  # type: ignore[no-untyped-call]
 
     started = time.monotonic()
+
+    def delivery(status_code: int | None, error: str | None) -> Delivery:
+        job_id = job.id if job is not None else None
+        elapsed = time.monotonic() - started
+        return Delivery(message_id, event, url, attempt, job_id, status_code, error, elapsed, body)
+
     try:
         endpoint = webhooks.endpoint(url)
         if endpoint is None:
@@ -203,36 +209,15 @@ def deliver(message_id: str, event: str, url: str, body: str) -> int:
             )
         status = _post(webhooks, url, endpoint.key, message_id, body.encode())
     except _Failure as failure:
-        delivery = Delivery(
-            message_id,
-            event,
-            url,
-            attempt,
-            job.id if job is not None else None,
-            failure.status_code,
-            failure.error,
-            time.monotonic() - started,
-            body,
-        )
+        failed = delivery(failure.status_code, failure.error)
         final = failure.permanent or job is None or not job.retries_left
         if job is not None:
             if failure.permanent:
                 job.retries_left = 0  # RQ then moves the job to its failed registry
             job.meta["last_error"] = failure.error
             job.save_meta()  # type: ignore[no-untyped-call]
-        _send_signal(signals.webhook_failed, app, delivery=delivery, final=final)
-        raise WebhookDeliveryFailed(delivery, final=final) from None
+        _send_signal(signals.webhook_failed, app, delivery=failed, final=final)
+        raise WebhookDeliveryFailed(failed, final=final) from None
 
-    delivery = Delivery(
-        message_id,
-        event,
-        url,
-        attempt,
-        job.id if job is not None else None,
-        status,
-        None,
-        time.monotonic() - started,
-        body,
-    )
-    _send_signal(signals.webhook_delivered, app, delivery=delivery)
+    _send_signal(signals.webhook_delivered, app, delivery=delivery(status, None))
     return status
