@@ -184,11 +184,21 @@ class Services:
             self.moto = None
 
 
+#: Bindings that a client on this machine reaches at 127.0.0.1.
+_LOOPBACK_BINDS = ("", "0.0.0.0", "::", "localhost")  # noqa: S104 - compared, never bound
+
+
+def _local_url(host: str, port: int) -> str:
+    """``http://host:port`` as a client on this machine reaches a server bound there: a
+    wildcard or ``localhost`` binding at 127.0.0.1, an IPv6 literal in brackets."""
+    shown = "127.0.0.1" if host in _LOOPBACK_BINDS else host
+    return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
+
+
 def _origins(host: str, port: int) -> list[str]:
-    if host in ("", "0.0.0.0", "::", "localhost", "127.0.0.1"):  # noqa: S104 - a comparison
+    if host in (*_LOOPBACK_BINDS, "127.0.0.1"):
         return [f"http://127.0.0.1:{port}", f"http://localhost:{port}"]
-    shown = f"[{host}]" if ":" in host else host
-    return [f"http://{shown}:{port}"]
+    return [_local_url(host, port)]
 
 
 def _start_moto(config: MutableMapping[str, Any], services: Services, host: str, port: int) -> None:
@@ -202,14 +212,12 @@ def _start_moto(config: MutableMapping[str, Any], services: Services, host: str,
             "or set OBITOX_ENDPOINT_URL to a real S3"
         ) from error
 
-    wildcard = host in ("", "0.0.0.0", "::", "localhost")  # noqa: S104 - a comparison
-    bind = "127.0.0.1" if wildcard else host
+    bind = "127.0.0.1" if host in _LOOPBACK_BINDS else host
     server = ThreadedMotoServer(ip_address=bind, port=0, verbose=False)
     server.start()
     services.moto = server
     moto_host, moto_port = server.get_host_and_port()
-    shown = f"[{moto_host}]" if ":" in moto_host else moto_host
-    endpoint = f"http://{shown}:{moto_port}"
+    endpoint = _local_url(moto_host, moto_port)
 
     bucket = config.get("OBITOX_BUCKET") or DEFAULT_BUCKET
     region = config.get("OBITOX_REGION") or DEFAULT_REGION
@@ -315,9 +323,7 @@ def _start_webhooks(
             "Webhooks: RQ on an embedded fakeredis server at %s", config["OBITOX_RQ_REDIS_URL"]
         )
 
-    wildcard = host in ("", "0.0.0.0", "::", "localhost")  # noqa: S104 - a comparison
-    shown = "127.0.0.1" if wildcard else (f"[{host}]" if ":" in host else host)
-    config[URL_KEY] = f"http://{shown}:{port}{RECEIVER_PATH}"
+    config[URL_KEY] = _local_url(host, port) + RECEIVER_PATH
     config[SECRET_KEY] = "whsec_" + base64.b64encode(os.urandom(24)).decode()
     # The demo delivers to itself, on a loopback (or private) address.
     config.setdefault("OBITOX_WEBHOOK_ALLOW_PRIVATE", True)
