@@ -8,6 +8,7 @@ under ``CI=true``, where ``.ci/run`` installs Chromium first.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -35,9 +36,22 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 BUCKET = "obitox-browser"
+MiB = 1024 * 1024
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + b"\x00" * 16
 #: Exact versions of the current 6.x line (`npm view @uppy/aws-s3 versions`).
 UPPY_PACKAGES = ["@uppy/core@6.3.1", "@uppy/aws-s3@6.3.1", "esbuild@0.28.2"]
 PAGES = Path(__file__).parent / "pages"
+
+
+def content(size: int, seed: bytes) -> bytes:
+    """A PNG-looking body of ``size`` bytes (verification sniffs the first bytes)."""
+    block = hashlib.sha256(seed).digest() * (size // 32 + 1)
+    return (PNG + block)[:size]
+
+
+def stored_sha256(s3: Any, key: str) -> str:
+    """The sha256 of the object ``key`` as the bucket holds it."""
+    return hashlib.sha256(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()).hexdigest()
 
 
 def _missing(what: str) -> None:

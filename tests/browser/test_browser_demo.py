@@ -22,13 +22,11 @@ from typing import Any
 import pytest
 from werkzeug.serving import make_server
 
-from browser.conftest import BUCKET
+from browser.conftest import BUCKET, MiB, content
 from example_app import create_app
 
 pytestmark = [pytest.mark.browser]
 
-MiB = 1024 * 1024
-PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + b"\x00" * 16
 PART_SIZE = 5 * MiB
 #: Four 5 MiB parts: one is stored before the reload, three are left for the resume.
 LARGE_SIZE = 20 * MiB
@@ -38,12 +36,6 @@ EXECUTABLE = ("setup.exe", b"MZ\x90\x00" + bytes(200), "application/octet-stream
 LATER_PARTS = re.compile(r"[?&]partNumber=(?!1(?:&|$))\d+")
 #: Long enough for a 20 MiB upload on a slow, shared machine; only a bound, never a measure.
 UPLOAD_WAIT_MS = 120_000
-
-
-def content(size: int, seed: bytes) -> bytes:
-    """A PNG-looking body of ``size`` bytes (verification sniffs the first bytes)."""
-    block = hashlib.sha256(seed).digest() * (size // 32 + 1)
-    return (PNG + block)[:size]
 
 
 def sha256(data: bytes) -> str:

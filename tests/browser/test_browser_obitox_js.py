@@ -11,18 +11,9 @@ from typing import Any
 
 import pytest
 
-from browser.conftest import BUCKET, LiveApp
+from browser.conftest import BUCKET, LiveApp, MiB, content, stored_sha256
 
 pytestmark = [pytest.mark.browser, pytest.mark.redis]
-
-MiB = 1024 * 1024
-PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + b"\x00" * 16
-
-
-def content(size: int, seed: bytes) -> bytes:
-    """A PNG-looking body of ``size`` bytes (verification sniffs the first bytes)."""
-    block = hashlib.sha256(seed).digest() * (size // 32 + 1)
-    return (PNG + block)[:size]
 
 
 def open_page(page: Any, live: LiveApp) -> None:
@@ -43,10 +34,6 @@ def pick_from_disk(page: Any, folder: Path, name: str, data: bytes) -> None:
     path.write_bytes(data)
     os.utime(path, (1_700_000_000, 1_700_000_000))
     page.set_input_files("#files", str(path))
-
-
-def stored_sha256(s3: Any, key: str) -> str:
-    return hashlib.sha256(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()).hexdigest()
 
 
 def test_batch_upload_of_small_files(page: Any, live_app: LiveApp, bucket: Any) -> None:

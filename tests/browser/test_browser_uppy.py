@@ -9,21 +9,9 @@ from typing import Any
 
 import pytest
 
-from browser.conftest import BUCKET, LiveApp
+from browser.conftest import BUCKET, LiveApp, MiB, content, stored_sha256
 
 pytestmark = [pytest.mark.browser, pytest.mark.redis]
-
-MiB = 1024 * 1024
-PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + b"\x00" * 16
-
-
-def content(size: int, seed: bytes) -> bytes:
-    block = hashlib.sha256(seed).digest() * (size // 32 + 1)
-    return (PNG + block)[:size]
-
-
-def stored_sha256(s3: Any, key: str) -> str:
-    return hashlib.sha256(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()).hexdigest()
 
 
 @pytest.fixture
