@@ -214,3 +214,61 @@ def test_a_worker_killed_mid_delivery_does_not_lose_it(
     assert receiver.requests[1]["headers"]["Webhook-Id"] == first_id
     verified(receiver.requests[1])
     assert queue.started_job_registry.count == 0
+
+
+# -- the worker on every RQ and Redis a fresh install gets ---------------------------
+
+
+def _run_one_job(rq_redis_url: str) -> Any:
+    """Start ``make_worker`` on ``rq_redis_url``, run one job in burst mode, and return
+    the job's result: the job asks whether it ran inside the app context."""
+    from rq import Queue
+
+    from flask_obitox.webhooks.worker import make_worker
+
+    app = create_app(
+        {"OBITOX_RQ_REDIS_URL": rq_redis_url, "OBITOX_RQ_QUEUE": f"obitox-t-{os.getpid()}"}
+    )
+    worker = make_worker(app)
+    queue: Queue = worker.queues[0]
+    try:
+        job = queue.enqueue_call("flask.has_app_context", result_ttl=60)
+        import signal
+
+        saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            assert worker.work(burst=True, logging_level="WARNING")
+        finally:
+            for sig, handler in saved.items():
+                signal.signal(sig, handler)
+        job.refresh()
+        assert job.get_status() == "finished", job.exc_info
+        return job.return_value()
+    finally:
+        from webhook_support import delete_rq_keys
+
+        delete_rq_keys(queue.connection, queue.name)
+
+
+def test_the_worker_runs_jobs_in_the_app_context_on_this_rq(redis_url: str) -> None:
+    """RQ 3 passes perform_job an Execution; a worker written for RQ 2 died on its
+    first job with a TypeError (every webhook lost)."""
+    assert _run_one_job(redis_url) is True
+
+
+def test_the_worker_starts_on_the_example_apps_embedded_fakeredis() -> None:
+    """The example app's RQ is a fakeredis TcpFakeServer, whose CLIENT INFO answer RQ 3
+    cannot parse: the worker must still start and run jobs."""
+    import threading
+
+    from fakeredis import TcpFakeServer
+
+    server = TcpFakeServer(("127.0.0.1", 0), server_type="redis")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        host, port = server.server_address[:2]
+        assert _run_one_job(f"redis://{host}:{port}/0") is True
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -57,16 +57,28 @@ class _InApp:
     flask_app: Flask
     _renewed_until: float = 0.0
 
-    def perform_job(self, job: Job, queue: Queue) -> bool:
+    # RQ 3 added arguments to perform_job (the Execution) and get_heartbeat_ttl (the
+    # working time): pass whatever the installed RQ gives straight through.
+
+    def perform_job(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> bool:
         with self.flask_app.app_context():
-            done: bool = super().perform_job(job, queue)  # type: ignore[misc]
+            done: bool = super().perform_job(job, queue, *args, **kwargs)  # type: ignore[misc]
             return done
 
-    def get_heartbeat_ttl(self, job: Job) -> int:
+    def get_heartbeat_ttl(self, job: Job, *args: Any, **kwargs: Any) -> int:
         # RQ adds 60 s to the time a job may run silently before its entry expires;
         # the death penalty stops the job at its timeout, so a few seconds suffice.
-        ttl: int = super().get_heartbeat_ttl(job)  # type: ignore[misc]
+        ttl: int = super().get_heartbeat_ttl(job, *args, **kwargs)  # type: ignore[misc]
         return max(1, ttl - 60 + HEARTBEAT_MARGIN)
+
+    def _set_ip_address(self, connection: Any) -> None:
+        # RQ 3 parses CLIENT INFO; a server that answers it in another shape (fakeredis
+        # 2.41, which the example app embeds, prints a tuple as the address) must not
+        # keep the worker from starting: the address is only shown in `rq info`.
+        try:
+            super()._set_ip_address(connection)  # type: ignore[misc]
+        except (ValueError, KeyError, IndexError):
+            self.ip_address = "unknown"
 
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
         if timeout is None:
