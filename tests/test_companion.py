@@ -6,13 +6,13 @@ from __future__ import annotations
 import datetime
 import hashlib
 from typing import Any
-from unittest import mock
 from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import pytest
 import requests
 from botocore.config import Config
+from botocore_clock import frozen_botocore_clock
 from conftest import BUCKET, CREDENTIALS, REGION, UserClient, make_app
 from flask import Flask
 from test_multipart import content_of
@@ -173,10 +173,7 @@ def test_presign_post_is_botocore_byte_for_byte() -> None:
             expires_in=600,
             now=now,
         )
-        with (
-            mock.patch("botocore.auth.get_current_datetime", return_value=now),
-            mock.patch("botocore.signers.get_current_datetime", return_value=now),
-        ):
+        with frozen_botocore_clock(now):
             theirs = client.generate_presigned_post(
                 "bkt", key, Fields=dict(fields), Conditions=conditions, ExpiresIn=600
             )

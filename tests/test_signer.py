@@ -1,7 +1,7 @@
 """SigV4Presigner against botocore as the oracle: the URLs must be byte-identical.
 
-botocore reads the clock through ``botocore.auth.get_current_datetime`` (a naive UTC
-datetime); the oracle calls patch it so both signers sign the same instant. No network:
+The oracle calls freeze botocore's clock (``botocore_clock.frozen_botocore_clock``) so
+both signers sign the same instant. No network:
 fake static credentials, and presigning never talks to S3.
 """
 
@@ -25,6 +25,7 @@ from botocore.config import Config
 from botocore.credentials import ReadOnlyCredentials, RefreshableCredentials
 from botocore.exceptions import ClientError, EndpointConnectionError
 from botocore.utils import percent_encode, percent_encode_sequence
+from botocore_clock import frozen_botocore_clock
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -120,7 +121,7 @@ def oracle(
 ) -> str:
     """botocore's presigned URL for ``operation`` at the instant ``now``."""
     naive_utc = now.astimezone(UTC).replace(tzinfo=None) if now.tzinfo else now
-    with mock.patch("botocore.auth.get_current_datetime", return_value=naive_utc):
+    with frozen_botocore_clock(naive_utc):
         url: str = client.generate_presigned_url(
             operation, Params=dict(params), ExpiresIn=expires_in
         )
@@ -500,7 +501,7 @@ def test_generic_presign_matches_s3_sigv4_query_auth(
     frozen = client._request_signer._credentials.get_frozen_credentials()
     auth = S3SigV4QueryAuth(frozen, credential[3], credential[2], expires=expires_in)
     naive_utc = now.astimezone(UTC).replace(tzinfo=None) if now.tzinfo else now
-    with mock.patch("botocore.auth.get_current_datetime", return_value=naive_utc):
+    with frozen_botocore_clock(naive_utc):
         auth.add_auth(request)
     assert ours == request.prepare().url
 
@@ -569,7 +570,7 @@ def oracle_puts(
     """botocore's ``put_object`` URL for each spec, all at the instant ``now``."""
     naive_utc = now.astimezone(UTC).replace(tzinfo=None) if now.tzinfo else now
     urls = []
-    with mock.patch("botocore.auth.get_current_datetime", return_value=naive_utc):
+    with frozen_botocore_clock(naive_utc):
         for spec in specs:
             params: dict[str, Any] = {
                 "Bucket": bucket,

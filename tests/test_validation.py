@@ -73,7 +73,9 @@ DOCX = _zip(["[Content_Types].xml", "_rels/.rels", "word/document.xml"])
 XLSX = _zip(["[Content_Types].xml", "_rels/.rels", "xl/workbook.xml"])
 ODT = _zip(["mimetype", "content.xml"], first_stored=True)
 JAR = _zip(["META-INF/MANIFEST.MF", "com/example/Main.class"])
-GZIP = gzip.compress(b"hello world\n" * 10)
+GZIP = gzip.compress(
+    b"hello world\n" * 10, mtime=0
+)  # the same bytes (and test ids) in every process
 MP4 = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom\x00\x00\x00\x08free"
 PE = (
     b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00"
