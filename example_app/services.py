@@ -206,9 +206,9 @@ def _start_moto(config: MutableMapping[str, Any], services: Services, host: str,
         import boto3
         from botocore.config import Config
         from moto.server import ThreadedMotoServer
-    except ImportError as error:  # pragma: no cover - the [embedded] extra is missing
+    except ImportError as error:  # pragma: no cover - the [demo] extra is missing
         raise RuntimeError(
-            f"the embedded S3 needs moto's server ({error}): pip install -e '.[embedded]' "
+            f"the embedded S3 needs moto's server ({error}): pip install -e '.[demo]' "
             "or set OBITOX_ENDPOINT_URL to a real S3"
         ) from error
 
@@ -289,10 +289,10 @@ def _env_value(value: Any) -> str:
 def _start_embedded_redis(services: Services) -> str:
     try:
         from fakeredis import TcpFakeServer
-    except ImportError as error:  # pragma: no cover - the [embedded] extra is missing
+    except ImportError as error:  # pragma: no cover - the [demo] extra is missing
         raise RuntimeError(
             f"the embedded Redis for webhooks needs fakeredis ({error}): pip install -e "
-            "'.[embedded]' or set REDIS_URL"
+            "'.[demo]' or set REDIS_URL"
         ) from error
     server = TcpFakeServer(("127.0.0.1", 0), server_type="redis")
     server.daemon_threads = True  # a connection left open never blocks the exit
