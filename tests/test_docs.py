@@ -20,6 +20,7 @@ from contextlib import suppress
 from pathlib import Path
 
 import boto3
+import click
 import pytest
 import requests
 from blinker import NamedSignal
@@ -27,6 +28,7 @@ from conftest import CREDENTIALS, REGION
 from flask import Flask
 
 from flask_obitox import signals
+from flask_obitox.cli import obitox_cli
 from flask_obitox.config import DEFAULTS, ConfigVars
 from flask_obitox.errors import STATUS_BY_CODE
 from flask_obitox.expiry import UPLOAD_BYTES_PER_SECOND
@@ -178,6 +180,34 @@ def test_every_dependency_is_explained(name: str) -> None:
     pattern = rf"``{re.escape(name)}(\[[\w,-]+\])?[<>=!~]"
     assert re.search(pattern, page("dependencies.rst")), (
         f"docs/dependencies.rst does not explain {name}"
+    )
+
+
+# -- operations.rst --------------------------------------------------------------------
+
+
+def _commands(group: click.Group, path: str = "flask obitox") -> list[str]:
+    found = []
+    for name, command in sorted(group.commands.items()):
+        if isinstance(command, click.Group):
+            found += _commands(command, f"{path} {name}")
+        else:
+            found.append(f"{path} {name}")
+    return found
+
+
+COMMANDS = _commands(obitox_cli)
+
+
+def test_code_has_commands_to_check() -> None:
+    assert "flask obitox bucket create" in COMMANDS
+    assert "flask obitox webhooks replay" in COMMANDS
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_is_in_the_operations_table(command: str) -> None:
+    assert re.search(rf"^``{re.escape(command)}``\s+\S", page("operations.rst"), re.M), (
+        f"the command table of docs/operations.rst has no row for {command}"
     )
 
 
