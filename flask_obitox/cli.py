@@ -18,8 +18,9 @@ from .doctor import render_table, run_checks
 from .errors import ObitoXError, ServiceUnavailable
 from .extension import EXTENSION_KEY, ObitoXState
 from .storage import Storage
+from .storage.bucket import create_bucket
 from .storage.cors import RULE_ID as CORS_RULE_ID
-from .storage.cors import setup_cors, verify_cors
+from .storage.cors import choose_origins, setup_cors, verify_cors
 from .storage.lifecycle import RULE_ID as LIFECYCLE_RULE_ID
 from .storage.lifecycle import setup_lifecycle
 from .webhooks import UnknownFailedDelivery, failed_deliveries, replay, run_worker, webhooks_for
@@ -62,7 +63,7 @@ def cleanup_command(orphans: bool) -> None:
         raise SystemExit(1)
 
 
-# -- bucket CORS, bucket lifecycle, doctor (storage/cors.py, storage/lifecycle.py, doctor.py)
+# -- the bucket, its CORS and lifecycle, doctor (storage/, doctor.py) ----------------------
 
 
 def _default_storage() -> Storage:
@@ -80,6 +81,54 @@ def _operator_error(error: ObitoXError) -> click.ClickException:
 def _warn(warnings: tuple[str, ...]) -> None:
     for warning in warnings:
         click.secho(f"warning: {warning}", err=True, fg="yellow")
+
+
+@obitox_cli.group("bucket")
+def bucket_cli() -> None:
+    """The bucket itself (OBITOX_BUCKET at OBITOX_ENDPOINT_URL / OBITOX_REGION)."""
+
+
+@bucket_cli.command("create")
+@click.option(
+    "--cors",
+    "with_cors",
+    is_flag=True,
+    help="Then merge the upload CORS rule into it, as `flask obitox cors setup` does.",
+)
+@click.option(
+    "--origin",
+    "origins",
+    multiple=True,
+    metavar="URL",
+    help="With --cors: origin to allow (repeatable; default: OBITOX_CORS_ORIGINS).",
+)
+def bucket_create(with_cors: bool, origins: tuple[str, ...]) -> None:
+    """Create OBITOX_BUCKET on the configured storage; a bucket that exists is left alone."""
+    if origins and not with_cors:
+        raise click.UsageError("--origin only applies with --cors.")
+    try:
+        if with_cors:  # a missing or bad origin is said before anything is created
+            choose_origins(origins, _ext().settings.cors_origins)
+        result = create_bucket(_default_storage())
+    except ObitoXError as error:
+        raise _operator_error(error) from None
+    if result.created:
+        click.echo(f"Created bucket {result.bucket!r} at {result.location}.")
+    elif result.reachable:
+        click.echo(
+            f"Bucket {result.bucket!r} already exists at {result.location} and these "
+            "credentials can use it: nothing to create."
+        )
+    else:
+        click.echo(f"Bucket {result.bucket!r} already exists at {result.location} and is yours.")
+        _warn(
+            (
+                "these credentials may not call HeadBucket on it: grant s3:ListBucket on "
+                f"arn:aws:s3:::{result.bucket}, which completing uploads needs.",
+            )
+        )
+    if with_cors:
+        click.get_current_context().invoke(cors_setup, origins=origins, dry_run=False)
 
 
 @obitox_cli.group("cors")

@@ -93,7 +93,7 @@ def _storage_fix(error: StorageOperationError) -> str:
     if details.get("endpoint"):
         return "fix OBITOX_ENDPOINT_URL / OBITOX_REGION or the network path to the storage"
     if details.get("code") in ("NoSuchBucket", "404", "NotFound"):
-        return "create the bucket, or set OBITOX_BUCKET to one that exists"
+        return "create the bucket: flask obitox bucket create (or set OBITOX_BUCKET to one that exists)"
     return "see the sentence above"
 
 

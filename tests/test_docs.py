@@ -8,14 +8,27 @@ the Pallets theme are installed (``pip install -e ".[docs]"``) and needs no netw
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import shlex
+import shutil
+import subprocess
+import sys
 import tomllib
+from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 
+import boto3
+import click
 import pytest
+import requests
 from blinker import NamedSignal
+from conftest import CREDENTIALS, REGION
+from flask import Flask
 
 from flask_obitox import signals
+from flask_obitox.cli import obitox_cli
 from flask_obitox.config import DEFAULTS, ConfigVars
 from flask_obitox.errors import STATUS_BY_CODE
 from flask_obitox.expiry import UPLOAD_BYTES_PER_SECOND
@@ -168,6 +181,155 @@ def test_every_dependency_is_explained(name: str) -> None:
     assert re.search(pattern, page("dependencies.rst")), (
         f"docs/dependencies.rst does not explain {name}"
     )
+
+
+# -- operations.rst --------------------------------------------------------------------
+
+
+def _commands(group: click.Group, path: str = "flask obitox") -> list[str]:
+    found = []
+    for name, command in sorted(group.commands.items()):
+        if isinstance(command, click.Group):
+            found += _commands(command, f"{path} {name}")
+        else:
+            found.append(f"{path} {name}")
+    return found
+
+
+COMMANDS = _commands(obitox_cli)
+
+
+def test_code_has_commands_to_check() -> None:
+    assert "flask obitox bucket create" in COMMANDS
+    assert "flask obitox webhooks replay" in COMMANDS
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_is_in_the_operations_table(command: str) -> None:
+    assert re.search(rf"^``{re.escape(command)}``\s+\S", page("operations.rst"), re.M), (
+        f"the command table of docs/operations.rst has no row for {command}"
+    )
+
+
+# -- quickstart.rst: the page's own app, run as it is written ----------------------------
+
+#: Where the page's moto server listens; the test points the app at its own instead.
+QUICKSTART_S3 = "http://127.0.0.1:9000"
+
+
+def _section(text: str, title: str) -> str:
+    start = text.index(f"\n{title}\n{'-' * len(title)}\n")
+    end = re.compile(r"\n\n[^\n]+\n-{3,}\n").search(text, start + len(title) * 2 + 2)
+    return text[start : end.start() if end else len(text)]
+
+
+def _unindent(block: str) -> str:
+    return "\n".join(line[4:] for line in block.splitlines()).strip("\n") + "\n"
+
+
+def quickstart_files() -> dict[str, str]:
+    """The files the quickstart has the reader write: its code blocks with a caption."""
+    pattern = re.compile(r"^\.\. code-block:: \w+\n    :caption: (\S+)\n\n((?:    .*\n|\n)+)", re.M)
+    return {name: _unindent(body) for name, body in pattern.findall(page("quickstart.rst"))}
+
+
+def quickstart_commands() -> list[list[str]]:
+    """The ``flask --app app obitox ...`` commands the reader runs before ``flask run``."""
+    text = _section(page("quickstart.rst"), "Storage, and running it")
+    lines = re.findall(r"^    \$ flask --app app (.+)$", text, re.M)
+    assert lines[-1] == "run", "the quickstart should end its commands with flask run"
+    return [shlex.split(line) for line in lines[:-1]]
+
+
+@pytest.fixture
+def quickstart_app(
+    tmp_path: Path, moto_server: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Flask]:
+    """The quickstart's ``app.py`` and template, written out and imported, on a moto
+    server of this test's own (the only change to the page's code)."""
+    files = quickstart_files()
+    assert sorted(files) == ["app.py", "templates/index.html"]
+    assert files["app.py"].count(f'"{QUICKSTART_S3}"') == 1
+    files["app.py"] = files["app.py"].replace(QUICKSTART_S3, moto_server)
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    spec = importlib.util.spec_from_file_location("quickstart_app", tmp_path / "app.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "quickstart_app", module)
+    spec.loader.exec_module(module)
+    app: Flask = module.app
+    yield app
+    s3 = boto3.client("s3", region_name=REGION, endpoint_url=moto_server, **CREDENTIALS)
+    bucket = app.config["OBITOX_BUCKET"]
+    with suppress(s3.exceptions.NoSuchBucket):
+        for item in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
+            s3.delete_object(Bucket=bucket, Key=item["Key"])
+        s3.delete_bucket(Bucket=bucket)
+
+
+def test_quickstart_app_uploads_a_file_as_the_page_says(
+    quickstart_app: Flask, moto_server: str
+) -> None:
+    app = quickstart_app
+    runner = app.test_cli_runner()
+    commands = quickstart_commands()
+    assert [args[:2] for args in commands] == [["obitox", "bucket"], ["obitox", "cors"]]
+    for args in commands:
+        result = runner.invoke(args=args)
+        assert result.exit_code == 0, f"flask --app app {shlex.join(args)}: {result.output}"
+    s3 = boto3.client("s3", region_name=REGION, endpoint_url=moto_server, **CREDENTIALS)
+    bucket = app.config["OBITOX_BUCKET"]
+    (rule,) = s3.get_bucket_cors(Bucket=bucket)["CORSRules"]
+    assert rule["AllowedOrigins"] == ["http://127.0.0.1:5000"]
+
+    browser = app.test_client()
+    assert browser.get("/").headers["Location"] == "/login"
+    refused = browser.post("/obitox/uploads/batch", json={"files": []})
+    assert refused.status_code == 401
+    assert browser.post("/login", data={"name": "alice"}).status_code == 302
+    html = browser.get("/").get_data(as_text=True)
+    assert "Logged in as alice." in html
+
+    # What the page's script does: import obitox.js, then uploadFiles = sign, PUT, complete.
+    script = re.search(r'import \{ ObitoX \} from "([^"]+)";', html)
+    endpoint = re.search(r'ObitoX\(\{ endpoint: "([^"]+)" \}\)', html)
+    assert script is not None
+    assert endpoint is not None
+    module = browser.get(script.group(1))
+    assert module.status_code == 200
+    assert "export function ObitoX" in module.get_data(as_text=True)
+    body = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
+    signed = browser.post(
+        f"{endpoint.group(1)}/uploads/batch",
+        json={"files": [{"filename": "cat.png", "contentType": "image/png", "size": len(body)}]},
+    )
+    assert signed.status_code == 200, signed.json
+    (upload,) = signed.json["uploads"]
+    put = requests.put(upload["url"], data=body, headers=upload["headers"], timeout=10)
+    assert put.status_code == 200, put.text
+    done = browser.post(f"{endpoint.group(1)}/uploads/{upload['uploadId']}/complete", json={})
+    assert done.status_code == 200, done.json
+    assert done.json["status"] == "completed"
+    assert done.json["size"] == len(body)
+    assert s3.get_object(Bucket=bucket, Key=done.json["key"])["Body"].read() == body
+
+
+def test_quickstart_page_script_parses() -> None:
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    html = quickstart_files()["templates/index.html"]
+    script = re.search(r'<script type="module">\n(.*?)</script>', html, re.S)
+    assert script is not None
+    # Syntax only: the import is replaced, nothing runs.
+    source = script.group(1).replace('import { ObitoX } from "/obitox/static/obitox.js";', "")
+    checked = subprocess.run(
+        [node, "--input-type=module", "--check"], input=source, capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stderr
 
 
 # -- the build -------------------------------------------------------------------------

@@ -46,6 +46,7 @@ IAM_PERMISSIONS: dict[str, str] = {
     "AbortMultipartUpload": "s3:AbortMultipartUpload",
     "ListParts": "s3:ListMultipartUploadParts",
     "ListMultipartUploads": "s3:ListBucketMultipartUploads",
+    "CreateBucket": "s3:CreateBucket",
 }
 
 #: Operations on objects: their IAM resource is ``arn:aws:s3:::bucket/key``, not the bucket.
@@ -84,7 +85,8 @@ class StorageOperationError(ObitoXError):
         super().__init__("STORAGE_UNAVAILABLE", message, details=details)
 
 
-def _where(settings: StorageSettings) -> str:
+def location_of(settings: StorageSettings) -> str:
+    """Where the bucket lives, for a sentence: the endpoint URL or ``AWS S3 (<region>)``."""
     if settings.endpoint_url:
         return settings.endpoint_url
     return f"AWS S3 ({settings.region or 'default region'})"
@@ -93,7 +95,7 @@ def _where(settings: StorageSettings) -> str:
 def _endpoint_of(error: BaseException, settings: StorageSettings) -> str:
     kwargs = getattr(error, "kwargs", None) or {}
     url = kwargs.get("endpoint_url")
-    return str(url) if url else _where(settings)
+    return str(url) if url else location_of(settings)
 
 
 def explain(
@@ -105,7 +107,7 @@ def explain(
     if isinstance(error, ClientError):
         operation = operation or error.operation_name
     details: dict[str, Any] = {"bucket": bucket, "operation": operation}
-    where = _where(settings)
+    where = location_of(settings)
 
     if isinstance(error, NoCredentialsError | PartialCredentialsError):
         return (
