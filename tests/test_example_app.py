@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 import requests
+from client_support import LiveServer
 from conftest import BUCKET, REGION
 from flask import Flask
 from flask.testing import FlaskClient
@@ -28,6 +30,7 @@ from example_app.services import (
     preflight_ok,
 )
 from flask_obitox import ConfigError
+from flask_obitox.client.cli import main as cli_main
 from flask_obitox.webhooks import signed_headers, webhooks_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -386,3 +389,64 @@ def test_the_example_verifies_the_webhooks_it_receives(s3_server: Any, moto_serv
     # Another demo user sees none of alice's deliveries.
     assert app.test_client().get("/webhooks/deliveries").json["deliveries"] == []
     assert 'id="webhooks"' in client.get("/").get_data(as_text=True)
+
+
+# -- a script as the page's user (identity by the page's token, example_app/app.py) ----
+
+TOKEN_IN_PAGE = re.compile(r"--token (\S+)</code>")
+SPEC = {"filename": "notes.txt", "contentType": "text/plain", "size": 5}
+
+
+def page_token(page: str) -> str:
+    """The token the page shows its visitor."""
+    match = TOKEN_IN_PAGE.search(page)
+    assert match is not None, "the page shows no `obitox upload ... --token` command"
+    return match.group(1)
+
+
+def test_a_script_with_the_pages_token_is_the_browsers_user(
+    example_app: Flask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    browser = example_app.test_client()
+    token = page_token(browser.get("/").get_data(as_text=True))
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"uploaded from a terminal\n")
+    monkeypatch.delenv("OBITOX_TOKEN", raising=False)
+    monkeypatch.delenv("OBITOX_HEADERS", raising=False)
+    with LiveServer(example_app) as live:
+        server = live.url + "/obitox"
+        assert cli_main(["upload", str(notes), "--server", server, "--token", token]) == 0
+        # $OBITOX_TOKEN is the same; an Authorization --header wins over it.
+        monkeypatch.setenv("OBITOX_TOKEN", token)
+        assert cli_main(["upload", str(notes), "--server", server]) == 0
+        bad = ["upload", str(notes), "--server", server, "-H", "Authorization: Bearer x.y"]
+        assert cli_main(bad) == 1
+
+    listed = browser.get("/uploads/completed").json["uploads"]
+    assert [u["filename"] for u in listed] == ["notes.txt", "notes.txt"]
+    # Another browser is another user, who sees none of it.
+    assert example_app.test_client().get("/uploads/completed").json["uploads"] == []
+
+
+def test_a_token_that_does_not_verify_is_refused_with_the_reason(example_app: Flask) -> None:
+    token = page_token(example_app.test_client().get("/").get_data(as_text=True))
+    other = create_app({**example_app.config, "SECRET_KEY": "another start of the app"})
+    for app, authorization in [
+        (other, f"Bearer {token}"),  # signed with another SECRET_KEY: a restart
+        (example_app, f"Bearer {token[:-2]}xx"),
+        (example_app, f"Basic {token}"),
+    ]:
+        answer = app.test_client().post(
+            "/obitox/uploads", json=SPEC, headers={"Authorization": authorization}
+        )
+        assert answer.status_code == 401, authorization
+        assert answer.json["error"] == "UNAUTHENTICATED"
+    refused = other.test_client().post(
+        "/obitox/uploads", json=SPEC, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert "SECRET_KEY" in refused.json["message"]
+    # The same token, where it was issued, signs the upload.
+    accepted = example_app.test_client().post(
+        "/obitox/uploads", json=SPEC, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert accepted.status_code == 201, accepted.json

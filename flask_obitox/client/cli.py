@@ -62,6 +62,15 @@ def parse_header(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
+def parse_token(text: str) -> str:
+    token = text.strip()
+    if not token or any(not 0x21 <= ord(c) <= 0x7E for c in token):
+        raise argparse.ArgumentTypeError(
+            "a token is one word of printable ASCII, with no spaces: copy it whole"
+        )
+    return token
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -108,6 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="header for every call to the server (not to storage), e.g. "
         "'Authorization: Bearer ...'; repeatable. $OBITOX_HEADERS may hold more, one per "
         "line, which keeps secrets out of the process list",
+    )
+    upload.add_argument(
+        "--token",
+        type=parse_token,
+        default=os.environ.get("OBITOX_TOKEN") or None,
+        metavar="TOKEN",
+        help="send 'Authorization: Bearer TOKEN' to the server (not to storage); a "
+        "--header 'Authorization: ...' wins (default: $OBITOX_TOKEN, which keeps it out "
+        "of the process list)",
     )
     upload.add_argument(
         "--concurrency",
@@ -173,6 +191,8 @@ def _headers(args: argparse.Namespace) -> dict[str, str]:
         if line.strip():
             name, value = parse_header(line)
             headers[name] = value
+    if args.token:
+        headers["Authorization"] = f"Bearer {args.token}"
     headers.update(dict(args.header))
     return headers
 
