@@ -2,6 +2,11 @@
 
 ``create_app(config)`` builds it; ``python -m example_app`` starts the services it needs
 (see :mod:`example_app.services`) and runs it.
+
+Identity: each browser gets a demo user in its session cookie. A script has no cookie,
+so the page shows a token for its user (signed with ``SECRET_KEY``), which a script sends
+as ``Authorization: Bearer <token>`` to be that same user, run after run: that is how
+``obitox upload`` resumes what it began, or what the browser began.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask, render_template, session, url_for
+from flask import Flask, current_app, render_template, request, session, url_for
+from itsdangerous import BadSignature, URLSafeSerializer
+from werkzeug.exceptions import Unauthorized
 
 from flask_obitox import ObitoX
 
@@ -25,11 +32,55 @@ DEFAULT_BUCKET = "obitox-demo"
 DEMO_MULTIPART_THRESHOLD = 8 * 1024 * 1024
 
 
+#: Demo user ids start with this; a token names one of them.
+USER_PREFIX = "demo-"
+#: Keeps the demo tokens apart from anything else signed with the same SECRET_KEY.
+TOKEN_SALT = "example_app.demo-token"  # noqa: S105 - a salt, not a secret
+
+
+def _tokens() -> URLSafeSerializer:
+    return URLSafeSerializer(current_app.secret_key, salt=TOKEN_SALT)
+
+
+def demo_token(user_id: str) -> str:
+    """The token a script sends as ``Authorization: Bearer <token>`` to be ``user_id``.
+
+    It never expires, and is valid while ``SECRET_KEY`` stays the same: random per start
+    unless set, so by default a restart of the example voids every token.
+    """
+    return _tokens().dumps(user_id)
+
+
+def _user_from_bearer(authorization: str) -> str:
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("The example app takes 'Authorization: Bearer <token>' only.")
+    try:
+        user_id = _tokens().loads(token.strip())
+    except BadSignature:
+        # A new demo user would silently start the script's uploads over: refuse instead.
+        raise Unauthorized(
+            "This token was not signed by this app: copy the one its page shows now (the "
+            "app's SECRET_KEY is random per start unless set, and a restart voids tokens)."
+        ) from None
+    if not isinstance(user_id, str) or not user_id.startswith(USER_PREFIX):
+        raise Unauthorized("This token names no demo user.")
+    return user_id
+
+
 def demo_user_id() -> str:
-    """The browser's demo user, created on its first request and kept in its session."""
+    """The caller's demo user: the one a bearer token names (a script), else the
+    browser's, created on its first request and kept in its session.
+
+    A bearer token that does not verify is answered 401 with the reason, never with a
+    new user.
+    """
+    authorization = request.headers.get("Authorization")
+    if authorization is not None:
+        return _user_from_bearer(authorization)
     user_id = session.get("user_id")
     if not isinstance(user_id, str) or not user_id:
-        user_id = f"demo-{secrets.token_hex(4)}"
+        user_id = f"{USER_PREFIX}{secrets.token_hex(4)}"
         session["user_id"] = user_id
     return user_id
 
@@ -38,8 +89,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """The example app; ``config`` overrides the defaults (memory state, ``obitox-demo``)."""
     app = Flask(__name__)
     app.config.update(
-        # Random per start unless set: restarting signs everyone out (the memory state
-        # forgets their uploads anyway).
+        # Random per start unless set: restarting signs everyone out and voids the
+        # scripts' tokens (the memory state forgets their uploads anyway).
         SECRET_KEY=os.environ.get("SECRET_KEY") or secrets.token_hex(32),
         SESSION_COOKIE_SAMESITE="Lax",
         OBITOX_BUCKET=DEFAULT_BUCKET,
@@ -67,6 +118,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     @app.get("/")
     def index() -> str:
         settings = obitox.get_state(app).settings
+        user_id = demo_user_id()
         # What the page's script needs, mirrored from the server's configuration so
         # that its client-side checks refuse what the server would refuse.
         page = {
@@ -88,7 +140,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         }
         return render_template(
             "index.html",
-            user_id=demo_user_id(),
+            user_id=user_id,
+            token=demo_token(user_id),
+            server=request.host_url.rstrip("/") + settings.url_prefix,
             settings=settings,
             page=page,
             embedded=app.config["EXAMPLE_EMBEDDED_S3"],

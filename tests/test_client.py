@@ -497,3 +497,13 @@ def test_console_script_entry_point() -> None:
     (script,) = [e for e in entry_points(group="console_scripts") if e.name == "obitox"]
     assert script.value == "flask_obitox.client.cli:main"
     assert script.load() is main
+
+
+def test_cli_token_is_one_word(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OBITOX_TOKEN", raising=False)
+    with pytest.raises(SystemExit) as exited:
+        main(["upload", "x.txt", "--server", "http://h", "--token", "eyJh bGc"])
+    assert exited.value.code == 2
+    assert "argument --token: a token is one word" in capsys.readouterr().err

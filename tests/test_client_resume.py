@@ -10,6 +10,10 @@ held it.
 
 The kill points come from a seeded random generator; a failure prints the seed, and
 ``OBITOX_RESUME_SEED=<seed>`` replays the same choices.
+
+A resume file whose upload the server no longer continues (another identity's, expired,
+aborted) never starts the file over unasked: the command names the file and the reason,
+and only ``--restart`` (``restart=True`` in Python) uploads it from the start.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from client_support import EventLog, LiveServer, StorageProxy, record_resume_vie
 from conftest import BUCKET, make_app
 
 from flask_obitox import RedisStateBackend
+from flask_obitox.client import ObitoXClient, ObitoXClientError, StaleResumeFile, resume
+from flask_obitox.client.cli import main
 
 MiB = 1024 * 1024
 FILE_SIZE = 64 * MiB
@@ -222,3 +228,182 @@ def test_ctrl_c_keeps_the_resume_file_and_a_rerun_finishes(
     (obj,) = s3_server.list_objects_v2(Bucket=BUCKET)["Contents"]
     body = s3_server.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read()
     assert sha256(body) == sha256(video.read_bytes())
+
+
+# -- a resume file whose upload can no longer be continued ---------------------------
+
+SMALL_SIZE = 11 * MiB  # three 5 MiB parts
+
+
+def cli(path: Path, server: str, user: str, *extra: str) -> list[str]:
+    return [
+        "upload",
+        str(path),
+        "--server",
+        server,
+        "--header",
+        f"X-User: {user}",
+        "--part-size",
+        "5MiB",
+        "--multipart-threshold",
+        "5MiB",
+        "--concurrency",
+        "1",
+        "--retries",
+        "0",
+        "--no-progress",
+        *extra,
+    ]
+
+
+@pytest.fixture
+def half_done(
+    server: str, proxy: StorageProxy, tmp_path: Path
+) -> tuple[Path, Path, resume.ResumeRecord]:
+    """alice's upload of an 11 MiB file, stopped after its first part: (file, resume
+    file, the resume file's record)."""
+    path = tmp_path / "report.bin"
+    path.write_bytes(b"OBITOX-TEST-DATA\n" + os.urandom(SMALL_SIZE - 17))
+    proxy.fail_puts(400, part_number=2)
+    assert main(cli(path, server, "alice")) == 1
+    proxy.clear_faults()
+    state = resume.resume_path_for(path)
+    record = resume.load(state)
+    assert record is not None
+    return path, state, record
+
+
+def open_uploads(s3: Any) -> list[str]:
+    uploads = s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])
+    return sorted(upload["Key"] for upload in uploads)
+
+
+def test_another_identity_gets_the_reason_and_no_new_upload(
+    half_done: tuple[Path, Path, resume.ResumeRecord],
+    server: str,
+    events: EventLog,
+    s3_server: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path, state, record = half_done
+    capsys.readouterr()
+    puts, calls, held = len(events.puts), len(events.api_calls), open_uploads(s3_server)
+
+    assert main(cli(path, server, "bob")) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [
+        f"obitox: cannot resume {path} (resume file {state}): the server does not know "
+        f"upload {record.upload_id} (it was begun with other credentials, or its record "
+        "expired); if nobody continues it, storage cleanup aborts its parts after "
+        "OBITOX_UPLOAD_TTL",
+        "obitox: re-run with --restart to upload report.bin from the start",
+    ]
+    # Nothing started over: no new upload, no byte sent, the resume file as it was.
+    assert len(events.puts) == puts
+    assert ("POST", "/obitox/multipart") not in events.api_calls[calls:]
+    assert open_uploads(s3_server) == held
+    assert resume.load(state) == record
+
+    # alice's upload is intact: her next run continues it.
+    assert main(cli(path, server, "alice")) == 0
+    out, _ = capsys.readouterr()
+    assert f"upload {record.upload_id}, resumed)" in out
+
+
+def test_restart_uploads_the_file_from_the_start(
+    half_done: tuple[Path, Path, resume.ResumeRecord],
+    server: str,
+    s3_server: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path, state, record = half_done
+    capsys.readouterr()
+
+    assert main(cli(path, server, "bob", "--restart")) == 0
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [
+        f"obitox: cannot resume {path} (resume file {state}): the server does not know "
+        f"upload {record.upload_id} (it was begun with other credentials, or its record "
+        "expired); if nobody continues it, storage cleanup aborts its parts after "
+        "OBITOX_UPLOAD_TTL; starting over"
+    ]
+    assert out.startswith(f"uploaded {path} -> {BUCKET}/")
+    assert "resumed" not in out
+    assert record.upload_id not in out
+    key = out.split(f" -> {BUCKET}/", 1)[1].split(" (", 1)[0]
+    body = s3_server.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    assert sha256(body) == sha256(path.read_bytes())
+    assert not state.exists()
+    # bob could not abort alice's upload (to him it does not exist): it is still open.
+    assert open_uploads(s3_server) == [record.key]
+
+
+@pytest.mark.parametrize(
+    ("settle", "reason", "cleanup"),
+    [
+        ("abort", "was aborted", "its parts were aborted in storage"),
+        (
+            "expire",
+            "expired (OBITOX_UPLOAD_TTL)",
+            "the server's cleanup aborts its parts in storage",
+        ),
+    ],
+)
+def test_an_aborted_or_expired_upload_is_reported_then_restarted_on_request(
+    half_done: tuple[Path, Path, resume.ResumeRecord],
+    server: str,
+    redis_backend: RedisStateBackend,
+    s3_server: Any,
+    capsys: pytest.CaptureFixture[str],
+    settle: str,
+    reason: str,
+    cleanup: str,
+) -> None:
+    path, state, record = half_done
+    if settle == "abort":
+        with ObitoXClient(server, auth_headers={"X-User": "alice"}) as alice:
+            alice.abort(record.upload_id)
+    else:
+        assert redis_backend.update(record.upload_id, {"pending", "uploading"}, status="expired")
+    capsys.readouterr()
+
+    assert main(cli(path, server, "alice")) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [
+        f"obitox: cannot resume {path} (resume file {state}): upload {record.upload_id} "
+        f"{reason}; {cleanup}",
+        "obitox: re-run with --restart to upload report.bin from the start",
+    ]
+    assert resume.load(state) == record
+
+    assert main(cli(path, server, "alice", "--restart")) == 0
+    out, err = capsys.readouterr()
+    assert err.endswith("; starting over\n")
+    assert out.startswith(f"uploaded {path} -> {BUCKET}/")
+    assert "resumed" not in out
+    assert not state.exists()
+
+
+def test_the_client_raises_stale_resume_file_unless_told_to_restart(
+    half_done: tuple[Path, Path, resume.ResumeRecord], server: str, s3_server: Any
+) -> None:
+    path, state, record = half_done
+    with ObitoXClient(server, auth_headers={"X-User": "bob"}) as bob:
+        with pytest.raises(StaleResumeFile) as caught:
+            bob.resumable_upload(path, resume_file=state)
+        stale = caught.value
+        assert isinstance(stale, ObitoXClientError)
+        assert (stale.code, stale.status) == ("UPLOAD_NOT_FOUND", 404)
+        assert (stale.upload_id, stale.resume_file, stale.path) == (record.upload_id, state, path)
+        assert stale.details["uploadId"] == record.upload_id
+        assert resume.load(state) == record
+
+        told: list[StaleResumeFile] = []
+        result = bob.resumable_upload(path, resume_file=state, restart=True, on_restart=told.append)
+    assert [t.upload_id for t in told] == [record.upload_id]
+    assert not result.resumed
+    assert result.upload_id != record.upload_id
+    body = s3_server.get_object(Bucket=BUCKET, Key=result.key)["Body"].read()
+    assert sha256(body) == sha256(path.read_bytes())

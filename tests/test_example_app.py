@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
+import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -15,10 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import requests
+from client_support import LiveServer
 from conftest import BUCKET, REGION
 from flask import Flask
 from flask.testing import FlaskClient
+from rq import Queue, Worker
+from rq.scheduler import RQScheduler
 
 from example_app import create_app
 from example_app.services import (
@@ -28,6 +36,8 @@ from example_app.services import (
     preflight_ok,
 )
 from flask_obitox import ConfigError
+from flask_obitox.client import resume
+from flask_obitox.client.cli import main as cli_main
 from flask_obitox.webhooks import signed_headers, webhooks_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -386,3 +396,217 @@ def test_the_example_verifies_the_webhooks_it_receives(s3_server: Any, moto_serv
     # Another demo user sees none of alice's deliveries.
     assert app.test_client().get("/webhooks/deliveries").json["deliveries"] == []
     assert 'id="webhooks"' in client.get("/").get_data(as_text=True)
+
+
+# -- a script as the page's user, and `flask obitox ...` against the running example ---
+# (identity by the page's token, example_app/app.py; the env file, example_app/__main__.py)
+
+TOKEN_IN_PAGE = re.compile(r"--token (\S+)</code>")
+SPEC = {"filename": "notes.txt", "contentType": "text/plain", "size": 5}
+
+
+def page_token(page: str) -> str:
+    """The token the page shows its visitor."""
+    match = TOKEN_IN_PAGE.search(page)
+    assert match is not None, "the page shows no `obitox upload ... --token` command"
+    return match.group(1)
+
+
+def test_a_script_with_the_pages_token_is_the_browsers_user(
+    example_app: Flask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    browser = example_app.test_client()
+    token = page_token(browser.get("/").get_data(as_text=True))
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"uploaded from a terminal\n")
+    monkeypatch.delenv("OBITOX_TOKEN", raising=False)
+    monkeypatch.delenv("OBITOX_HEADERS", raising=False)
+    with LiveServer(example_app) as live:
+        server = live.url + "/obitox"
+        assert cli_main(["upload", str(notes), "--server", server, "--token", token]) == 0
+        # $OBITOX_TOKEN is the same; an Authorization --header wins over it.
+        monkeypatch.setenv("OBITOX_TOKEN", token)
+        assert cli_main(["upload", str(notes), "--server", server]) == 0
+        bad = ["upload", str(notes), "--server", server, "-H", "Authorization: Bearer x.y"]
+        assert cli_main(bad) == 1
+
+    listed = browser.get("/uploads/completed").json["uploads"]
+    assert [u["filename"] for u in listed] == ["notes.txt", "notes.txt"]
+    # Another browser is another user, who sees none of it.
+    assert example_app.test_client().get("/uploads/completed").json["uploads"] == []
+
+
+def test_a_token_that_does_not_verify_is_refused_with_the_reason(example_app: Flask) -> None:
+    token = page_token(example_app.test_client().get("/").get_data(as_text=True))
+    other = create_app({**example_app.config, "SECRET_KEY": "another start of the app"})
+    for app, authorization in [
+        (other, f"Bearer {token}"),  # signed with another SECRET_KEY: a restart
+        (example_app, f"Bearer {token[:-2]}xx"),
+        (example_app, f"Basic {token}"),
+    ]:
+        answer = app.test_client().post(
+            "/obitox/uploads", json=SPEC, headers={"Authorization": authorization}
+        )
+        assert answer.status_code == 401, authorization
+        assert answer.json["error"] == "UNAUTHENTICATED"
+    refused = other.test_client().post(
+        "/obitox/uploads", json=SPEC, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert "SECRET_KEY" in refused.json["message"]
+    # The same token, where it was issued, signs the upload.
+    accepted = example_app.test_client().post(
+        "/obitox/uploads", json=SPEC, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert accepted.status_code == 201, accepted.json
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    environment: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("export "):
+            name, _, value = line.removeprefix("export ").partition("=")
+            (environment[name],) = shlex.split(value)
+    return environment
+
+
+def answers(base: str) -> bool:
+    try:
+        return requests.get(base + "/obitox/openapi.json", timeout=1).ok
+    except requests.ConnectionError:
+        return False
+
+
+def worker_listens(env_file: Path) -> bool:
+    """Whether the demo's worker (and its scheduler) are up on the demo's RQ Redis."""
+    connection = redis.Redis.from_url(read_env_file(env_file)["OBITOX_RQ_REDIS_URL"])
+    try:
+        queue = Queue("obitox-webhooks", connection=connection)
+        scheduled = connection.get(RQScheduler.get_locking_key(queue.name))
+        return bool(Worker.all(queue=queue)) and scheduled is not None
+    finally:
+        connection.close()
+
+
+def stop_group(process: subprocess.Popen[bytes]) -> None:
+    """End ``process`` and every process of its group (its session leader's)."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=15)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=5)
+
+
+def test_flask_obitox_and_a_resumed_obitox_upload_against_python_m_example_app(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    env_file = tmp_path / "example.env"
+    clean = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("OBITOX_", "AWS_", "FLASK_"))
+        and name not in ("REDIS_URL", "SECRET_KEY")
+    }
+    log = (tmp_path / "example_app.log").open("w+b")
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "example_app", "--port", str(port), "--env-file", str(env_file)],
+        cwd=ROOT,
+        env=clean,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    upload: subprocess.Popen[bytes] | None = None
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while not (env_file.exists() and answers(base) and worker_listens(env_file)):
+            if demo.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                pytest.fail(f"example_app is not up with its worker:\n{log.read().decode()}")
+            time.sleep(0.1)
+        assert env_file.stat().st_mode & 0o777 == 0o600
+        operator = {**clean, **read_env_file(env_file)}
+        assert operator["FLASK_APP"] == "example_app.worker:create_worker_app"
+
+        # Another terminal: the doctor builds the same app against the same services.
+        doctor = subprocess.run(
+            [sys.executable, "-m", "flask", "obitox", "doctor"],
+            cwd=tmp_path,
+            env=operator,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+        report = doctor.stdout.decode()
+        assert doctor.returncode == 0, report + doctor.stderr.decode()
+        assert ", 0 failed" in report
+        assert "1 worker(s) on 'obitox-webhooks'" in report  # the demo's own worker
+
+        browser = requests.Session()
+        token = page_token(browser.get(base + "/", timeout=5).text)
+        video = tmp_path / "video.bin"
+        video.write_bytes(b"OBITOX-TEST-DATA\n" + os.urandom(64 * 1024 * 1024 - 17))
+        state = video.with_name("video.bin.obitox-resume")
+        command = [
+            sys.executable,
+            "-m",
+            "flask_obitox.client",
+            "upload",
+            str(video),
+            "--server",
+            base + "/obitox",
+            "--multipart-threshold",
+            "8MiB",
+            "--part-size",
+            "5MiB",
+            "--concurrency",
+            "1",
+            "--no-progress",
+        ]
+        script = {**clean, "OBITOX_TOKEN": token}
+
+        # Interrupted (Ctrl-C) once storage holds a part...
+        upload = subprocess.Popen(
+            command, env=script, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        as_user = {"Authorization": f"Bearer {token}"}
+        held: list[Any] = []
+        deadline = time.monotonic() + 60
+        while not held and upload.poll() is None and time.monotonic() < deadline:
+            record = resume.load(state) if state.exists() else None
+            if record is not None:
+                view = requests.get(
+                    f"{base}/obitox/multipart/{record.upload_id}", headers=as_user, timeout=5
+                )
+                held = view.json().get("uploadedParts", []) if view.ok else []
+            time.sleep(0.02)
+        if upload.poll() is not None:
+            pytest.fail(f"the upload ended before its interruption: {upload.communicate()}")
+        upload.send_signal(signal.SIGINT)
+        _, err = upload.communicate(timeout=30)
+        assert upload.returncode == 130, err.decode()
+        record = resume.load(state)
+        assert record is not None
+
+        # ...then the same command, a new process with the same token, continues it.
+        again = subprocess.run(command, env=script, capture_output=True, timeout=120, check=False)
+        assert again.returncode == 0, again.stderr.decode()
+        assert f"(64.0 MiB, upload {record.upload_id}, resumed)" in again.stdout.decode()
+        assert not state.exists()
+
+        # The browser whose page gave the token sees the upload, byte for byte.
+        [listed] = browser.get(base + "/uploads/completed", timeout=5).json()["uploads"]
+        assert listed["uploadId"] == record.upload_id
+        stored = browser.get(base + listed["downloadUrl"], timeout=30).content
+        assert hashlib.sha256(stored).digest() == hashlib.sha256(video.read_bytes()).digest()
+    finally:
+        if upload is not None and upload.poll() is None:
+            upload.kill()
+            upload.communicate(timeout=10)
+        stop_group(demo)
+        log.close()
+    assert not env_file.exists()  # removed when the demo stopped

@@ -19,7 +19,7 @@ from .api import (
     UploadOutcome,
     UploadResult,
 )
-from .errors import ObitoXClientError
+from .errors import ObitoXClientError, StaleResumeFile
 from .resume import RESUME_SUFFIX, resume_path_for
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "ObitoXClientError",
     "Progress",
     "RetryPolicy",
+    "StaleResumeFile",
     "UploadOutcome",
     "UploadResult",
     "UploadedPart",

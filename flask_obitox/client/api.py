@@ -25,7 +25,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from . import resume as resume_files
-from .errors import ObitoXClientError
+from .errors import ObitoXClientError, StaleResumeFile
 from .files import Cancelled, FileIdentity, FileSlice, guess_content_type, resolve
 
 #: Parts (or files) sent at once unless told otherwise.
@@ -688,6 +688,8 @@ class ObitoXClient:
         resume_file: PathLike | None = None,
         content_type: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        restart: bool = False,
+        on_restart: Callable[[StaleResumeFile], None] | None = None,
     ) -> UploadResult:
         """Upload a file in parts that can be continued after a crash.
 
@@ -701,6 +703,15 @@ class ObitoXClient:
             the others are sent. The file is removed once the upload completes. Without
             it, the token is still in :attr:`ObitoXClientError.details` (``uploadId``)
             of a failure, for :meth:`resume`.
+        :param restart: when the resume file's upload can no longer be continued (the
+            server does not know it, it expired or it was aborted), begin a new upload of
+            the file instead of raising :class:`StaleResumeFile`. An upload that can be
+            continued is continued either way.
+        :param on_restart: called with the :class:`StaleResumeFile` that ``restart``
+            overrode, before the new upload begins (to tell the user).
+        :raises StaleResumeFile: the resume file's upload can no longer be continued,
+            and ``restart`` is false. What storage held of it is aborted when the server
+            still knows it; the resume file stays.
         """
         file = resolve(path)
         identity = FileIdentity.of(file)
@@ -716,7 +727,13 @@ class ObitoXClient:
                 except ObitoXClientError as error:
                     if error.code not in GONE_CODES:
                         raise
-                    # Expired, aborted or unknown to the server: start afresh below.
+                    stale = self._stale_resume_file(state, upload, error)
+                    # Starting over silently would leave the user wondering why a
+                    # resumed upload sends every byte again: only when asked to.
+                    if not restart:
+                        raise stale from error
+                    if on_restart is not None:
+                        on_restart(stale)
                     resume_files.remove(state)
                 else:
                     resume_files.remove(state)
@@ -766,6 +783,45 @@ class ObitoXClient:
         view = self.multipart_status(token)
         upload = _Multipart(token, file, identity, view.part_size, view.total_parts)
         return self._continue(upload, concurrency, on_progress, resumed=True, view=view)
+
+    def _stale_resume_file(
+        self, state: Path, upload: _Multipart, error: ObitoXClientError
+    ) -> StaleResumeFile:
+        """Why the resume file's upload cannot be continued, after aborting what of it
+        can be aborted (best effort: the server's cleanup aborts it at expiry anyway)."""
+        token = upload.token
+        ttl = "after OBITOX_UPLOAD_TTL"
+        if error.code == "UPLOAD_NOT_FOUND":
+            # Nobody here may abort it: the server cannot tell it from another's upload.
+            reason = (
+                f"the server does not know upload {token} (it was begun with other "
+                "credentials, or its record expired)"
+            )
+            cleanup = f"if nobody continues it, storage cleanup aborts its parts {ttl}"
+        else:
+            reason = (
+                f"upload {token} expired (OBITOX_UPLOAD_TTL)"
+                if error.code == "UPLOAD_EXPIRED"
+                else f"upload {token} was aborted"
+            )
+            try:
+                self.abort(token)
+            except ObitoXClientError as refused:
+                cleanup = (
+                    "the server's cleanup aborts its parts in storage"
+                    if refused.code == "UPLOAD_EXPIRED"
+                    else f"aborting it failed ({refused}): storage cleanup aborts it {ttl}"
+                )
+            else:
+                cleanup = "its parts were aborted in storage"
+        return StaleResumeFile(
+            error,
+            path=upload.path,
+            resume_file=state,
+            upload_id=token,
+            reason=reason,
+            cleanup=cleanup,
+        )
 
     def _usable_record(
         self, state: Path, file: Path, identity: FileIdentity

@@ -3,7 +3,9 @@
 Small files go in one batch (one signing call, parallel PUTs); files from
 ``--multipart-threshold`` up go in parts, one file at a time, each with a resume file
 so that running the same command again after a crash, a lost connection or Ctrl-C
-continues from the parts storage already holds.
+continues from the parts storage already holds. A resume file whose upload can no
+longer be continued (unknown to the server, expired, aborted) fails that file with the
+reason; ``--restart`` starts it over instead.
 
 Exit status: 0 when every file was uploaded, 1 when any failed (each failure is named
 on stderr), 2 for a usage error, 130 when interrupted.
@@ -15,7 +17,7 @@ import argparse
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn, TextIO
@@ -23,7 +25,7 @@ from typing import NoReturn, TextIO
 from tqdm import tqdm
 
 from .api import DEFAULT_CONCURRENCY, ObitoXClient, Progress, RetryPolicy, UploadResult
-from .errors import ObitoXClientError
+from .errors import ObitoXClientError, StaleResumeFile
 from .files import FileIdentity, resolve
 from .resume import resume_path_for
 
@@ -60,6 +62,15 @@ def parse_header(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
+def parse_token(text: str) -> str:
+    token = text.strip()
+    if not token or any(not 0x21 <= ord(c) <= 0x7E for c in token):
+        raise argparse.ArgumentTypeError(
+            "a token is one word of printable ASCII, with no spaces: copy it whole"
+        )
+    return token
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -85,8 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Small files go in one batch (one signing call, parallel PUTs); files "
         "from --multipart-threshold up go in parts, with a resume file: running the same "
         "command again after a crash, a lost connection or Ctrl-C sends only the parts "
-        "storage does not hold yet. Exit status: 0 all uploaded, 1 any failed, 2 usage "
-        "error, 130 interrupted.",
+        "storage does not hold yet. A resume file whose upload can no longer be continued "
+        "fails its file, unless --restart. Exit status: 0 all uploaded, 1 any failed, 2 "
+        "usage error, 130 interrupted.",
     )
     upload.add_argument("files", nargs="+", metavar="FILE")
     upload.add_argument(
@@ -105,6 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="header for every call to the server (not to storage), e.g. "
         "'Authorization: Bearer ...'; repeatable. $OBITOX_HEADERS may hold more, one per "
         "line, which keeps secrets out of the process list",
+    )
+    upload.add_argument(
+        "--token",
+        type=parse_token,
+        default=os.environ.get("OBITOX_TOKEN") or None,
+        metavar="TOKEN",
+        help="send 'Authorization: Bearer TOKEN' to the server (not to storage); a "
+        "--header 'Authorization: ...' wins (default: $OBITOX_TOKEN, which keeps it out "
+        "of the process list)",
     )
     upload.add_argument(
         "--concurrency",
@@ -136,6 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep resume files here instead of beside each file (FILE.obitox-resume)",
     )
     upload.add_argument(
+        "--restart",
+        action="store_true",
+        help="when a resume file's upload can no longer be continued (unknown to the "
+        "server: other credentials or an expired record; expired; aborted), upload the "
+        "file from the start instead of failing",
+    )
+    upload.add_argument(
         "--retries",
         type=_non_negative,
         default=DEFAULT_RETRIES,
@@ -163,6 +191,8 @@ def _headers(args: argparse.Namespace) -> dict[str, str]:
         if line.strip():
             name, value = parse_header(line)
             headers[name] = value
+    if args.token:
+        headers["Authorization"] = f"Bearer {args.token}"
     headers.update(dict(args.header))
     return headers
 
@@ -198,8 +228,10 @@ class _Bar:
             bar.set_postfix_str(f"{progress.parts_done}/{progress.total_parts}", refresh=False)
 
     def close(self) -> None:
+        """End the bar; a later report begins a new one."""
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
 
 
 def _size(count: int) -> str:
@@ -223,6 +255,14 @@ def _report_ok(result: UploadResult, out: TextIO) -> None:
 
 def _report_failure(path: Path, error: ObitoXClientError, err: TextIO) -> None:
     print(f"obitox: failed {path}: {error.code}: {error.message}", file=err, flush=True)
+
+
+def _announce_restart(bar: _Bar, err: TextIO) -> Callable[[StaleResumeFile], None]:
+    def announce(stale: StaleResumeFile) -> None:
+        bar.close()  # the new upload's bar starts from zero
+        print(f"obitox: {stale.message}; starting over", file=err, flush=True)
+
+    return announce
 
 
 def run_upload(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -282,7 +322,17 @@ def run_upload(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                         concurrency=args.concurrency,
                         on_progress=bar,
                         resume_file=state,
+                        restart=args.restart,
+                        on_restart=_announce_restart(bar, err),
                     )
+                except StaleResumeFile as stale:
+                    bar.close()
+                    print(f"obitox: {stale.message}", file=err)
+                    print(
+                        f"obitox: re-run with --restart to upload {path.name} from the start",
+                        file=err,
+                    )
+                    failed += 1
                 except ObitoXClientError as error:
                     bar.close()
                     _report_failure(path, error, err)

@@ -3,12 +3,14 @@
 A program branches on :attr:`ObitoXClientError.code`: the server's own codes
 (``FILE_TOO_LARGE``, ``UPLOAD_NOT_FOUND``, ``CONTENT_MISMATCH``...) pass through
 unchanged, and failures that never reached the ObitoX server get codes of their own
-(:data:`CLIENT_CODES`).
+(:data:`CLIENT_CODES`). :class:`StaleResumeFile`, a subclass, says that a resume file
+names an upload that can no longer be continued.
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -97,6 +99,50 @@ class ObitoXClientError(Exception):
             details={**details, "storageCode": storage_code},
             status=response.status_code,
         )
+
+
+class StaleResumeFile(ObitoXClientError):
+    """The upload a resume file names can no longer be continued.
+
+    The server does not know it (``UPLOAD_NOT_FOUND``: it was begun with other
+    credentials, or its record expired), it expired (``UPLOAD_EXPIRED``) or it was
+    aborted (``UPLOAD_ABORTED``); :attr:`code` and :attr:`status` are the server's.
+    The resume file is left in place: continuing is impossible, and starting the file
+    over is the caller's decision (``resumable_upload(..., restart=True)``).
+
+    :param reason: why the upload cannot be continued, a sentence.
+    :param cleanup: what becomes of the parts it left in storage, a sentence.
+    """
+
+    def __init__(
+        self,
+        cause: ObitoXClientError,
+        *,
+        path: Path,
+        resume_file: Path,
+        upload_id: str,
+        reason: str,
+        cleanup: str,
+    ) -> None:
+        super().__init__(
+            cause.code,
+            f"cannot resume {path} (resume file {resume_file}): {reason}; {cleanup}",
+            details={
+                **cause.details,
+                "uploadId": upload_id,
+                "path": str(path),
+                "resumeFile": str(resume_file),
+            },
+            status=cause.status,
+        )
+        self.path = path
+        self.resume_file = resume_file
+        self.upload_id = upload_id
+        self.reason = reason
+        self.cleanup = cleanup
+
+    def __repr__(self) -> str:
+        return f"StaleResumeFile({self.code!r}, {self.message!r}, status={self.status!r})"
 
 
 def _snippet(text: str, limit: int = 200) -> str:
