@@ -14,6 +14,11 @@
 # process) and requests per CPU-second, then each route's ratio to Companion measured in
 # this run, and to the issue's reference figures (630 sign-part, 1090 /s3/params).
 #
+# Every child (moto, gunicorn, node, wrk) runs in a process group of its own with its output
+# in a log file; a child that dies or does not answer stops the script at once, non-zero,
+# with its last lines of output, and every child is stopped however the script ends
+# (normally, on an error, on SIGTERM or SIGINT).
+#
 # Usage: benchmarks/bench_routes.sh [WORKERS] [DURATION] [WORKER_CLASS]
 #   WORKER_CLASS: sync (default, gunicorn's: a new connection per request; the fewest
 #   CPU seconds per request here), gthread (THREADS per worker, default 4, with HTTP
@@ -40,9 +45,56 @@ S3_PORT=$(free_port)
 APP_PORT=$(free_port)
 PREFIX="obitox-bench-$$"
 WORK=$(mktemp -d)
-pids=()
+
+# -- the children ----------------------------------------------------------------------
+declare -A names=() # pid -> name of each running child; its output is in $WORK/<name>.log
+# start NAME DIR COMMAND...: COMMAND in DIR, in the background, in a process group of its
+# own (setsid execs it: its pid is the group's id); sets STARTED to its pid.
+start() {
+  local name="$1" dir="$2"
+  shift 2
+  (cd "$dir" && exec setsid "$@") >"$WORK/$name.log" 2>&1 </dev/null &
+  STARTED=$!
+  names[$STARTED]="$name"
+}
+# stop PID: SIGTERM to the child's group, SIGKILL to what is left of it 5 s later.
+stop() {
+  unset "names[$1]"
+  kill -TERM -- "-$1" 2>/dev/null || return 0
+  for _ in $(seq 1 50); do
+    kill -0 -- "-$1" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  kill -KILL -- "-$1" 2>/dev/null || true
+}
+# fail NAME WHAT: stop the benchmark, saying WHAT of NAME, with its last lines of output.
+fail() {
+  {
+    echo "$1 $2; its last lines of output:"
+    grep -v '^[[:space:]]*$' "$WORK/$1.log" | tail -n 15 | sed 's/^/    /'
+  } >&2
+  exit 1
+}
+# alive PID: fail unless the child PID still runs.
+alive() {
+  local name="${names[$1]}" code=0
+  kill -0 "$1" 2>/dev/null && return 0
+  wait "$1" || code=$?
+  unset "names[$1]"
+  fail "$name" "(pid $1) exited with code $code"
+}
+# wait_http PID URL: until URL answers; fails as soon as the child PID ends, or after 30 s.
+wait_http() {
+  local deadline=$((SECONDS + 30))
+  until curl -s -o /dev/null "$2"; do
+    alive "$1"
+    [ "$SECONDS" -lt "$deadline" ] || fail "${names[$1]}" "(pid $1) does not answer $2 after 30 s"
+    sleep 0.2
+  done
+}
 cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  trap '' TERM INT # a second signal must not cut the clean-up short
+  for pid in "${!names[@]}"; do stop "$pid"; done
   python3 - "$REDIS" "$PREFIX" <<'PY' || true
 import sys, redis
 client = redis.Redis.from_url(sys.argv[1])
@@ -53,19 +105,20 @@ PY
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+trap 'exit 143' TERM # so that the EXIT trap stops the children
+trap 'exit 130' INT
 
-moto_server -H 127.0.0.1 -p "$S3_PORT" >"$WORK/moto.log" 2>&1 &
-pids+=($!)
+start moto . moto_server -H 127.0.0.1 -p "$S3_PORT"
+MOTO=$STARTED
 export BENCH_S3="http://127.0.0.1:$S3_PORT" BENCH_REDIS="$REDIS" BENCH_PREFIX="$PREFIX"
-for _ in $(seq 1 50); do curl -s -o /dev/null "$BENCH_S3" && break; sleep 0.2; done
+wait_http "$MOTO" "$BENCH_S3"
 curl -s -X PUT "$BENCH_S3/obitox-bench" >/dev/null
 
-gunicorn --workers "$WORKERS" "${WORKER_ARGS[@]}" --bind "127.0.0.1:$APP_PORT" --log-level warning \
-  --chdir benchmarks routes_app:app >"$WORK/gunicorn.log" 2>&1 &
-GUNICORN=$!
-pids+=("$GUNICORN")
+start gunicorn . gunicorn --workers "$WORKERS" "${WORKER_ARGS[@]}" --bind "127.0.0.1:$APP_PORT" \
+  --log-level warning --chdir benchmarks routes_app:app
+GUNICORN=$STARTED
 BASE="http://127.0.0.1:$APP_PORT/obitox"
-for _ in $(seq 1 100); do curl -s -o /dev/null "$BASE/openapi.json" && break; sleep 0.2; done
+wait_http "$GUNICORN" "$BASE/openapi.json"
 
 # Prints "uploadId quoted-key" of a Companion-protocol multipart upload made at $1.
 companion_upload() {
@@ -74,10 +127,11 @@ companion_upload() {
     python3 -c 'import json,sys,urllib.parse as u; d=json.load(sys.stdin); print(d["uploadId"], u.quote(d["key"], safe=""))'
 }
 # One Companion upload and one native upload (20 parts of 5 MiB) to sign parts of.
-read -r CID CKEY < <(companion_upload "$BASE")
+read -r CID CKEY < <(companion_upload "$BASE") || fail gunicorn "did not create a Companion upload"
 NID=$(curl -s -H 'X-User: bench' -H 'Content-Type: application/json' \
   -d '{"filename":"movie.png","contentType":"image/png","size":104857600}' "$BASE/multipart" |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["uploadId"])')
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["uploadId"])') ||
+  fail gunicorn "did not create a multipart upload"
 
 cat >"$WORK/get.lua" <<'LUA'
 wrk.headers["X-User"] = "bench"
@@ -114,12 +168,20 @@ PY
 RESULTS="$WORK/results"
 : >"$RESULTS"
 printf '%-30s %8s %9s %9s %7s %10s\n' route "req/s" p50 p99 "cpu s" "req/cpu-s"
-# run NAME URL LUA MODE PID: one wrk run; prints a row and records "NAME req/cpu-s".
+# run NAME URL LUA MODE PID: one wrk run against the server PID; prints a row and records
+# "NAME req/cpu-s".
 run() {
   local name="$1" url="$2" script="$3" mode="$4" pid="$5"
-  local before after out
+  local before after out wrk code=0
   before=$(cpu_seconds "$mode" "$pid")
-  out=$(wrk -t2 -c8 -d"$DURATION" --latency -s "$script" "$url")
+  # In the background: a signal to this script is handled now, not after the run.
+  start wrk . wrk -t2 -c8 -d"$DURATION" --latency -s "$script" "$url"
+  wrk=$STARTED
+  wait "$wrk" || code=$?
+  unset "names[$wrk]"
+  [ "$code" = 0 ] || fail wrk "(pid $wrk) exited with code $code"
+  alive "$pid" # a server that died during the run
+  out=$(cat "$WORK/wrk.log")
   after=$(cpu_seconds "$mode" "$pid")
   WRK_OUT="$out" python3 - "$name" "$before" "$after" "$RESULTS" <<'PY'
 import os, re, sys
@@ -201,19 +263,18 @@ JS
     COMPANION_PORT=$(free_port)
     export COMPANION_PORT COMPANION_DOMAIN="127.0.0.1:$COMPANION_PORT"
     if [ "$form" = library ]; then
-      (cd "$COMPANION_DIR" && exec node library.mjs) >"$WORK/companion-$form.log" 2>&1 &
+      start "companion-$form" "$COMPANION_DIR" node library.mjs
     else
-      (cd "$COMPANION_DIR" && exec node node_modules/@uppy/companion/bin/companion) \
-        >"$WORK/companion-$form.log" 2>&1 &
+      start "companion-$form" "$COMPANION_DIR" node node_modules/@uppy/companion/bin/companion
     fi
-    NODE=$!
-    pids+=("$NODE")
+    NODE=$STARTED
     CBASE="http://127.0.0.1:$COMPANION_PORT"
-    for _ in $(seq 1 100); do curl -s -o /dev/null "$CBASE/$PARAMS" && break; sleep 0.2; done
-    read -r UID_ KEY_ < <(companion_upload "$CBASE")
+    wait_http "$NODE" "$CBASE/$PARAMS"
+    read -r UID_ KEY_ < <(companion_upload "$CBASE") ||
+      fail "companion-$form" "did not create a Companion upload"
     run "companion $form sign-part" "$CBASE/s3/multipart/$UID_/1?key=$KEY_" "$WORK/get.lua" self "$NODE"
     run "companion $form /s3/params" "$CBASE/$PARAMS" "$WORK/get.lua" self "$NODE"
-    kill "$NODE"
+    stop "$NODE"
   done
 else
   echo "(Companion not measured: COMPANION=0, node or npm missing, or its npm install failed)"

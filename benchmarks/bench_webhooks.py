@@ -19,6 +19,13 @@ With ``--recovery`` it measures instead how long a delivery whose worker was
 SIGKILLed takes to be attempted again, with the default timeout and retry schedule:
 once with a second worker running, once with the only worker restarted at once.
 
+The workers run in process groups of their own (``benchmarks/children.py``), their
+output in log files. While the benchmark waits for deliveries it watches them and the
+receiver: a worker that dies, or one that ends its burst with deliveries missing, stops
+the benchmark at once with the worker's last lines of output, and so does a wait with
+no delivery for ``SILENCE`` seconds. Every child is stopped when the benchmark ends,
+however it ends.
+
 Usage: ``python benchmarks/bench_webhooks.py [--events 2000] [--latency-rounds 200]
 [--redis-url redis://127.0.0.1:6379/15] [--recovery]``
 """
@@ -26,14 +33,11 @@ Usage: ``python benchmarks/bench_webhooks.py [--events 2000] [--latency-rounds 2
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import multiprocessing
 import os
 import queue
-import signal
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -42,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from children import Child, Children
 from flask import Flask
 
 from flask_obitox import ObitoX, UploadRecord, signals
@@ -50,6 +55,10 @@ from flask_obitox.webhooks.events import UPLOAD_COMPLETED, message_id
 
 HERE = Path(__file__).resolve().parent
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+#: Seconds without a delivery after which a measurement is given up as broken.
+SILENCE = 60
+#: Seconds deliveries still in flight have to arrive once a burst worker has ended.
+AFTER_BURST = 5
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -87,28 +96,43 @@ def _serve(port_pipe: Any, receipts: Any) -> None:
 
 class Receiver:
     """A webhook receiver in another process; each receipt (webhook-id, time.time())
-    comes back on a queue, so waiting for one costs no polling."""
+    comes back on a queue, so waiting for one costs no polling of the receiver."""
 
-    def __init__(self) -> None:
+    def __init__(self, children: Children) -> None:
         context = multiprocessing.get_context("fork")
         parent, child = context.Pipe()
+        self.children = children
         self.receipts: Any = context.Queue()
         self.process = context.Process(target=_serve, args=(child, self.receipts), daemon=True)
         self.process.start()
         self.base = f"http://127.0.0.1:{parent.recv()}"
         self.url = self.base + "/hook"
 
-    def take(self, count: int, timeout: float) -> list[tuple[str, float]]:
-        """The next ``count`` receipts; exits the benchmark if they do not come."""
-        deadline = time.monotonic() + timeout
-        taken = []
-        try:
-            for _ in range(count):
-                taken.append(self.receipts.get(timeout=max(0.01, deadline - time.monotonic())))
-        except queue.Empty:
-            raise SystemExit(
-                f"only {len(taken)} of {count} deliveries arrived in {timeout} s"
-            ) from None
+    def take(
+        self, count: int, *, silence: float = SILENCE, worker: Child | None = None
+    ) -> list[tuple[str, float]]:
+        """The next ``count`` receipts. Stops the benchmark as soon as it is clear they
+        will not come: a child failed, the receiver died, ``worker`` (a burst worker)
+        ended with receipts missing, or none came for ``silence`` seconds."""
+        taken: list[tuple[str, float]] = []
+        last = time.monotonic()
+        while len(taken) < count:
+            try:
+                taken.append(self.receipts.get(timeout=0.2))
+                last = time.monotonic()
+                continue
+            except queue.Empty:
+                pass
+            self.children.check()
+            missing = f"only {len(taken)} of {count} deliveries arrived"
+            if not self.process.is_alive():
+                raise self.children.failure(f"{missing}: the receiver process died")
+            quiet = time.monotonic() - last
+            if worker is not None and worker.process.poll() is not None and quiet > AFTER_BURST:
+                raise self.children.failure(f"{missing}; {worker.report()}")
+            if quiet > silence:
+                running = f"; {worker.report()}" if worker is not None else ""
+                raise self.children.failure(f"{missing}, none for {silence} s{running}")
         return taken
 
     def stop(self) -> None:
@@ -120,8 +144,8 @@ class Receiver:
 
 
 def start_worker(
-    config: dict[str, Any], worker_class: str, *, burst: bool
-) -> subprocess.Popen[bytes]:
+    children: Children, config: dict[str, Any], worker_class: str, *, burst: bool
+) -> Child:
     env = {
         **os.environ,
         "BENCH_CONFIG": json.dumps(config),
@@ -137,23 +161,7 @@ def start_worker(
         "worker",
     ]
     command += ["--worker-class", worker_class] + (["--burst"] if burst else [])
-    return subprocess.Popen(
-        command,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-
-
-def stop_worker(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(15)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(5)
+    return children.start(f"{worker_class} worker", command, env=env, may_exit=burst)
 
 
 # -- the measurements --------------------------------------------------------------------
@@ -188,11 +196,11 @@ def throughput(
             signals.upload_completed.send(app, upload=record(uuid.uuid4().hex))
         enqueue_seconds = time.perf_counter() - started
     assert webhook_queue(app).count == events
-    worker = start_worker(config, worker_class, burst=True)
+    worker = start_worker(receiver.children, config, worker_class, burst=True)
     try:
-        times = sorted(t for _, t in receiver.take(events, 600))
+        times = sorted(t for _, t in receiver.take(events, worker=worker))
     finally:
-        stop_worker(worker)
+        receiver.children.stop(worker)
     return {
         "deliveries_per_s": (len(times) - 1) / (times[-1] - times[0]),
         "enqueue_per_s": events / enqueue_seconds,
@@ -202,7 +210,7 @@ def throughput(
 def latency(
     app: Flask, config: dict[str, Any], receiver: Receiver, worker_class: str, rounds: int
 ) -> dict[str, float]:
-    worker = start_worker(config, worker_class, burst=False)
+    worker = start_worker(receiver.children, config, worker_class, burst=False)
     samples: list[float] = []
     try:
         with app.app_context():
@@ -211,13 +219,13 @@ def latency(
                 upload = record(uuid.uuid4().hex)
                 sent = time.time()
                 signals.upload_completed.send(app, upload=upload)
-                [(webhook_id, received)] = receiver.take(1, 60)
+                [(webhook_id, received)] = receiver.take(1)
                 # The webhook-id of an upload's completion derives from its upload id.
                 assert webhook_id == message_id(UPLOAD_COMPLETED, upload.upload_id)
                 if round_ >= 0:
                     samples.append((received - sent) * 1000)
     finally:
-        stop_worker(worker)
+        receiver.children.stop(worker)
     samples.sort()
     return {
         "p50_ms": statistics.median(samples),
@@ -233,34 +241,35 @@ def recovery(
     from rq import Worker
 
     queue = webhook_queue(app)
-    workers = [start_worker(config, "simple", burst=False)]
+    children = receiver.children
+    workers = [start_worker(children, config, "simple", burst=False)]
     if second:
         time.sleep(3)  # the first worker takes the scheduler lock and queues first
-        workers.append(start_worker(config, "simple", burst=False))
+        workers.append(start_worker(children, config, "simple", burst=False))
     try:
         time.sleep(5)
         with app.app_context():
             if second:
                 # One quick delivery: the worker that takes it queues up behind the other.
                 signals.upload_aborted.send(app, upload=record(uuid.uuid4().hex))
-                receiver.take(1, 60)
+                receiver.take(1)
                 time.sleep(1)
             signals.upload_completed.send(app, upload=record(uuid.uuid4().hex))
-        receiver.take(1, 60)  # the held delivery has arrived
+        receiver.take(1)  # the held delivery has arrived
         busy = [w for w in Worker.all(queue=queue) if w.get_current_job_id()]
-        victim = next(p for p in workers if p.pid == busy[0].pid)
+        victim = next(child for child in workers if child.pid == busy[0].pid)
         lock = client.get(f"rq:scheduler-lock:{queue.name}")
         scheduler_pid = client.hget(f"rq:scheduler:{lock.decode()}", "pid") if lock else None
         held_lock = scheduler_pid is not None and os.getpgid(int(scheduler_pid)) == victim.pid
-        os.killpg(victim.pid, signal.SIGKILL)
+        victim.kill()
         killed_at = time.time()
-        victim.wait(5)
         if not second:
-            workers.append(start_worker(config, "simple", burst=False))
-        [(_, again)] = receiver.take(1, 300)
+            workers.append(start_worker(children, config, "simple", burst=False))
+        # The next attempt waits for the job's timeout and the first retry delay.
+        [(_, again)] = receiver.take(1, silence=300)
     finally:
-        for process in workers:
-            stop_worker(process)
+        for child in workers:
+            children.stop(child)
     case = (
         "second worker running"
         if second and not held_lock
@@ -306,7 +315,12 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    receiver = Receiver()
+    with Children("bench-webhooks") as children:
+        run(args, children)
+
+
+def run(args: argparse.Namespace, children: Children) -> None:
+    receiver = Receiver(children)
     client = redis.Redis.from_url(args.redis_url)
     if args.recovery:
         try:

@@ -9,9 +9,10 @@
 - State: ``OBITOX_STATE_BACKEND`` or ``REDIS_URL`` set -> that Redis; otherwise the
   in-process memory backend.
 - Webhooks: the app receives its own (``example_app/webhooks.py``), delivered by a
-  ``flask obitox worker`` subprocess (``example_app/worker.py``). RQ's Redis is
-  ``OBITOX_RQ_REDIS_URL``, else the state Redis, else an in-process fakeredis server
-  on 127.0.0.1 (``fakeredis.TcpFakeServer``) that the worker connects to.
+  ``flask obitox worker`` subprocess (``example_app/worker.py``) whose output is echoed
+  to ours and whose last lines are kept for the page (:class:`WorkerProcess`). RQ's
+  Redis is ``OBITOX_RQ_REDIS_URL``, else the state Redis, else an in-process fakeredis
+  server on 127.0.0.1 (``fakeredis.TcpFakeServer``) that the worker connects to.
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
+from collections import deque
 from collections.abc import Mapping, MutableMapping
-from typing import Any
+from typing import IO, Any
 
 from flask_obitox import ConfigError
 from flask_obitox.config import DEFAULTS
@@ -169,11 +172,11 @@ class Services:
     def __init__(self) -> None:
         self.moto: Any = None
         self.redis: Any = None
-        self.worker: subprocess.Popen[bytes] | None = None
+        self.worker: WorkerProcess | None = None
 
     def stop(self) -> None:
         if self.worker is not None:
-            _stop_process(self.worker)
+            self.worker.stop()
             self.worker = None
         if self.redis is not None:
             self.redis.shutdown()
@@ -267,14 +270,64 @@ WORKER_COMMAND = (
 )
 
 
-def _stop_process(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()  # RQ's warm shutdown: finish the delivery in hand
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(10)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)  # the worker's scheduler, if left
-    process.wait(5)
+#: Lines of the worker's output kept for the page.
+WORKER_LOG_LINES = 20
+
+
+class WorkerProcess:
+    """The ``flask obitox worker`` subprocess, in a process group of its own. Its output
+    goes on to ours, as if it wrote there itself, and its last lines are kept: when it
+    dies, they say why."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.started_at = time.time()
+        self._lines: deque[str] = deque(maxlen=WORKER_LOG_LINES)
+        self._lock = threading.Lock()
+        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, *WORKER_COMMAND],
+            env=dict(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        assert self.process.stdout is not None
+        threading.Thread(
+            target=self._relay, args=(self.process.stdout,), name="worker-output", daemon=True
+        ).start()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def exit_code(self) -> int | None:
+        """``None`` while it runs; negative: the number of the signal that killed it."""
+        return self.process.poll()
+
+    def log_tail(self) -> list[str]:
+        """Its last lines of output, oldest first."""
+        with self._lock:
+            return list(self._lines)
+
+    def _relay(self, output: IO[bytes]) -> None:
+        for raw in output:
+            with contextlib.suppress(OSError, ValueError):  # our stderr closed at exit
+                sys.stderr.buffer.write(raw)
+                sys.stderr.flush()
+            line = raw.decode("utf-8", errors="replace").rstrip()
+            if line:
+                with self._lock:
+                    self._lines.append(line)
+        output.close()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()  # RQ's warm shutdown: finish the delivery in hand
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(10)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)  # the worker's scheduler, if left
+        self.process.wait(5)
 
 
 def _env_value(value: Any) -> str:
@@ -308,7 +361,7 @@ def _start_webhooks(
     port: int,
     environ: Mapping[str, str],
 ) -> None:
-    from .webhooks import RECEIVER_PATH, SECRET_KEY, URL_KEY
+    from .webhooks import RECEIVER_PATH, SECRET_KEY, URL_KEY, WORKER_KEY
 
     state = str(config.get("OBITOX_STATE_BACKEND", ""))
     if config.get("OBITOX_RQ_REDIS_URL"):
@@ -337,9 +390,9 @@ def _start_webhooks(
         }
     )
     env["EXAMPLE_PARENT_PID"] = str(os.getpid())
-    services.worker = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [sys.executable, *WORKER_COMMAND], env=env, start_new_session=True
-    )
+    services.worker = WorkerProcess(env)
+    # For the page's worker health (example_app/webhooks.py); never passed to the worker.
+    config[WORKER_KEY] = services.worker
     logger.info(
         "Webhooks: delivered to %s by `flask obitox worker` (pid %d)",
         config[URL_KEY],

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -610,3 +610,127 @@ def test_flask_obitox_and_a_resumed_obitox_upload_against_python_m_example_app(
         stop_group(demo)
         log.close()
     assert not env_file.exists()  # removed when the demo stopped
+
+
+# -- the webhook worker's health: GET /webhooks/worker ---------------------------------
+
+
+def poll_worker_health(
+    get: Callable[[], dict[str, Any]], until: Callable[[dict[str, Any]], bool], what: str
+) -> dict[str, Any]:
+    """The example's worker health, polled until ``until`` holds (30 s at most)."""
+    deadline = time.monotonic() + 30
+    while True:
+        health = get()
+        if until(health):
+            return health
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited 30 s for {what}; the route last said {health}")
+        time.sleep(0.2)
+
+
+def test_the_example_reports_its_worker_running_then_killed(running_example: str) -> None:
+    def get() -> dict[str, Any]:
+        answer: dict[str, Any] = requests.get(
+            running_example + "/webhooks/worker", timeout=5
+        ).json()
+        return answer
+
+    health = poll_worker_health(get, lambda h: h["status"] == "running", "a running worker")
+    assert health["healthy"] is True
+    process = health["process"]
+    assert (process["running"], process["exitCode"]) == (True, None)
+    # RQ lists the very process the example started, with a recent heartbeat.
+    assert [w["pid"] for w in health["workers"] if w["live"]] == [process["pid"]]
+    assert 'data-worker-url="/webhooks/worker"' in requests.get(running_example, timeout=5).text
+
+    os.kill(process["pid"], signal.SIGKILL)
+    dead = poll_worker_health(get, lambda h: h["status"] == "exited", "the worker's death")
+    assert dead["healthy"] is False
+    assert (dead["process"]["running"], dead["process"]["exitCode"]) == (False, -signal.SIGKILL)
+    assert dead["message"].startswith("The webhook worker is not running (killed by SIGKILL): ")
+    assert dead["message"].endswith(". Deliveries wait in the queue until it runs.")
+
+
+@pytest.fixture
+def example_whose_worker_cannot_start(
+    monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> str:
+    # Flask's CLI reads options from FLASK_<GROUP>_<COMMAND>_<OPTION>: the worker refuses
+    # this one and exits with code 2 at start-up; the app does not read it.
+    monkeypatch.setenv("FLASK_OBITOX_WORKER_WORKER_CLASS", "no-such-class")
+    base: str = request.getfixturevalue("running_example")
+    return base
+
+
+def test_the_example_says_why_its_worker_did_not_start(
+    example_whose_worker_cannot_start: str,
+) -> None:
+    def get() -> dict[str, Any]:
+        url = example_whose_worker_cannot_start + "/webhooks/worker"
+        answer: dict[str, Any] = requests.get(url, timeout=5).json()
+        return answer
+
+    dead = poll_worker_health(
+        get,
+        lambda h: h["status"] == "exited" and "no-such-class" in h["message"],
+        "the worker's exit, with its error",
+    )
+    assert (dead["healthy"], dead["process"]["exitCode"]) == (False, 2)
+    last_line = dead["process"]["log"][-1]
+    assert "Invalid value for '--worker-class'" in last_line
+    assert dead["message"] == (
+        f"The webhook worker is not running (exited with code 2): {last_line.rstrip('.')}. "
+        "Deliveries wait in the queue until it runs."
+    )
+
+
+def test_without_a_worker_of_its_own_the_example_reads_rqs_registry(
+    redis_url: str, queue_name: str, tmp_path: Path
+) -> None:
+    from webhook_support import WorkerProcess, wait_for, webhook_config
+
+    from flask_obitox.state.redis import redact_url
+
+    receiver = "http://127.0.0.1:9/webhooks/obitox"  # nothing is delivered in this test
+    app = create_app(
+        {
+            "TESTING": True,
+            "OBITOX_STATE_BACKEND": "memory://",
+            "OBITOX_RQ_REDIS_URL": redis_url,
+            "OBITOX_RQ_QUEUE": queue_name,
+            "OBITOX_WEBHOOK_ALLOW_PRIVATE": True,
+            "EXAMPLE_WEBHOOK_URL": receiver,
+            "EXAMPLE_WEBHOOK_SECRET": "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY",
+        }
+    )
+    client = app.test_client()
+
+    def get() -> dict[str, Any]:
+        answer: dict[str, Any] = client.get("/webhooks/worker").json
+        return answer
+
+    missing = get()
+    assert (missing["status"], missing["healthy"], missing["process"]) == ("missing", False, None)
+    assert missing["workers"] == []
+    assert missing["message"] == (
+        f"No webhook worker is running on queue {queue_name!r} at {redact_url(redis_url)}: "
+        "start one with `flask obitox worker`. Deliveries wait in the queue until one runs."
+    )
+
+    # A worker started elsewhere, as a deployment runs them, on the same queue.
+    worker = WorkerProcess(webhook_config(redis_url, queue_name, receiver), tmp_path / "worker.log")
+    try:
+        running = wait_for(
+            lambda: (health := get())["status"] == "running" and health,
+            30,
+            "the route to see the worker RQ lists",
+            worker.log,
+        )
+        [listed] = running["workers"]
+        assert (listed["pid"], listed["live"]) == (worker.process.pid, True)
+        assert running["healthy"] is True
+        worker.stop()  # a warm shutdown: RQ takes the worker off the queue's list
+        assert get()["status"] == "missing"
+    finally:
+        worker.stop()

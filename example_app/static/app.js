@@ -1,7 +1,8 @@
 // The example page, on top of obitox.js (the extension's browser client):
 //   - small files: ox.uploadFiles (one batch call, parallel PUTs, completion);
 //   - large files: ox.resumableUpload (multipart, pause/resume/cancel, resumes after a reload);
-//   - the caller's completed uploads with download links, and the webhooks the app received.
+//   - the caller's completed uploads with download links, the webhooks the app received, and
+//     a banner while the webhook worker is not running.
 // A plain ES module, no build step. Every name and message goes into the DOM as text.
 
 import { ObitoX, resumeKey } from "obitox"; // mapped to the blueprint's obitox.js by the page
@@ -383,13 +384,22 @@ async function refreshCompleted() {
 const webhookSection = $("#webhooks");
 const deliveryList = $("#deliveries");
 const noDelivery = $("#deliveries-empty");
+const workerBanner = $("#worker-banner");
 let shownDeliveries = "";
+let shownWorker = "";
+let deliveryCount = 0;
+
+// "No delivery yet" is only true while a worker runs to make one: otherwise the banner says why not.
+function renderEmptyState() {
+  noDelivery.hidden = deliveryCount > 0 || !workerBanner.hidden;
+}
 
 function renderDeliveries(deliveries) {
   const signature = deliveries.map((d) => d.webhookId).join(",");
   if (signature === shownDeliveries) return;
   shownDeliveries = signature;
-  noDelivery.hidden = deliveries.length > 0;
+  deliveryCount = deliveries.length;
+  renderEmptyState();
   deliveryList.replaceChildren(
     ...deliveries.map((delivery) => {
       const item = element("li", "delivery");
@@ -412,6 +422,30 @@ async function pollDeliveries() {
   try {
     const response = await fetch(config.deliveriesUrl, { credentials: "same-origin" });
     if (response.ok) renderDeliveries((await response.json()).deliveries);
+  } catch {
+    // The app restarted or is unreachable: try again on the next tick.
+  }
+}
+
+// The worker's health (GET /webhooks/worker): a banner while nothing can deliver.
+function renderWorker(health) {
+  const down = health.enabled && !health.healthy && health.status !== "starting";
+  const log = health.process?.log ?? [];
+  const signature = down ? JSON.stringify([health.message, log]) : "";
+  if (signature === shownWorker) return; // unchanged: the alert is not announced again
+  shownWorker = signature;
+  workerBanner.hidden = !down;
+  workerBanner.dataset.status = health.status;
+  $("#worker-message").textContent = down ? health.message : "";
+  $("#worker-log").textContent = down ? log.join("\n") : "";
+  $("#worker-log-details").hidden = !down || log.length === 0;
+  renderEmptyState();
+}
+
+async function pollWorker() {
+  try {
+    const response = await fetch(webhookSection.dataset.workerUrl, { credentials: "same-origin" });
+    if (response.ok) renderWorker(await response.json());
   } catch {
     // The app restarted or is unreachable: try again on the next tick.
   }
@@ -447,10 +481,16 @@ refreshTotals();
 refreshResumable();
 refreshCompleted();
 const hasWebhooks = webhookSection && !webhookSection.hidden;
-if (hasWebhooks) pollDeliveries();
+if (hasWebhooks) {
+  pollDeliveries();
+  pollWorker();
+}
 setInterval(() => {
   if (document.visibilityState !== "visible") return;
   refreshCompleted(); // uploads completed from another tab or the Python client too
-  if (hasWebhooks) pollDeliveries();
+  if (hasWebhooks) {
+    pollDeliveries();
+    pollWorker();
+  }
 }, POLL_MS);
 document.querySelector("#uploader").dataset.ready = "true";
