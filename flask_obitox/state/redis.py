@@ -21,10 +21,8 @@ import time
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
-from redis.backoff import NoBackoff
 from redis.exceptions import (
     ClusterDownError,
     InvalidResponse,
@@ -39,9 +37,9 @@ from redis.exceptions import (
 from redis.exceptions import (
     TimeoutError as RedisTimeoutError,
 )
-from redis.retry import Retry
 
 from ..errors import StateUnavailable
+from ..redis_client import describe_client, redact_url, redis_from_url
 from .base import (
     UploadRecord,
     apply_changes,
@@ -49,6 +47,8 @@ from .base import (
     check_ttl,
     expected_statuses,
 )
+
+__all__ = ["UNAVAILABLE_ERRORS", "RedisStateBackend", "redact_url"]
 
 #: redis-py errors that mean "the store cannot answer now", not "you asked wrongly".
 #: ConnectionError covers refused/reset, AuthenticationError, BusyLoadingError and
@@ -77,45 +77,6 @@ return 0
 #: How many lost compare-and-swap races ``update`` tolerates before giving up.
 MAX_CAS_ATTEMPTS = 64
 
-#: Client settings ``from_url`` uses unless told otherwise.
-DEFAULT_CLIENT_OPTIONS: dict[str, Any] = {
-    "socket_connect_timeout": 1.0,
-    "socket_timeout": 2.0,
-    "health_check_interval": 30,
-}
-
-
-def redact_url(url: str) -> str:
-    """``url`` without its password and query string (which may also carry one)."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port
-    except ValueError:
-        return "<unparseable redis url>"
-    if parts.scheme == "unix":
-        return f"unix://{parts.path}"
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = host if port is None else f"{host}:{port}"
-    if parts.password is not None:
-        netloc = f"{parts.username or ''}:***@{netloc}"
-    elif parts.username:
-        netloc = f"{parts.username}@{netloc}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def _describe_client(client: redis.Redis) -> str:
-    pool = getattr(client, "connection_pool", None)
-    kwargs: dict[str, Any] = getattr(pool, "connection_kwargs", None) or {}
-    db = kwargs.get("db", 0)
-    if kwargs.get("path"):
-        return f"unix://{kwargs['path']}?db={db}"
-    connection_class = getattr(pool, "connection_class", None)
-    scheme = "rediss" if "SSL" in getattr(connection_class, "__name__", "") else "redis"
-    host = kwargs.get("host", "localhost")
-    return f"{scheme}://{host}:{kwargs.get('port', 6379)}/{db}"
-
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
@@ -129,7 +90,7 @@ class RedisStateBackend:
     ) -> None:
         self._client = client
         self.prefix = prefix
-        self.url = redact_url(url) if url is not None else _describe_client(client)
+        self.url = redact_url(url) if url is not None else describe_client(client)
         self._expiry_key = f"{prefix}:expiry"
         self._key_head = f"{prefix}:{{"
         # register_script does not talk to the server: the script is loaded on first use.
@@ -137,21 +98,13 @@ class RedisStateBackend:
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "obitox", **kw: Any) -> RedisStateBackend:
-        """A backend with its own client for ``url``.
+        """A backend with its own client for ``url``
+        (:func:`~flask_obitox.redis_client.redis_from_url`).
 
-        Nothing connects here: connections are made on first use, so an app can start
-        while Redis is down. Timeouts are short (connect 1 s, read 2 s) and a failed
-        command is retried once, immediately, and only for a dropped connection, so a
-        dead Redis is reported in about a connect timeout. ``kw`` overrides any client
+        Nothing connects here. Replies time out after 2 s; ``kw`` overrides any client
         option (``socket_timeout``, ``retry``, ``max_connections``, ...).
         """
-        options: dict[str, Any] = dict(DEFAULT_CLIENT_OPTIONS)
-        options["retry"] = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
-        if not url.lower().startswith("unix:"):
-            options["socket_keepalive"] = True  # TCP only: unix connections reject it
-        options.update(kw)
-        client = redis.Redis.from_url(url, **options)
-        return cls(client, prefix=prefix, url=url)
+        return cls(redis_from_url(url, **kw), prefix=prefix, url=url)
 
     @property
     def client(self) -> redis.Redis:
