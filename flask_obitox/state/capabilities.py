@@ -52,6 +52,8 @@ OPEN_GROUP_STATUSES: frozenset[str] = frozenset({"pending", "in_progress"})
 
 #: The most rows one listing call returns.
 MAX_PAGE_SIZE = 100
+#: The longest one ``wait_for_events`` call blocks, in seconds.
+MAX_WAIT = 60.0
 
 T = TypeVar("T")
 

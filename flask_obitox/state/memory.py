@@ -33,6 +33,7 @@ from .base import (
     expected_statuses,
 )
 from .capabilities import (
+    MAX_WAIT,
     OPEN_GROUP_STATUSES,
     GroupClosed,
     GroupNotFound,
@@ -53,8 +54,6 @@ from .cursor import (
 
 T = TypeVar("T")
 
-#: The longest one ``wait_for_events`` call blocks, in seconds.
-MAX_WAIT = 60.0
 
 _UPLOAD = "u"
 _GROUP = "g"

@@ -18,12 +18,10 @@ from typing import Any
 import orjson
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .capabilities import InvalidCursor
+from .capabilities import MAX_WAIT, InvalidCursor
 from .cursor import following_event_id, format_event_id, parse_event_id
 from .redis_base import UNAVAILABLE_ERRORS, RedisBase, text
 
-#: The longest one ``wait_for_events`` call blocks, in seconds.
-MAX_WAIT = 60.0
 #: How much longer than the block a blocked read may take before Redis counts as gone.
 _WAIT_MARGIN = 5.0
 _FIELD = "e"
