@@ -16,6 +16,8 @@ from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from .state.registry import plain_redis_schemes, scheme_list
+
 KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
@@ -351,21 +353,19 @@ def _webhook_hosts(config: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(h.strip("[]") for h in hosts)
 
 
-_REDIS_SCHEMES = ("redis", "rediss", "unix")
-
-
 def _rq_redis_url(config: Mapping[str, Any], state_backend: str) -> str:
     """Where RQ keeps its queues: ``OBITOX_RQ_REDIS_URL``, else the state backend when it
-    is Redis, else the app's ``REDIS_URL``, else the default."""
+    is a plain Redis, else the app's ``REDIS_URL``, else the default."""
+    redis_schemes = plain_redis_schemes()
     url = _optional_str(config, ConfigVars.RQ_REDIS_URL)
     if url is None:
         scheme = state_backend.partition("://")[0].lower()
-        url = state_backend if scheme in _REDIS_SCHEMES else None
+        url = state_backend if scheme in redis_schemes else None
     url = url or config.get("REDIS_URL") or DEFAULT_REDIS_URL
-    if not isinstance(url, str) or url.partition("://")[0].lower() not in _REDIS_SCHEMES:
+    if not isinstance(url, str) or url.partition("://")[0].lower() not in redis_schemes:
         shown = url.partition("://")[0] + "://..." if isinstance(url, str) else repr(url)
         raise ConfigError(
-            f"{ConfigVars.RQ_REDIS_URL} must be a redis://, rediss:// or unix:// URL, got {shown}"
+            f"{ConfigVars.RQ_REDIS_URL} must be a {scheme_list(sorted(redis_schemes))} URL, got {shown}"
         )
     return url
 

@@ -25,15 +25,22 @@ from hypothesis import strategies as st
 from redis.connection import Connection
 from redis.crc import key_slot
 
+from flask_obitox.config import DEFAULT_REDIS_URL as DEFAULT_APP_REDIS_URL
+from flask_obitox.config import load_settings
 from flask_obitox.errors import StateUnavailable
 from flask_obitox.state import (
     STATUSES,
     TERMINAL,
+    GroupRecord,
     MemoryStateBackend,
     RedisStateBackend,
     StateBackend,
     UploadRecord,
     backend_from_uri,
+    plain_redis_schemes,
+    register_backend,
+    registered_schemes,
+    registry,
 )
 
 REDIS_URL_ENV = "OBITOX_TEST_REDIS_URL"
@@ -159,6 +166,22 @@ def test_record_json_ignores_unknown_keys_and_rejects_non_objects() -> None:
     assert UploadRecord.from_json(json.dumps(data)) == record
     with pytest.raises(ValueError, match="JSON object"):
         UploadRecord.from_json("[1]")
+
+
+def test_record_json_from_the_previous_release_loads() -> None:
+    """Records written before ``group_id`` and ``profile`` existed stay readable."""
+    written_before = (
+        b'{"upload_id":"u1","owner":"o","kind":"single","bucket":"b","key":"k",'
+        b'"filename":"f.jpg","content_type":"image/jpeg","size":3,"status":"pending",'
+        b'"created_at":1.5,"updated_at":1.5,"expires_at":901.5,"metadata":{},'
+        b'"checksum_sha256":null,"part_size":null,"total_parts":null,"s3_upload_id":null,'
+        b'"storage":null,"result":null,"validation":null,"network_type":null}'
+    )
+    record = UploadRecord.from_json(written_before)
+    assert record.group_id is None
+    assert record.profile is None
+    assert record.size == 3
+    assert UploadRecord.from_json(record.to_json()) == record
 
 
 @pytest.mark.parametrize(
@@ -501,12 +524,13 @@ def test_backends_satisfy_the_protocol(backend: StateBackend) -> None:
 def test_redis_layout_is_hash_tagged(redis_backend: RedisStateBackend) -> None:
     client = redis_backend.client
     prefix = redis_backend.prefix
-    # A live record (expiring in the future): one long expired is pruned from the index.
-    record = full_record(expires_at=time.time() + 3600)
-    batch = [make_record() for _ in range(3)]
+    # A live record, created now: entries created or expired long ago are pruned.
+    record = full_record(created_at=time.time(), expires_at=time.time() + 3600)
+    batch = [make_record(key=f"u/1/{i}.jpg") for i in range(3)]
     redis_backend.create(record, ttl=60)
     redis_backend.create_many(batch, ttl=60)
 
+    expected = {f"{prefix}:expiry"}
     for r in [record, *batch]:
         key = f"{prefix}:{{{r.upload_id}}}:upload"
         assert redis_backend.key(r.upload_id) == key
@@ -515,10 +539,14 @@ def test_redis_layout_is_hash_tagged(redis_backend: RedisStateBackend) -> None:
         # Cluster: the key lives in the slot of its upload id.
         assert key_slot(key.encode()) == key_slot(r.upload_id.encode())
         assert client.zscore(f"{prefix}:expiry", r.upload_id) == r.expires_at
-    assert sorted(client.scan_iter(match=f"{prefix}:*")) == sorted(
-        [f"{prefix}:{{{r.upload_id}}}:upload".encode() for r in [record, *batch]]
-        + [f"{prefix}:expiry".encode()]
-    )
+        object_key = f"{prefix}:{{k:{r.bucket}/{r.key}}}:upload"
+        assert key_slot(object_key.encode()) == key_slot(f"k:{r.bucket}/{r.key}".encode())
+        expected |= {key, object_key, f"{prefix}:{{o:{r.owner}}}:uploads"}
+        expected |= {f"{prefix}:{{o:{r.owner}}}:uploads:s:{r.status}"}
+        expected |= {f"{prefix}:{{o:{r.owner}}}:uploads:k:{r.kind}"}
+    assert sorted(client.scan_iter(match=f"{prefix}:*")) == sorted(k.encode() for k in expected)
+    for key in expected - {f"{prefix}:expiry"}:
+        assert 0 < client.ttl(key) <= 60  # nothing but the expiry index lives forever
 
 
 def test_redis_create_many_is_one_round_trip(
@@ -632,6 +660,23 @@ def test_redis_down_raises_state_unavailable_quickly(monkeypatch: pytest.MonkeyP
         "expired_ids": lambda: backend.expired_ids(time.time()),
         "forget_expired": lambda: backend.forget_expired(["x"]),
         "ping": backend.ping,
+        "get_many": lambda: backend.get_many(["x"]),
+        "list_uploads": lambda: backend.list_uploads("o"),
+        "upload_id_for_key": lambda: backend.upload_id_for_key("b", "k"),
+        "create_group": lambda: backend.create_group(
+            GroupRecord("g", "o", "n", "pending", 1.0, 1.0, 2.0), ttl=60
+        ),
+        "get_group": lambda: backend.get_group("g"),
+        "group_members": lambda: backend.group_members("g"),
+        "get_group_uploads": lambda: backend.get_group_uploads("g"),
+        "add_members": lambda: backend.add_members("g", ["x"]),
+        "seal": lambda: backend.seal("g"),
+        "update_group_status": lambda: backend.update_group_status("g", "pending", "failed"),
+        "list_groups": lambda: backend.list_groups("o"),
+        "append_event": lambda: backend.append_event("o", {"type": "x"}),
+        "read_events": lambda: backend.read_events("o"),
+        "wait_for_events": lambda: backend.wait_for_events("o", None, timeout=5),
+        "last_event_id": lambda: backend.last_event_id("o"),
     }
     for operation in operations.values():
         with pytest.raises(StateUnavailable) as info:
@@ -732,6 +777,36 @@ def test_backend_from_uri_rejects_others(uri: str) -> None:
     with pytest.raises(ValueError, match="OBITOX_STATE_BACKEND") as info:
         backend_from_uri(uri)
     assert "hunter2" not in str(info.value)
+
+
+def test_backend_from_uri_names_the_registered_schemes() -> None:
+    with pytest.raises(ValueError, match=r"memory://, redis://, rediss:// or unix:// URI"):
+        backend_from_uri("ftp://x")
+
+
+def test_a_registered_scheme_builds_its_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "_SCHEMES", dict(registry._SCHEMES))
+    built: list[str] = []
+
+    def cluster(uri: str) -> StateBackend:
+        built.append(uri)
+        return MemoryStateBackend()
+
+    register_backend("redis+cluster", cluster)
+    assert isinstance(backend_from_uri(" REDIS+CLUSTER://node:7000 "), MemoryStateBackend)
+    assert built == ["redis+cluster://node:7000"]
+    assert registered_schemes()[-1] == "redis+cluster"
+    # Only a plain Redis URL may double as RQ's: a cluster state makes RQ look elsewhere.
+    assert plain_redis_schemes() == {"redis", "rediss", "unix"}
+    settings = load_settings(
+        {"OBITOX_BUCKET": "b", "OBITOX_STATE_BACKEND": "redis+cluster://node:7000"}
+    )
+    assert settings.rq_redis_url == DEFAULT_APP_REDIS_URL
+    shared = load_settings({"OBITOX_BUCKET": "b", "OBITOX_STATE_BACKEND": "rediss://q:1/2"})
+    assert shared.rq_redis_url == "rediss://q:1/2"
+    for bad in ("", "redis://"):
+        with pytest.raises(ValueError, match="scheme"):
+            register_backend(bad, cluster)
 
 
 def test_the_expiry_index_stays_bounded(backend: StateBackend) -> None:

@@ -17,10 +17,10 @@ import orjson
 
 #: Every status an upload can be in.
 STATUSES: frozenset[str] = frozenset(
-    {"pending", "uploading", "completed", "aborted", "rejected", "expired"}
+    {"pending", "uploading", "completed", "aborted", "rejected", "expired", "deleted"}
 )
-#: Statuses an upload never leaves.
-TERMINAL: frozenset[str] = frozenset({"completed", "aborted", "rejected", "expired"})
+#: Statuses an upload never leaves (except that a settled upload may become ``deleted``).
+TERMINAL: frozenset[str] = frozenset({"completed", "aborted", "rejected", "expired", "deleted"})
 #: Kinds of upload.
 KINDS: frozenset[str] = frozenset({"single", "multipart"})
 
@@ -50,6 +50,8 @@ class UploadRecord:
     result: dict[str, Any] | None = None  # completion answer / rejection reason
     validation: dict[str, Any] | None = None  # the client's validation rules, re-checked later
     network_type: str | None = None  # the client's networkType, for part URL expiry
+    group_id: str | None = None  # the group it joined when it was created
+    profile: str | None = None  # the upload profile it was created under
 
     def to_dict(self) -> dict[str, Any]:
         """A shallow dict of every field (``metadata``/``result`` are not copied)."""

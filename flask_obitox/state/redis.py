@@ -1,14 +1,18 @@
-"""Upload state in Redis.
+"""Upload state in Redis: the core, the owner index, the key index and bulk reads.
 
-Layout (every upload key is hash-tagged, so it is Redis Cluster safe)::
-
-    <prefix>:{<upload_id>}:upload   string, the record as compact JSON, SET ... EX ttl
-    <prefix>:expiry                 sorted set, member upload_id, score expires_at
+The key layout is in :mod:`~flask_obitox.state.redis_layout` (every key hash-tagged
+so that each operation touches one Redis Cluster slot); groups and events are mixins
+of their own modules.
 
 ``update`` is a compare-and-swap on the whole stored value: read, check the status in
 Python, build the new JSON, and let a one-key Lua script write it only if the stored
 value is still byte-for-byte what was read (``SET ... KEEPTTL``). If another writer got
-there first the loop re-reads and re-checks the expectation.
+there first the loop re-reads and re-checks the expectation. A status, group or profile
+change then moves the upload between the owner's index sets with a script on the
+owner's slot: another slot, so not in the same atomic step. The sets are therefore
+checked when read: a listing drops (and removes) entries whose record is gone, belongs
+to someone else, or no longer has the set's status/group/profile. Because statuses only
+move forward, a late move never takes an entry out of the set of its current status.
 
 Every connectivity failure (refused, timed out, loading, read-only replica, cluster
 down, ...) is raised as :class:`~flask_obitox.errors.StateUnavailable`, whose message
@@ -18,163 +22,73 @@ names the server without its password.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Sequence
 from typing import Any, cast
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
-from redis.backoff import NoBackoff
-from redis.exceptions import (
-    ClusterDownError,
-    InvalidResponse,
-    OutOfMemoryError,
-    ReadOnlyError,
-    RedisError,
-    TryAgainError,
-)
-from redis.exceptions import (
-    ConnectionError as RedisConnectionError,
-)
-from redis.exceptions import (
-    TimeoutError as RedisTimeoutError,
-)
-from redis.retry import Retry
+from redis.exceptions import RedisError
 
 from ..errors import StateUnavailable
+from ..redis_client import redact_url, redis_from_url
 from .base import (
+    KINDS,
+    STATUSES,
     UploadRecord,
     apply_changes,
     check_changes,
     check_ttl,
     expected_statuses,
 )
+from .capabilities import GroupClosed, GroupNotFound, Page, check_limit
+from .cursor import index_member, time_bound
+from .redis_base import MAX_CAS_ATTEMPTS, ROW, SKIP, STALE, UNAVAILABLE_ERRORS, text
+from .redis_events import RedisEvents
+from .redis_groups import RedisGroups
+from .redis_layout import DELETE_IF_SCRIPT
 
-#: redis-py errors that mean "the store cannot answer now", not "you asked wrongly".
-#: ConnectionError covers refused/reset, AuthenticationError, BusyLoadingError and
-#: MaxConnectionsError; ClusterDownError covers MasterDownError; InvalidResponse is
-#: something other than Redis answering (a proxy, an HTTP port).
-UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    ReadOnlyError,
-    OutOfMemoryError,
-    ClusterDownError,
-    TryAgainError,
-    InvalidResponse,
-    OSError,
-)
+__all__ = ["MAX_CAS_ATTEMPTS", "UNAVAILABLE_ERRORS", "RedisStateBackend", "redact_url"]
 
-#: Set KEYS[1] to ARGV[2] only if it still holds ARGV[1]; keep its TTL.
-_CAS_SCRIPT = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-    redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
-    return 1
-end
-return 0
-"""
-
-#: How many lost compare-and-swap races ``update`` tolerates before giving up.
-MAX_CAS_ATTEMPTS = 64
-
-#: Client settings ``from_url`` uses unless told otherwise.
-DEFAULT_CLIENT_OPTIONS: dict[str, Any] = {
-    "socket_connect_timeout": 1.0,
-    "socket_timeout": 2.0,
-    "health_check_interval": 30,
-}
+#: The owner index set each filter reads, most selective first, and the field it holds.
+_DIMENSIONS = (("g", "group_id"), ("s", "status"), ("p", "profile"), ("k", "kind"))
 
 
-def redact_url(url: str) -> str:
-    """``url`` without its password and query string (which may also carry one)."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port
-    except ValueError:
-        return "<unparseable redis url>"
-    if parts.scheme == "unix":
-        return f"unix://{parts.path}"
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = host if port is None else f"{host}:{port}"
-    if parts.password is not None:
-        netloc = f"{parts.username or ''}:***@{netloc}"
-    elif parts.username:
-        netloc = f"{parts.username}@{netloc}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+class RedisStateBackend(RedisGroups, RedisEvents):
+    """Upload records in Redis (standalone, or Sentinel-managed), with every capability.
 
-
-def _describe_client(client: redis.Redis) -> str:
-    pool = getattr(client, "connection_pool", None)
-    kwargs: dict[str, Any] = getattr(pool, "connection_kwargs", None) or {}
-    db = kwargs.get("db", 0)
-    if kwargs.get("path"):
-        return f"unix://{kwargs['path']}?db={db}"
-    connection_class = getattr(pool, "connection_class", None)
-    scheme = "rediss" if "SSL" in getattr(connection_class, "__name__", "") else "redis"
-    host = kwargs.get("host", "localhost")
-    return f"{scheme}://{host}:{kwargs.get('port', 6379)}/{db}"
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-class RedisStateBackend:
-    """Upload records in Redis (standalone, Sentinel-managed or Cluster-compatible keys)."""
+    Bulk reads use ``MGET`` and a batch is one packed send on one connection: a Redis
+    Cluster backend keeps this layout and sends those per node instead.
+    """
 
     def __init__(
-        self, client: redis.Redis, *, prefix: str = "obitox", url: str | None = None
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = "obitox",
+        url: str | None = None,
+        events_retention: int = 1000,
     ) -> None:
-        self._client = client
-        self.prefix = prefix
-        self.url = redact_url(url) if url is not None else _describe_client(client)
-        self._expiry_key = f"{prefix}:expiry"
-        self._key_head = f"{prefix}:{{"
-        # register_script does not talk to the server: the script is loaded on first use.
-        self._cas = client.register_script(_CAS_SCRIPT)
+        super().__init__(client, prefix=prefix, url=url)
+        self.events_retention = events_retention
 
     @classmethod
-    def from_url(cls, url: str, *, prefix: str = "obitox", **kw: Any) -> RedisStateBackend:
-        """A backend with its own client for ``url``.
+    def from_url(
+        cls, url: str, *, prefix: str = "obitox", events_retention: int = 1000, **kw: Any
+    ) -> RedisStateBackend:
+        """A backend with its own client for ``url``
+        (:func:`~flask_obitox.redis_client.redis_from_url`).
 
-        Nothing connects here: connections are made on first use, so an app can start
-        while Redis is down. Timeouts are short (connect 1 s, read 2 s) and a failed
-        command is retried once, immediately, and only for a dropped connection, so a
-        dead Redis is reported in about a connect timeout. ``kw`` overrides any client
+        Nothing connects here. Replies time out after 2 s; ``kw`` overrides any client
         option (``socket_timeout``, ``retry``, ``max_connections``, ...).
         """
-        options: dict[str, Any] = dict(DEFAULT_CLIENT_OPTIONS)
-        options["retry"] = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
-        if not url.lower().startswith("unix:"):
-            options["socket_keepalive"] = True  # TCP only: unix connections reject it
-        options.update(kw)
-        client = redis.Redis.from_url(url, **options)
-        return cls(client, prefix=prefix, url=url)
-
-    @property
-    def client(self) -> redis.Redis:
-        return self._client
+        client = redis_from_url(url, **kw)
+        return cls(client, prefix=prefix, url=url, events_retention=events_retention)
 
     def __repr__(self) -> str:
         return f"<RedisStateBackend {self.url} prefix={self.prefix!r}>"
 
     def key(self, upload_id: str) -> str:
         """The Redis key holding ``upload_id``'s record."""
-        return f"{self._key_head}{upload_id}}}:upload"
-
-    def _unavailable(self, action: str, exc: BaseException) -> StateUnavailable:
-        return StateUnavailable(
-            f"Redis at {self.url} is unavailable ({action}): {type(exc).__name__}: {exc}"
-        )
-
-    @contextmanager
-    def _guard(self, action: str) -> Iterator[None]:
-        try:
-            yield
-        except UNAVAILABLE_ERRORS as exc:
-            raise self._unavailable(action, exc) from exc
+        return self.layout.upload(upload_id)
 
     # -- StateBackend ------------------------------------------------------------------
 
@@ -182,54 +96,137 @@ class RedisStateBackend:
         self.create_many((record,), ttl)
 
     def create_many(self, records: Sequence[UploadRecord], ttl: int) -> None:
-        """One ``SET key json EX ttl`` per record and one ``ZADD`` for the batch, sent
-        together on one connection: one round trip.
+        """Every write of a batch sent together on one connection: one round trip.
 
-        The commands are packed by redis-py's own ``Connection.pack_commands`` and the
-        replies read with ``read_response``, without a ``Pipeline`` object: for 100
-        records that halves the time (its per-command bookkeeping dominates; measured
-        in ``docs/performance.rst``).
+        Per record a ``SET`` of the record and one of its object key's entry; one
+        ``ZADD`` to the expiry index; per owner the index entries (``ZADD`` per set,
+        pruning, ``EXPIRE``); per group one join script. The commands are packed by
+        redis-py's own ``Connection.pack_commands`` and the replies read with
+        ``read_response``, without a ``Pipeline`` object: for 100 records that halves
+        the time (its per-command bookkeeping dominates; measured in
+        ``docs/performance.rst``).
 
-        Not a MULTI/EXEC transaction: each record lives in its own hash slot (so the
-        layout works on Redis Cluster), and a transaction cannot span slots. Each record
-        is one atomic SET, so no record is ever half written; if Redis fails part way,
-        the caller answers 503 and never hands out the ids of the records that did land,
-        which expire with their TTL.
+        Not a MULTI/EXEC transaction: the keys live in many hash slots (so the layout
+        works on Redis Cluster), and a transaction cannot span slots. Each command is
+        atomic, so no record is ever half written; if Redis fails part way, the caller
+        answers 503 and never hands out the ids of the records that did land, which
+        expire with their TTL. If a group refuses its members, the records are deleted
+        again (a second round trip) and :class:`GroupNotFound`/:class:`GroupClosed`
+        raised.
         """
         check_ttl(ttl)
         if not records:
             return
-        commands: list[tuple[Any, ...]] = [
-            ("SET", self.key(r.upload_id), r.to_json(), "EX", ttl) for r in records
-        ]
-        # Keep the index bounded: an entry that expired more than ``ttl`` ago belongs to a
-        # record created even earlier, whose key (``ttl`` from its creation) is gone.
-        # Pruned before the ZADD, so this batch's own entries always stay.
-        commands.append(("ZREMRANGEBYSCORE", self._expiry_key, "-inf", f"({time.time() - ttl}"))
-        zadd: list[Any] = ["ZADD", self._expiry_key]
+        layout = self.layout
+        commands: list[tuple[Any, ...]] = []
+        joining: dict[str, list[str]] = {}
+        for r in records:
+            commands.append(("SET", layout.upload(r.upload_id), r.to_json(), "EX", ttl))
+            commands.append(("SET", layout.object_key(r.bucket, r.key), r.upload_id, "EX", ttl))
+            if r.group_id:
+                joining.setdefault(r.group_id, []).append(r.upload_id)
+        # Keep the expiry index bounded: an entry that expired more than ``ttl`` ago
+        # belongs to a record created even earlier, whose key (``ttl`` from its creation)
+        # is gone. Pruned before the ZADD, so this batch's own entries always stay.
+        commands.append(("ZREMRANGEBYSCORE", layout.expiry, "-inf", f"({time.time() - ttl}"))
+        zadd: list[Any] = ["ZADD", layout.expiry]
         for record in records:
             zadd += (record.expires_at, record.upload_id)
         commands.append(tuple(zadd))
+        commands += self._index_commands(records, ttl)
+        first_join = len(commands)
+        commands += [self._join_command(gid, ids) for gid, ids in joining.items()]
+        replies = self._send(commands, "create")
+        try:
+            for group_id, reply in zip(joining, replies[first_join:], strict=True):
+                self._join_result(group_id, reply)
+        except (GroupNotFound, GroupClosed):
+            self._undo_create(records, joining)
+            raise
+
+    def _index_keys(self, record: UploadRecord) -> list[str]:
+        """Every owner index set ``record`` belongs in."""
+        layout, owner = self.layout, record.owner
+        keys = [layout.owner_uploads(owner)]
+        for dimension, name in _DIMENSIONS:
+            value = getattr(record, name)
+            if value:
+                keys.append(layout.owner_uploads(owner, dimension, value))
+        return keys
+
+    def _every_set(self, owner: str) -> list[str]:
+        """The owner's sets that exist whatever its uploads are (all, statuses, kinds)."""
+        layout = self.layout
+        return [
+            layout.owner_uploads(owner),
+            *(layout.owner_uploads(owner, "s", status) for status in sorted(STATUSES)),
+            *(layout.owner_uploads(owner, "k", kind) for kind in sorted(KINDS)),
+        ]
+
+    def _index_commands(self, records: Sequence[UploadRecord], ttl: int) -> list[tuple[Any, ...]]:
+        members: dict[str, list[Any]] = {}
+        for record in records:
+            member = index_member(record.created_at, record.upload_id)
+            for key in self._index_keys(record):
+                members.setdefault(key, []).extend((0, member))
+        # Entries created more than a ttl ago lead to records that are gone: dropped on
+        # every write (before this batch's own are added), in every set of the owner.
+        cutoff = "(" + time_bound(time.time() - ttl)
+        pruned = dict.fromkeys(key for r in records for key in self._every_set(r.owner))
+        pruned.update(dict.fromkeys(members))
+        commands: list[tuple[Any, ...]] = [("ZREMRANGEBYLEX", key, "-", cutoff) for key in pruned]
+        for key, pairs in members.items():
+            commands.append(("ZADD", key, *pairs))
+            commands.append(("EXPIRE", key, ttl))
+        return commands
+
+    def _send(self, commands: list[tuple[Any, ...]], action: str) -> list[Any]:
+        """Send ``commands`` in one packet on one connection and read every reply."""
         pool = self._client.connection_pool
         try:
             connection: Any = pool.get_connection()
         except RedisError as exc:
-            raise self._unavailable("create", exc) from exc
+            raise self._unavailable(action, exc) from exc
 
-        def attempt() -> None:
+        def attempt() -> list[Any]:
             connection.send_packed_command(connection.pack_commands(commands))
-            for _ in commands:
-                connection.read_response()
+            return [connection.read_response() for _ in commands]
 
         try:
-            # Every command here is idempotent, so the connection's retry policy may resend.
-            connection.retry.call_with_retry(attempt, lambda _error: connection.disconnect())
+            # Every command sent this way is idempotent: the retry policy may resend.
+            replies: list[Any] = connection.retry.call_with_retry(
+                attempt, lambda _error: connection.disconnect()
+            )
         except RedisError as exc:
             # A reply may be left unread after an error: never reuse this connection.
             connection.disconnect()
-            raise self._unavailable("create", exc) from exc
+            raise self._unavailable(action, exc) from exc
         finally:
             pool.release(connection)
+        return replies
+
+    def _undo_create(self, records: Sequence[UploadRecord], joined: dict[str, list[str]]) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        for record in records:
+            self._queue_forget(pipe, record)
+        for group_id, upload_ids in joined.items():
+            pipe.zrem(self.layout.group_members(group_id), *upload_ids)
+        with self._guard("create"):
+            pipe.execute()
+
+    def _queue_forget(self, pipe: Any, record: UploadRecord) -> None:
+        """Queue the removal of ``record`` and every index entry of it on ``pipe``."""
+        layout = self.layout
+        pipe.delete(layout.upload(record.upload_id))
+        pipe.zrem(layout.expiry, record.upload_id)
+        # EVAL, not the registered script: a pipeline with scripts first asks the server
+        # whether they are loaded, which is one more round trip.
+        pipe.eval(
+            DELETE_IF_SCRIPT, 1, layout.object_key(record.bucket, record.key), record.upload_id
+        )
+        member = index_member(record.created_at, record.upload_id)
+        for key in dict.fromkeys([*self._every_set(record.owner), *self._index_keys(record)]):
+            pipe.zrem(key, member)
 
     def get(self, upload_id: str) -> UploadRecord | None:
         with self._guard("get"):
@@ -258,17 +255,36 @@ class RedisStateBackend:
                 # is ours. Claiming success there could give two winners.)
                 if self._cas(keys=[key], args=[old, new.to_json()]) == 1:
                     if "expires_at" in changes:
-                        client.zadd(self._expiry_key, {upload_id: new.expires_at})
+                        client.zadd(self.layout.expiry, {upload_id: new.expires_at})
+                    self._reindex(record, new)
                     return new
         raise StateUnavailable(
             f"Redis at {self.url}: update of {upload_id!r} lost {MAX_CAS_ATTEMPTS} races in a row"
         )
 
+    def _reindex(self, old: UploadRecord, new: UploadRecord) -> None:
+        """Move ``new`` between its owner's sets for what changed since ``old``. (The
+        owner, kind, ``created_at`` and object key of an upload never change.)"""
+        leave: list[str] = []
+        join: list[str] = []
+        for dimension, name in _DIMENSIONS:
+            before, after = getattr(old, name), getattr(new, name)
+            if before != after:
+                if before:
+                    leave.append(self.layout.owner_uploads(old.owner, dimension, before))
+                if after:
+                    join.append(self.layout.owner_uploads(new.owner, dimension, after))
+        member = index_member(new.created_at, new.upload_id)
+        self._move_member(self.layout.owner_uploads(new.owner), member, leave, join)
+
     def delete(self, upload_id: str) -> None:
-        pipe = self._client.pipeline(transaction=False)
-        pipe.delete(self.key(upload_id))
-        pipe.zrem(self._expiry_key, upload_id)
         with self._guard("delete"):
+            raw: bytes | str | None = self._client.get(self.key(upload_id))
+            pipe = self._client.pipeline(transaction=False)
+            pipe.delete(self.key(upload_id))
+            pipe.zrem(self.layout.expiry, upload_id)
+            if raw is not None:
+                self._queue_forget(pipe, UploadRecord.from_json(raw))
             pipe.execute()
 
     def expired_ids(self, now: float, limit: int = 1000) -> list[str]:
@@ -277,18 +293,68 @@ class RedisStateBackend:
         with self._guard("expired_ids"):
             ids = cast(
                 "list[bytes | str]",
-                self._client.zrangebyscore(self._expiry_key, "-inf", now, start=0, num=limit),
+                self._client.zrangebyscore(self.layout.expiry, "-inf", now, start=0, num=limit),
             )
-        return [_text(i) for i in ids]
+        return [text(i) for i in ids]
 
     def forget_expired(self, upload_ids: Sequence[str]) -> None:
         if not upload_ids:
             return
         with self._guard("forget_expired"):
-            self._client.zrem(self._expiry_key, *upload_ids)
+            self._client.zrem(self.layout.expiry, *upload_ids)
 
     def ping(self) -> float:
         with self._guard("ping"):
             start = time.perf_counter()
             self._client.ping()
             return time.perf_counter() - start
+
+    # -- BulkRead, KeyIndex ------------------------------------------------------------
+
+    def get_many(self, upload_ids: Sequence[str]) -> list[UploadRecord | None]:
+        with self._guard("get_many"):
+            return self._load_uploads(upload_ids)
+
+    def upload_id_for_key(self, bucket: str, key: str) -> str | None:
+        with self._guard("upload_id_for_key"):
+            found: bytes | str | None = self._client.get(self.layout.object_key(bucket, key))
+        return None if found is None else text(found)
+
+    # -- OwnerIndex --------------------------------------------------------------------
+
+    def list_uploads(
+        self,
+        owner: str,
+        *,
+        status: str | None = None,
+        kind: str | None = None,
+        group_id: str | None = None,
+        profile: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[UploadRecord]:
+        """Reads the set of the most selective filter given (group, status, profile,
+        kind, else all) and checks the rest on the records."""
+        check_limit(limit)
+        if status is not None and status not in STATUSES:
+            raise ValueError(f"unknown upload status {status!r}")
+        if kind is not None and kind not in KINDS:
+            raise ValueError(f"unknown upload kind {kind!r}")
+        wanted = {"status": status, "kind": kind, "group_id": group_id, "profile": profile}
+        primary = next(((d, n) for d, n in _DIMENSIONS if wanted[n] is not None), None)
+        index_key = self.layout.owner_uploads(owner)
+        if primary is not None:
+            index_key = self.layout.owner_uploads(owner, primary[0], wanted[primary[1]] or "")
+
+        def verdict(member: str, record: UploadRecord) -> str:
+            if record.owner != owner or member != index_member(record.created_at, record.upload_id):
+                return STALE  # the id was reused
+            if primary is not None and getattr(record, primary[1]) != wanted[primary[1]]:
+                return STALE  # moved on; its move put it in the right set
+            if any(v is not None and getattr(record, n) != v for n, v in wanted.items()):
+                return SKIP
+            return ROW
+
+        query = ("uploads", owner, status, kind, group_id, profile)
+        with self._guard("list_uploads"):
+            return self._scan(index_key, query, limit, cursor, self._load_uploads, verdict)

@@ -22,15 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 from flask import Flask, current_app
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.retry import Retry as RedisRetry
 from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError
 
 from .. import signals
 from ..config import ConfigError, ConfigVars, Settings, webhook_endpoint, webhook_secret_key
+from ..redis_client import redis_from_url
 from ..state import UploadRecord
 from ..state.redis import redact_url
 from .events import (
@@ -154,24 +152,14 @@ class Webhooks:
 
     @property
     def connection(self) -> redis.Redis:
-        """The Redis client RQ uses (``OBITOX_RQ_REDIS_URL``); created on first use."""
+        """The Redis client RQ uses (``OBITOX_RQ_REDIS_URL``); created on first use, with
+        the package's client options and a 5 s reply timeout."""
         if self._connection is None:
             with self._lock:
                 if self._connection is None:
-                    url = self.settings.rq_redis_url
-                    options: dict[str, Any] = {
-                        "socket_connect_timeout": 1.0,
-                        "socket_timeout": 5.0,
-                        "health_check_interval": 30,
-                        # One immediate retry for a dropped connection; a dead Redis is
-                        # reported in about a connect timeout, not after backoffs.
-                        "retry": RedisRetry(
-                            NoBackoff(), 1, supported_errors=(RedisConnectionError,)
-                        ),
-                    }
-                    if not url.lower().startswith("unix:"):
-                        options["socket_keepalive"] = True
-                    self._connection = redis.Redis.from_url(url, **options)
+                    self._connection = redis_from_url(
+                        self.settings.rq_redis_url, socket_timeout=5.0
+                    )
         return self._connection
 
     @property

@@ -1,0 +1,140 @@
+"""Where everything lives in Redis, and the Lua scripts that change it atomically.
+
+Every key carries a Redis Cluster hash tag (the part in braces), chosen so that each
+operation touches one slot: an upload's record; an owner's indexes and events; a
+group's record and members; an object key's index entry::
+
+    <p>:{<uploadId>}:upload               string   the upload record (JSON), EX ttl
+    <p>:expiry                            zset     uploadId -> expires_at
+    <p>:{k:<bucket>/<key>}:upload         string   uploadId of that object key, EX ttl
+    <p>:{o:<owner>}:uploads               zset     the owner's uploads (all of them)
+    <p>:{o:<owner>}:uploads:s:<status>    zset     ... with that status
+    <p>:{o:<owner>}:uploads:k:<kind>      zset     ... of that kind
+    <p>:{o:<owner>}:uploads:g:<groupId>   zset     ... in that group
+    <p>:{o:<owner>}:uploads:p:<profile>   zset     ... under that profile
+    <p>:{o:<owner>}:groups                zset     the owner's groups
+    <p>:{o:<owner>}:groups:s:<status>     zset     ... with that status
+    <p>:{o:<owner>}:events                stream   the owner's events, MAXLEN ~ retention
+    <p>:{g:<groupId>}:group               string   the group record (JSON), EX ttl
+    <p>:{g:<groupId>}:members             zset     uploadId -> join position
+
+The owner index sets all score 0 and hold members ``"<created_at>:<id>"``
+(:func:`~flask_obitox.state.cursor.index_member`), read newest first with
+``ZREVRANGEBYLEX``. Text inside a hash tag has ``%``, ``{`` and ``}`` (and ``/`` in a
+bucket) percent-encoded, so no owner, group id or object key can end its tag early or
+make two keys collide.
+"""
+
+from __future__ import annotations
+
+from .capabilities import OPEN_GROUP_STATUSES
+
+_ESCAPES = str.maketrans({"%": "%25", "{": "%7B", "}": "%7D"})
+_BUCKET_ESCAPES = str.maketrans({"%": "%25", "{": "%7B", "}": "%7D", "/": "%2F"})
+
+
+def _tag(text: str) -> str:
+    return text.translate(_ESCAPES)
+
+
+class RedisLayout:
+    """The key names under one prefix."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.expiry = f"{prefix}:expiry"
+        self._upload_head = f"{prefix}:{{"
+
+    def upload(self, upload_id: str) -> str:
+        return f"{self._upload_head}{upload_id}}}:upload"
+
+    def object_key(self, bucket: str, key: str) -> str:
+        return f"{self.prefix}:{{k:{bucket.translate(_BUCKET_ESCAPES)}/{_tag(key)}}}:upload"
+
+    def owner_uploads(self, owner: str, dimension: str = "", value: str = "") -> str:
+        """The owner's index of uploads; with ``dimension`` (``s`` status, ``k`` kind,
+        ``g`` group id, ``p`` profile), of those whose field is ``value``."""
+        head = f"{self.prefix}:{{o:{_tag(owner)}}}:uploads"
+        return f"{head}:{dimension}:{value}" if dimension else head
+
+    def owner_groups(self, owner: str, status: str = "") -> str:
+        head = f"{self.prefix}:{{o:{_tag(owner)}}}:groups"
+        return f"{head}:s:{status}" if status else head
+
+    def owner_events(self, owner: str) -> str:
+        return f"{self.prefix}:{{o:{_tag(owner)}}}:events"
+
+    def group(self, group_id: str) -> str:
+        return f"{self.prefix}:{{g:{_tag(group_id)}}}:group"
+
+    def group_members(self, group_id: str) -> str:
+        return f"{self.prefix}:{{g:{_tag(group_id)}}}:members"
+
+
+#: Set KEYS[1] to ARGV[2] only if it still holds ARGV[1]; keep its TTL.
+CAS_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+    return 1
+end
+return 0
+"""
+
+#: Move member ARGV[1] in an owner's index: out of KEYS[2 .. ARGV[2]+1], into the rest.
+#: KEYS[1] is the owner's index of everything: a member it does not hold (an upload
+#: written before indexes existed) joins nothing, and a joined set lives at least as
+#: long as it, so that no set outlives its entries' records for long nor dies before.
+MOVE_SCRIPT = """
+local leave = tonumber(ARGV[2])
+for i = 2, leave + 1 do
+    redis.call('ZREM', KEYS[i], ARGV[1])
+end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl <= 0 or not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+    return 0
+end
+for i = leave + 2, #KEYS do
+    redis.call('ZADD', KEYS[i], 0, ARGV[1])
+    if redis.call('PTTL', KEYS[i]) < ttl then
+        redis.call('PEXPIRE', KEYS[i], ttl)
+    end
+end
+return 1
+"""
+
+_OPEN = " or ".join(f"group.status == '{status}'" for status in sorted(OPEN_GROUP_STATUSES))
+
+#: Add ARGV (upload ids) to group KEYS[1]'s members KEYS[2], in order, unless the group
+#: is gone (-1) or closed (-2); returns the member count. Members already there keep
+#: their position, so a retried call adds nothing twice.
+JOIN_SCRIPT = f"""
+local raw = redis.call('GET', KEYS[1])
+if not raw then
+    return -1
+end
+local group = cjson.decode(raw)
+if group.sealed or not ({_OPEN}) then
+    return -2
+end
+local n = redis.call('ZCARD', KEYS[2])
+for i = 1, #ARGV do
+    if redis.call('ZADD', KEYS[2], 'NX', n + 1, ARGV[i]) == 1 then
+        n = n + 1
+    end
+end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then
+    redis.call('PEXPIRE', KEYS[2], ttl)
+end
+return n
+"""
+JOIN_GONE = -1
+JOIN_CLOSED = -2
+
+#: Delete KEYS[1] only if it holds ARGV[1] (an object key's entry, if still this upload's).
+DELETE_IF_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""

@@ -1,0 +1,142 @@
+"""The EventStream contract: append, read after an id, wait for new ones; run against
+every backend that claims it."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from state_support import BACKENDS, RoundTrips, backend_claiming
+
+from flask_obitox.state import EventStream, InvalidCursor, RedisStateBackend
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> Any:
+    return backend_claiming(request, EventStream)
+
+
+def position(event_id: str) -> tuple[int, int]:
+    ms, seq = event_id.split("-")
+    return int(ms), int(seq)
+
+
+def event(n: int) -> dict[str, Any]:
+    return {"type": "upload.progress", "timestamp": "2026-12-01T00:00:00Z", "data": {"n": n}}
+
+
+def test_append_then_read_after(backend: Any) -> None:
+    ids = [backend.append_event("user-1", event(n)) for n in range(30)]
+    assert [position(i) for i in ids] == sorted({position(i) for i in ids})  # increasing
+    backend.append_event("user-2", event(99))
+
+    everything = backend.read_events("user-1")
+    assert everything == [(i, event(n)) for n, i in enumerate(ids)]
+    assert backend.read_events("user-1", "") == everything
+    assert backend.read_events("user-1", ids[9]) == everything[10:]
+    assert backend.read_events("user-1", ids[9], count=3) == everything[10:13]
+    assert backend.read_events("user-1", ids[-1]) == []
+    assert backend.read_events("user-1", "0-0", count=1) == everything[:1]
+    assert backend.last_event_id("user-1") == ids[-1]
+    assert backend.last_event_id("nobody") is None
+    assert backend.read_events("nobody") == []
+    with pytest.raises(ValueError, match="count"):
+        backend.read_events("user-1", count=0)
+
+
+@pytest.mark.parametrize(
+    "bad", ["garbage", "1-2-3", "-1-0", "1.5-0", "12", "0x1-0", "1-18446744073709551616", " 1-0"]
+)
+def test_garbage_ids_are_invalid_cursors(backend: Any, bad: str) -> None:
+    backend.append_event("user-1", event(1))
+    with pytest.raises(InvalidCursor):
+        backend.read_events("user-1", bad)
+    with pytest.raises(InvalidCursor):
+        backend.wait_for_events("user-1", bad, timeout=0.1)
+
+
+def test_an_id_beyond_the_newest_is_invalid(backend: Any) -> None:
+    newest = position(backend.append_event("user-1", event(1)))
+    for beyond in (f"{newest[0]}-{newest[1] + 1}", f"{newest[0] + 10**6}-0"):
+        with pytest.raises(InvalidCursor):
+            backend.read_events("user-1", beyond)
+
+
+def test_only_the_newest_are_kept(backend: Any) -> None:
+    backend.events_retention = 20
+    ids = [backend.append_event("user-1", event(n)) for n in range(400)]
+    kept = backend.read_events("user-1", count=1000)
+    # Redis trims whole stream nodes (MAXLEN ~): at least the retention stays, and
+    # always the newest.
+    assert 20 <= len(kept) < 400
+    assert [i for i, _ in kept] == ids[-len(kept) :]
+    # An id older than everything kept reads from the oldest kept.
+    assert backend.read_events("user-1", ids[0], count=1000) == kept
+
+
+def test_wait_returns_at_once_when_events_are_there(backend: Any) -> None:
+    first = backend.append_event("user-1", event(1))
+    second = backend.append_event("user-1", event(2))
+    assert backend.wait_for_events("user-1", first, timeout=30) == [(second, event(2))]
+    assert backend.wait_for_events("user-1", None, timeout=30)[0] == (first, event(1))
+
+
+def test_wait_times_out_empty(backend: Any) -> None:
+    last = backend.append_event("user-1", event(1))
+    assert backend.wait_for_events("user-1", last, timeout=0.2) == []
+    assert backend.wait_for_events("nobody", None, timeout=0) == []
+
+
+def waiter(backend: Any, owner: str, after: str | None) -> tuple[threading.Thread, list[Any]]:
+    got: list[Any] = []
+
+    def wait() -> None:
+        got.append(backend.wait_for_events(owner, after, timeout=20))
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    return thread, got
+
+
+def test_wait_wakes_for_a_new_event_from_another_thread(backend: Any) -> None:
+    last = backend.append_event("user-1", event(0))
+    thread, got = waiter(backend, "user-1", last)
+    other, other_got = waiter(backend, "user-2", None)
+    threading.Event().wait(0.2)  # let them block (correct either way)
+    new = backend.append_event("user-1", event(1))
+    thread.join(timeout=30)
+    assert got == [[(new, event(1))]]
+    # user-2's waiter is not woken by user-1's events.
+    assert other.is_alive() or other_got == [[]]
+    mine = backend.append_event("user-2", event(2))
+    other.join(timeout=30)
+    assert other_got == [[(mine, event(2))]]
+
+
+def test_redis_events_reach_waiters_of_another_client(
+    redis_backend: RedisStateBackend, redis_url: str
+) -> None:
+    """Another process (here: another client and pool) appends; the waiter wakes."""
+    elsewhere = RedisStateBackend.from_url(redis_url, prefix=redis_backend.prefix)
+    last = elsewhere.append_event("user-1", event(0))
+    thread, got = waiter(redis_backend, "user-1", last)
+    threading.Event().wait(0.2)
+    new = elsewhere.append_event("user-1", event(1))
+    thread.join(timeout=30)
+    assert got == [[(new, event(1))]]
+    elsewhere.client.close()
+
+
+def test_redis_append_and_read_are_one_round_trip_each(
+    redis_backend: RedisStateBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    redis_backend.ping()
+    with RoundTrips().counting(monkeypatch) as trips:
+        first = redis_backend.append_event("user-1", event(1))
+    assert trips.count == 1
+    with RoundTrips().counting(monkeypatch) as trips:
+        assert redis_backend.read_events("user-1", "0-0") == [(first, event(1))]
+    assert trips.count == 1
+    key = redis_backend.layout.owner_events("user-1")
+    assert 0 < redis_backend.client.ttl(key) <= redis_backend.events_ttl
