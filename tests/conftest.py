@@ -55,6 +55,12 @@ def _redis_url() -> str | None:
     return candidate
 
 
+def pytest_report_header() -> str:
+    url = os.environ.get("OBITOX_TEST_REDIS_URL")
+    where = url or "redis://127.0.0.1:6379/15 (set OBITOX_TEST_REDIS_URL to choose)"
+    return f"obitox: Redis tests use {where}, under key prefixes of their own"
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     url = _redis_url()

@@ -104,7 +104,7 @@ def webhooks(redis_url: str) -> Iterator[dict[str, Any]]:
     client = redis.Redis.from_url(redis_url)
     keys = list(client.scan_iter(match=f"rq:*{queue}*"))
     # A stopped worker leaves its hash to expire; those of this queue go now.
-    for key in client.scan_iter(match="rq:worker:*"):
+    for key in client.scan_iter(match="rq:worker:*", _type="hash"):  # not RQ 3's executions sets
         if client.hget(key, "queues") == queue.encode():
             keys.append(key)
             client.srem("rq:workers", key)

@@ -248,6 +248,7 @@ def _run_one_job(rq_redis_url: str) -> Any:
         from webhook_support import delete_rq_keys
 
         delete_rq_keys(queue.connection, queue.name)
+        queue.connection.close()
 
 
 def test_the_worker_runs_jobs_in_the_app_context_on_this_rq(redis_url: str) -> None:
@@ -264,6 +265,9 @@ def test_the_worker_starts_on_the_example_apps_embedded_fakeredis() -> None:
     from fakeredis import TcpFakeServer
 
     server = TcpFakeServer(("127.0.0.1", 0), server_type="redis")
+    # The worker's connections may still be open at the end: never wait for them.
+    server.daemon_threads = True
+    server.block_on_close = False
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
