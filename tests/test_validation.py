@@ -54,12 +54,14 @@ def _zip(names: list[str], *, first_stored: bool = False) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for index, name in enumerate(names):
+            # A fixed date: the same bytes (and test ids) in every xdist process.
+            entry = zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0))
             if first_stored and index == 0:
-                archive.writestr(
-                    name, "application/vnd.oasis.opendocument.text", zipfile.ZIP_STORED
-                )
+                entry.compress_type = zipfile.ZIP_STORED
+                archive.writestr(entry, "application/vnd.oasis.opendocument.text")
             else:
-                archive.writestr(name, "<x/>" * 20)
+                entry.compress_type = zipfile.ZIP_DEFLATED
+                archive.writestr(entry, "<x/>" * 20)
     return buffer.getvalue()
 
 
