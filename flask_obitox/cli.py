@@ -14,24 +14,15 @@ import redis
 from flask import current_app
 from flask.cli import AppGroup
 
+from .appstate import get_state
 from .doctor import render_table, run_checks
 from .errors import ObitoXError, ServiceUnavailable
-from .extension import EXTENSION_KEY, ObitoXState
-from .storage import Storage
-from .storage.bucket import create_bucket
 from .storage.cors import RULE_ID as CORS_RULE_ID
-from .storage.cors import choose_origins, setup_cors, verify_cors
 from .storage.lifecycle import RULE_ID as LIFECYCLE_RULE_ID
-from .storage.lifecycle import setup_lifecycle
 from .webhooks import UnknownFailedDelivery, failed_deliveries, replay, run_worker, webhooks_for
 from .webhooks.worker import DEFAULT_WORKER_CLASS, MAINTENANCE_INTERVAL, WORKER_CLASSES
 
 obitox_cli = AppGroup("obitox", help="Direct-to-S3 uploads: maintenance and operations.")
-
-
-def _ext() -> ObitoXState:
-    state: ObitoXState = current_app.extensions[EXTENSION_KEY]
-    return state
 
 
 @obitox_cli.command("cleanup")
@@ -45,7 +36,7 @@ def _ext() -> ObitoXState:
 def cleanup_command(orphans: bool) -> None:
     """Expire uploads past OBITOX_UPLOAD_TTL and free what they hold in storage."""
     try:
-        report = _ext().service.cleanup(orphans=orphans)
+        report = get_state().service.cleanup(orphans=orphans)
     except ServiceUnavailable as error:
         raise click.ClickException(error.detail) from None
     for record in report.expired:
@@ -64,11 +55,6 @@ def cleanup_command(orphans: bool) -> None:
 
 
 # -- the bucket, its CORS and lifecycle, doctor (storage/, doctor.py) ----------------------
-
-
-def _default_storage() -> Storage:
-    ext = _ext()
-    return ext.storages.get(ext.service.default_storage)
 
 
 def _operator_error(error: ObitoXError) -> click.ClickException:
@@ -108,8 +94,8 @@ def bucket_create(with_cors: bool, origins: tuple[str, ...]) -> None:
         raise click.UsageError("--origin only applies with --cors.")
     try:
         if with_cors:  # a missing or bad origin is said before anything is created
-            choose_origins(origins, _ext().settings.cors_origins)
-        result = create_bucket(_default_storage())
+            get_state().service.check_cors_origins(origins)
+        result = get_state().service.create_bucket()
     except ObitoXError as error:
         raise _operator_error(error) from None
     if result.created:
@@ -149,9 +135,7 @@ def cors_cli() -> None:
 def cors_setup(origins: tuple[str, ...], dry_run: bool) -> None:
     """Merge the upload rule into the bucket's CORS configuration; other rules are kept."""
     try:
-        result = setup_cors(
-            _default_storage(), origins, configured=_ext().settings.cors_origins, dry_run=dry_run
-        )
+        result = get_state().service.setup_cors(origins, dry_run=dry_run)
     except ObitoXError as error:
         raise _operator_error(error) from None
     _warn(result.warnings)
@@ -177,7 +161,7 @@ def cors_setup(origins: tuple[str, ...], dry_run: bool) -> None:
 def cors_verify(origins: tuple[str, ...]) -> None:
     """Check, per origin, that a browser upload would work; exit 1 if one would not."""
     try:
-        report = verify_cors(_default_storage(), origins, configured=_ext().settings.cors_origins)
+        report = get_state().service.verify_cors(origins)
     except ObitoXError as error:
         raise _operator_error(error) from None
     click.echo(f"Bucket {report.bucket!r}: {len(report.rules)} CORS rule(s)")
@@ -201,11 +185,8 @@ def lifecycle_cli() -> None:
 def lifecycle_setup(dry_run: bool) -> None:
     """Merge an AbortIncompleteMultipartUpload rule for OBITOX_KEY_PREFIX (days from
     OBITOX_UPLOAD_TTL, rounded up) into the bucket's lifecycle; other rules are kept."""
-    settings = _ext().settings
     try:
-        result = setup_lifecycle(
-            _default_storage(), settings.key_prefix, settings.upload_ttl, dry_run=dry_run
-        )
+        result = get_state().service.setup_lifecycle(dry_run=dry_run)
     except ObitoXError as error:
         raise _operator_error(error) from None
     click.echo(

@@ -29,9 +29,9 @@ from rq import Worker
 from rq.scheduler import RQScheduler
 from rq.suspension import is_suspended
 
+from .appstate import ObitoXState, get_state
 from .config import ConfigError, load_settings
 from .errors import StateUnavailable
-from .extension import EXTENSION_KEY, ObitoXState
 from .state import MemoryStateBackend
 from .state.redis import redact_url
 from .storage import Storage
@@ -102,12 +102,7 @@ class Doctor:
 
     def __init__(self, app: Flask) -> None:
         self.app = app
-        try:
-            self.ext: ObitoXState = app.extensions[EXTENSION_KEY]
-        except KeyError:
-            raise RuntimeError(
-                f"ObitoX is not initialised on app {app.name!r}: call ObitoX(app) first."
-            ) from None
+        self.ext: ObitoXState = get_state(app)
         self.settings = self.ext.settings
         self.storage: Storage = self.ext.storages.get(self.ext.service.default_storage)
         self._bucket_ok = False

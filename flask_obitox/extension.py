@@ -2,53 +2,26 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from flask import Flask, current_app
+from flask import Flask
 
-from .config import ConfigError, Settings, load_settings, webhook_endpoint
-from .service import KeyBuilder, StorageResolver, UploadService
+from . import cli, companion, views
+from .appstate import ANONYMOUS_OWNER, EXTENSION_KEY, Hooks, ObitoXState, get_state
+from .config import ConfigError, load_settings, webhook_endpoint
+from .domain import UploadService
+from .http import install_routing_errors
 from .state import MemoryStateBackend, StateBackend, backend_from_uri
 from .storage import StorageRegistry
 from .webhooks.dispatch import Webhooks, connect_signals
 
+__all__ = ["ANONYMOUS_OWNER", "EXTENSION_KEY", "Hooks", "ObitoX", "ObitoXState"]
+
 logger = logging.getLogger("flask_obitox")
 
-EXTENSION_KEY = "obitox"
-#: The owner id every caller shares when ``OBITOX_ALLOW_ANONYMOUS`` is on.
-ANONYMOUS_OWNER = "anonymous"
-
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-@dataclasses.dataclass(slots=True)
-class Hooks:
-    """The host's callbacks, set with the :class:`ObitoX` decorators."""
-
-    identity_loader: Callable[[], str | None] | None = None
-    admin_loader: Callable[[], bool] | None = None
-    key_builder: KeyBuilder | None = None
-    storage_resolver: StorageResolver | None = None
-
-
-@dataclasses.dataclass(slots=True)
-class ObitoXState:
-    """What one app holds in ``app.extensions["obitox"]``."""
-
-    extension: ObitoX
-    settings: Settings
-    state: StateBackend
-    storages: StorageRegistry
-    service: UploadService
-    webhooks: Webhooks
-    warned_no_identity: bool = False
-
-    @property
-    def hooks(self) -> Hooks:
-        return self.extension.hooks
 
 
 class ObitoX:
@@ -101,14 +74,15 @@ class ObitoX:
         service = UploadService(settings, state, storages, sender=app, hooks=self.hooks)
         webhooks = Webhooks(settings, self.added_webhooks)
         app.extensions[EXTENSION_KEY] = ObitoXState(
-            self, settings, state, storages, service, webhooks
+            self.hooks, settings, state, storages, service, webhooks
         )
-
-        from .cli import obitox_cli
-        from .views import register_blueprint
-
-        register_blueprint(app, settings)
-        app.cli.add_command(obitox_cli)
+        prefix = settings.url_prefix
+        app.register_blueprint(views.bp, url_prefix=prefix)
+        # Named obitox.companion.*, so the JSON error handlers of ``obitox`` apply too.
+        app.register_blueprint(companion.bp, url_prefix=f"{prefix}/s3", name_prefix="obitox")
+        companion.init_browser_routes(app, settings)
+        install_routing_errors(app, prefix)
+        app.cli.add_command(cli.obitox_cli)
         connect_signals(app)
 
     # -- hooks ---------------------------------------------------------------------
@@ -154,16 +128,9 @@ class ObitoX:
 
     def get_state(self, app: Flask | None = None) -> ObitoXState:
         """The per-app state; raises :class:`RuntimeError` if ``init_app`` was never called."""
-        app = app or current_app._get_current_object()  # type: ignore[attr-defined]
-        try:
-            state: ObitoXState = app.extensions[EXTENSION_KEY]
-        except KeyError:
-            raise RuntimeError(
-                f"ObitoX is not initialised on app {app.name!r}: call ObitoX(app) or obitox.init_app(app)."
-            ) from None
-        return state
+        return get_state(app)
 
     @property
     def service(self) -> UploadService:
-        """The current app's :class:`~flask_obitox.service.UploadService`."""
-        return self.get_state().service
+        """The current app's :class:`~flask_obitox.domain.UploadService`."""
+        return get_state().service

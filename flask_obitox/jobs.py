@@ -16,9 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import current_app
-
-from .extension import EXTENSION_KEY, ObitoXState
+from .appstate import get_state
 
 
 def cleanup(orphans: bool = True) -> dict[str, Any]:
@@ -27,7 +25,7 @@ def cleanup(orphans: bool = True) -> dict[str, Any]:
     Raises when storage failed for some upload, so the job lands in RQ's failed
     registry and the failure is visible; the next run retries those uploads.
     """
-    ext: ObitoXState = current_app.extensions[EXTENSION_KEY]
+    ext = get_state()
     report = ext.service.cleanup(orphans=orphans)
     summary = {
         "expired": [record.upload_id for record in report.expired],

@@ -373,13 +373,22 @@ def test_abort_then_everything_answers_aborted(
     assert names(events).count("upload_aborted") == 1
 
 
-def test_native_routes_on_a_companion_upload_never_fail_with_500(alice: UserClient) -> None:
+def test_native_routes_work_on_a_companion_upload(alice: UserClient) -> None:
+    """The client-chosen part layout is one domain concept: the native routes sign,
+    resume and complete such an upload too (its size checked at completion)."""
     upload = start(alice)
     uid = upload["uploadId"]
     put_part(alice, upload, 1, content_of(5 * MiB))
-    assert alice.post(f"/multipart/{uid}/parts", json={"partNumbers": [1]}).status_code == 200
-    assert alice.get(f"/multipart/{uid}").status_code == 200
-    assert alice.post(f"/multipart/{uid}/complete").status_code == 422
+    signed = alice.post(f"/multipart/{uid}/parts", json={"partNumbers": [1]})
+    assert signed.status_code == 200
+    assert signed.json["parts"][0]["size"] is None  # the client chose it: nothing signed
+    resumed = alice.get(f"/multipart/{uid}")
+    assert resumed.status_code == 200
+    assert [p["partNumber"] for p in resumed.json["uploadedParts"]] == [1]
+    completed = alice.post(f"/multipart/{uid}/complete")
+    assert completed.status_code == 200, completed.json
+    assert completed.json["size"] == 5 * MiB
+    assert alice.get(f"/uploads/{uid}").json["size"] == 5 * MiB
 
 
 def test_routes_can_be_turned_off(s3: Any) -> None:

@@ -18,7 +18,7 @@ from flask import Flask
 from test_uploads import EXE, png_bytes
 
 from flask_obitox import RedisStateBackend
-from flask_obitox.service import part_layout
+from flask_obitox.domain import part_layout
 
 MiB = 1024 * 1024
 PART = 5 * MiB

@@ -52,6 +52,15 @@ class UploadRecord:
     network_type: str | None = None  # the client's networkType, for part URL expiry
     group_id: str | None = None  # the group it joined when it was created
     profile: str | None = None  # the upload profile it was created under
+    #: The client decides the size (and, multipart, its own parts) and the server checks
+    #: it at completion: Uppy's POST and multipart uploads. Records of releases before
+    #: this field marked it with ``part_size == 0``; see :attr:`deferred`.
+    size_deferred: bool = False
+
+    @property
+    def deferred(self) -> bool:
+        """Whether the client, not the server, lays out this upload's size and parts."""
+        return self.size_deferred or self.part_size == 0
 
     def to_dict(self) -> dict[str, Any]:
         """A shallow dict of every field (``metadata``/``result`` are not copied)."""

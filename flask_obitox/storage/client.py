@@ -18,6 +18,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from ..errors import ObitoXError, StorageUnavailable
+from .post import PresignedPost, presign_post
 from .signer import PresignerUnsupportedError, PutObjectSpec, SigV4Presigner, UploadPartSpec
 
 if TYPE_CHECKING:
@@ -253,6 +254,52 @@ class Storage:
         """One presigned ``UploadPart`` URL per part (Content-Length signed), one instant."""
         try:
             return self.presigner.presign_upload_parts(self.bucket, key, upload_id, parts)
+        except STORAGE_ERRORS as error:
+            raise self.unavailable(error) from error
+
+    def presign_unsized_parts(
+        self, key: str, upload_id: str, part_numbers: Sequence[int], expires_in: int
+    ) -> list[str]:
+        """One presigned ``UploadPart`` URL per part number, no length signed: for an
+        upload whose client chooses its own part sizes (Uppy)."""
+        try:
+            presigner = self.presigner
+            return [
+                presigner.presign(
+                    "PUT",
+                    self.bucket,
+                    key,
+                    expires_in=expires_in,
+                    params={"uploadId": upload_id, "partNumber": str(number)},
+                )
+                for number in part_numbers
+            ]
+        except STORAGE_ERRORS as error:
+            raise self.unavailable(error) from error
+
+    def presign_post(
+        self,
+        key: str,
+        *,
+        content_type: str,
+        metadata: Mapping[str, str],
+        min_size: int,
+        max_size: int,
+        expires_in: int,
+    ) -> PresignedPost:
+        """A presigned POST policy for ``key`` (browser form uploads), bounding the size
+        with a ``content-length-range`` storage enforces."""
+        try:
+            return presign_post(
+                self.presigner,
+                self.bucket,
+                key,
+                content_type=content_type,
+                metadata=metadata,
+                min_size=min_size,
+                max_size=max_size,
+                expires_in=expires_in,
+            )
         except STORAGE_ERRORS as error:
             raise self.unavailable(error) from error
 

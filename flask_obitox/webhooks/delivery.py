@@ -22,13 +22,12 @@ from typing import Any
 
 import requests
 from flask import Flask, current_app, has_app_context
-from requests_hardened import Config, HTTPSession
 from requests_hardened.ip_filter import InvalidIPAddress
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
 from .. import signals
-from ..config import ConfigVars, Settings
+from ..config import ConfigVars
 from .dispatch import Webhooks, webhooks_for
 from .signing import signed_headers
 from .targets import WebhookTargetRefused, check_url, display_url
@@ -38,7 +37,6 @@ logger = logging.getLogger("flask_obitox.webhooks")
 #: Bytes of a receiver's answer that are read (so the connection can be reused);
 #: a longer answer is cut off and its connection closed.
 MAX_RESPONSE_BYTES = 64 * 1024
-USER_AGENT = "flask-obitox-webhooks"
 #: What ``last_error`` says while an attempt runs: if the worker dies, it stays true.
 INTERRUPTED = "the attempt was interrupted (the worker stopped or was killed)"
 
@@ -94,25 +92,6 @@ class _Failure(Exception):
         self.error = error
         self.status_code = status_code
         self.permanent = permanent
-
-
-def new_session(settings: Settings) -> requests.Session:
-    """A session that never follows redirects, times out, and (unless
-    ``OBITOX_WEBHOOK_ALLOW_PRIVATE``) connects only to public addresses, checked by
-    requests-hardened on the address it connects to. Environment proxies and
-    ``.netrc`` are ignored: a proxy would make the address check meaningless."""
-    timeout = float(settings.webhook_timeout)
-    session: requests.Session = HTTPSession(
-        Config(
-            ip_filter_enable=not settings.webhook_allow_private,
-            ip_filter_allow_loopback_ips=False,
-            never_redirect=True,
-            default_timeout=(timeout, timeout),
-            user_agent_override=USER_AGENT,
-        )
-    )
-    session.trust_env = False
-    return session
 
 
 def _post(webhooks: Webhooks, url: str, key: bytes, message_id: str, body: bytes) -> int:

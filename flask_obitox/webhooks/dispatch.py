@@ -21,12 +21,13 @@ from collections.abc import MutableSequence
 from typing import TYPE_CHECKING, Any
 
 import redis
-from flask import Flask, current_app
+from flask import Flask
 from redis.exceptions import RedisError
 from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError
 
 from .. import signals
+from ..appstate import get_state
 from ..config import ConfigError, ConfigVars, Settings, webhook_endpoint, webhook_secret_key
 from ..redis_client import redis_from_url
 from ..state import UploadRecord
@@ -183,7 +184,7 @@ class Webhooks:
     def session(self) -> requests.Session:
         """The HTTP session deliveries use in this process (created on first use)."""
         if self._session is None:
-            from .delivery import new_session
+            from .session import new_session
 
             self._session = new_session(self.settings)
         return self._session
@@ -244,15 +245,7 @@ class Webhooks:
 
 def webhooks_for(app: Flask | None = None) -> Webhooks:
     """``app``'s (default: the current app's) :class:`Webhooks`."""
-    from ..extension import EXTENSION_KEY
-
-    app = app if app is not None else current_app._get_current_object()  # type: ignore[attr-defined]
-    state = app.extensions.get(EXTENSION_KEY)
-    if state is None:
-        raise RuntimeError(
-            f"ObitoX is not initialised on app {app.name!r}: call ObitoX(app) or obitox.init_app(app)."
-        )
-    webhooks: Webhooks = state.webhooks
+    webhooks: Webhooks = get_state(app).webhooks
     return webhooks
 
 

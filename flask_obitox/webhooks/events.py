@@ -4,11 +4,11 @@ Every message body is ``{"type", "timestamp", "data"}``:
 
 - ``type``: ``upload.completed``, ``upload.aborted``, ``upload.rejected`` or
   ``upload.expired``;
-- ``timestamp``: when the event happened, ISO 8601 UTC with microseconds;
-- ``data``: the upload, in the same camelCase names as the HTTP API (``uploadId``,
-  ``key``, ``bucket``, ``size``, ``contentType``, ``filename``, ``etag``,
-  ``metadata``, ...). ``upload.rejected`` adds ``reason``, ``stage`` and ``code``.
-  ``owner`` is there only with ``OBITOX_WEBHOOK_INCLUDE_OWNER``.
+- ``timestamp``: when the event happened, ISO 8601 UTC to the millisecond (the one
+  timestamp format of the API, :func:`flask_obitox.domain.isoformat`);
+- ``data``: the upload exactly as ``GET /uploads/<id>`` shows it
+  (:func:`flask_obitox.domain.render_upload`). ``upload.rejected`` adds ``reason``,
+  ``stage`` and ``code``. ``owner`` is there only with ``OBITOX_WEBHOOK_INCLUDE_OWNER``.
 
 The message id (the ``webhook-id`` header) is derived from the event type and the
 upload id, so the same event always gets the same id: with the deterministic job id
@@ -22,11 +22,12 @@ import hashlib
 import secrets
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from ..domain.common import isoformat
+from ..domain.render import render_upload
 from ..state import UploadRecord
 
 UPLOAD_COMPLETED = "upload.completed"
@@ -57,28 +58,9 @@ def message_id(event: str, upload_id: str | None) -> str:
     return "msg_" + hashlib.sha256(f"{event}\x00{upload_id}".encode()).hexdigest()[:32]
 
 
-def _isoformat(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def upload_data(upload: UploadRecord, *, include_owner: bool) -> dict[str, Any]:
-    """The ``data`` of an upload event: the upload as the HTTP API names its fields."""
-    result: Mapping[str, Any] = upload.result or {}
-    data: dict[str, Any] = {
-        "uploadId": upload.upload_id,
-        "kind": upload.kind,
-        "status": upload.status,
-        "key": upload.key,
-        "bucket": upload.bucket,
-        "filename": upload.filename,
-        "contentType": upload.content_type,
-        # The stored size once completed; the declared size before.
-        "size": result.get("size", upload.size),
-        "etag": result.get("etag"),
-        "metadata": dict(upload.metadata),
-        "createdAt": _isoformat(upload.created_at),
-        "updatedAt": _isoformat(upload.updated_at),
-    }
+    """The ``data`` of an upload event: the upload as the status route renders it."""
+    data: dict[str, Any] = dict(render_upload(upload))
     if include_owner:
         data["owner"] = upload.owner
     return data
@@ -94,7 +76,7 @@ def build_message(
     """The message for ``event`` carrying ``data``, with its body encoded once: every
     attempt sends (and signs) exactly these bytes."""
     body = orjson.dumps(
-        {"type": event, "timestamp": _isoformat(time.time() if now is None else now), "data": data}
+        {"type": event, "timestamp": isoformat(time.time() if now is None else now), "data": data}
     ).decode()
     return Message(message_id(event, upload_id), event, body)
 

@@ -1,0 +1,209 @@
+"""Settling an upload: verify what storage holds, then the status race.
+
+Every way an upload finishes comes through here, whatever the protocol: a single
+upload's ``complete``, Companion's ``POST /s3/complete``, a multipart upload once
+storage assembled it (:meth:`Settling.finish`). Verification is the size (and, for an
+upload whose size the client decided, the size rules), then the first bytes against
+the declared type; the compare-and-set on the status picks exactly one winner, who
+sends ``upload-completed``; everyone answers the winner's result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, cast
+
+from .. import signals
+from ..errors import ObitoXError
+from ..state import UploadRecord
+from ..state.capabilities import KeyIndex
+from ..storage import Storage
+from ..storage.client import ObjectInfo
+from ..validation import HEAD_BYTES, verify_content
+from .base import DomainBase
+from .common import OPEN, aborted, mismatch, not_complete, not_found
+from .render import render_upload
+from .results import CompletedUpload, UploadView
+
+
+class Settling(DomainBase):
+    """Ownership, verification and the status race (exactly one ``completed``)."""
+
+    def settled(self, record: UploadRecord) -> CompletedUpload | None:
+        """The stored answer of a finished upload (raising for a failed one), or
+        ``None`` while it is still open."""
+        if record.status == "completed":
+            assert record.result is not None
+            return cast("CompletedUpload", dict(record.result))
+        if record.status == "rejected":
+            raise mismatch(
+                record.upload_id, (record.result or {}).get("reason", "content did not match")
+            )
+        if record.status == "aborted":
+            raise aborted(record.upload_id)
+        if record.status == "expired" or self.is_past_ttl(record):
+            raise ObitoXError(
+                "UPLOAD_EXPIRED",
+                "The upload expired (OBITOX_UPLOAD_TTL); sign a new one.",
+                details={"uploadId": record.upload_id},
+            )
+        return None
+
+    def settle_race(self, upload_id: str) -> CompletedUpload:
+        """Another caller changed the status first: answer what it decided."""
+        record = self.state.get(upload_id)
+        if record is None:
+            raise not_found(upload_id)
+        answer = self.settled(record)
+        if answer is None:  # pragma: no cover - a CAS only fails when the status moved on
+            raise not_complete(upload_id, "The upload is still in progress; retry.")
+        return answer
+
+    def get_upload(self, owner: str, upload_id: str) -> UploadView:
+        """``GET /uploads/<id>``: where an upload of the caller stands."""
+        return render_upload(self.owned(owner, upload_id))
+
+    # -- single uploads ---------------------------------------------------------------
+
+    def complete_upload(
+        self, owner: str, upload_id: str, *, key: str | None = None
+    ) -> CompletedUpload:
+        """``POST /uploads/<id>/complete``: check the object, then mark it completed.
+
+        Idempotent: a finished upload answers its stored result and sends nothing again.
+        """
+        record = self.owned(owner, upload_id, key=key, kind="single")
+        storage = self.storage_for(owner, record.bucket)
+        if record.status == "rejected":
+            # Idempotent, and finishes a delete that failed the first time.
+            storage.delete(record.key)
+        answer = self.settled(record)
+        if answer is not None:
+            return answer
+        info = storage.head(record.key)
+        if info is None:
+            raise not_complete(
+                upload_id,
+                "Storage holds no object for this upload yet: PUT the file to the signed URL first."
+                if not record.deferred
+                else "Storage holds no object for this upload yet: POST the file first.",
+                key=record.key,
+            )
+        return self.finish(record, storage, info)
+
+    def complete_by_key(self, owner: str, key: str) -> CompletedUpload:
+        """``POST /s3/complete?key=``: the upload whose object is ``key`` (Uppy knows
+        only the key), completed like ``POST /uploads/<id>/complete``."""
+        upload_id = self.upload_id_for_key(self.storage_for(owner).bucket, key)
+        if upload_id is None:
+            raise not_found(key)
+        record = self.owned(owner, upload_id, key=key)
+        if record.kind == "multipart":
+            answer = self.settled(record)
+            if answer is None:
+                raise not_complete(
+                    upload_id,
+                    "Complete a multipart upload with POST /s3/multipart/<uploadId>/complete.",
+                )
+            return answer
+        return self.complete_upload(owner, upload_id, key=key)
+
+    def upload_id_for_key(self, bucket: str, key: str) -> str | None:
+        """The upload whose object is ``key`` in ``bucket``: the state's key index, else
+        the default key layout ``<OBITOX_KEY_PREFIX><uploadId>/<filename>``."""
+        if isinstance(self.state, KeyIndex):
+            found = self.state.upload_id_for_key(bucket, key)
+            if found is not None:
+                return found
+        prefix = self.settings.key_prefix
+        if not key.startswith(prefix):
+            return None
+        return key[len(prefix) :].partition("/")[0] or None
+
+    # -- verification and the race ----------------------------------------------------
+
+    def verify(self, record: UploadRecord, storage: Storage, info: ObjectInfo) -> str | None:
+        """Why the stored object does not match what was signed, or ``None``: its size,
+        and with ``OBITOX_VERIFY_CONTENT`` its first bytes (a ranged GET, never more)."""
+        if info.size != record.size:
+            return f"stored size {info.size} differs from the declared size {record.size}"
+        if not self.settings.verify_content:
+            return None
+        # An empty object is checked too: an empty "image/png" is not a PNG.
+        head = (
+            storage.read_head(record.key, min(HEAD_BYTES, record.size), etag=info.etag)
+            if record.size
+            else b""
+        )
+        if head is None:  # replaced between the HEAD and the GET: judge the new one
+            raise not_complete(
+                record.upload_id,
+                "The object changed while it was being verified; call complete again.",
+            )
+        return verify_content(record.content_type, head, self.rules_of(record))
+
+    def finish(
+        self, record: UploadRecord, storage: Storage, info: ObjectInfo, **answer: Any
+    ) -> CompletedUpload:
+        """``record``'s object is in storage (``info``): verify it, then race for
+        ``completed``. ``answer``: extra fields of the result (a multipart ``location``).
+
+        For an upload whose size the client decided, the size rules are checked here,
+        and the size is stored with the status, in the same compare-and-set.
+        """
+        if record.deferred:
+            try:
+                self.rules_of(record).check(record.filename, record.content_type, info.size)
+            except ObitoXError as error:
+                return self.reject_stored(record, storage, error.message)
+            record = dataclasses.replace(record, size=info.size)
+        reason = self.verify(record, storage, info)
+        if reason is not None:
+            return self.reject_stored(record, storage, reason)
+        result: dict[str, Any] = {
+            "uploadId": record.upload_id,
+            "status": "completed",
+            "key": record.key,
+            "bucket": record.bucket,
+            "size": info.size,
+            "etag": info.etag,
+        }
+        result.update(answer if answer else {"contentType": record.content_type})
+        changes: dict[str, Any] = {"status": "completed", "result": result}
+        if record.deferred:
+            changes["size"] = info.size
+        updated = self.state.update(record.upload_id, OPEN, **changes)
+        if updated is None:
+            self.free_after_lost_race(record, storage)
+            return self.settle_race(record.upload_id)
+        self.send(signals.upload_completed, upload=updated)
+        return cast("CompletedUpload", result)
+
+    def free_after_lost_race(self, record: UploadRecord, storage: Storage) -> None:
+        """An abort (or cleanup) won the race while storage assembled a multipart
+        object: honour it. The object is no multipart upload any more for cleanup to
+        find, so whoever lost must delete it."""
+        if record.kind != "multipart":
+            return
+        current = self.state.get(record.upload_id)
+        if current is not None and current.status in ("aborted", "expired"):
+            storage.delete(record.key)
+
+    def reject_stored(self, record: UploadRecord, storage: Storage, reason: str) -> CompletedUpload:
+        """The stored object is refused: exactly one caller wins the CAS to ``rejected``
+        and tells the host, then the object is deleted and every caller answers 422.
+        If the delete fails, the record already says ``rejected`` and every later
+        complete retries the delete before answering 422."""
+        updated = self.state.update(
+            record.upload_id,
+            OPEN,
+            status="rejected",
+            result={"reason": reason, "stage": "verification"},
+        )
+        if updated is None:
+            self.free_after_lost_race(record, storage)
+            return self.settle_race(record.upload_id)
+        error = mismatch(record.upload_id, reason)
+        self.reject(record.owner, record.filename, error, stage="verification", upload=updated)
+        storage.delete(record.key)
+        raise error

@@ -1,0 +1,253 @@
+"""Signing single uploads: one file, a batch, or Uppy's presigned POST.
+
+Validation, the key, smart expiry and the record are decided with no I/O
+(:meth:`Signing.plan`); then every URL of the request is signed in one presigner call
+and every record written in one state round trip.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+from .. import signals
+from ..errors import ObitoXError
+from ..state import UploadRecord
+from ..storage import Storage
+from ..storage.signer import PutObjectSpec
+from ..validation import RuleSet, sanitize_filename
+from .base import CheckedFile, DomainBase
+from .common import UNSIGNABLE_CONTENT_TYPE, isoformat, new_upload_ids
+from .results import BatchError, BatchResult, SignedPost, SignedUpload
+
+
+class InvalidEntry(NamedTuple):
+    """A batch entry that failed loading: its error, and its filename when it had one."""
+
+    error: ObitoXError
+    filename: str | None = None
+
+
+class Planned(NamedTuple):
+    """One validated file, ready to sign: its record, its PUT and its answer (less the
+    URL, which :meth:`Signing.sign_planned` adds)."""
+
+    record: UploadRecord
+    put: PutObjectSpec
+    headers: dict[str, str]
+    expires_in: int
+
+
+def batch_error(index: int, filename: str | None, error: ObitoXError) -> BatchError:
+    return {
+        "index": index,
+        "filename": filename,
+        "error": error.code,
+        "message": error.message,
+        "details": error.details,
+    }
+
+
+class Signing(DomainBase):
+    """``POST /uploads``, ``POST /uploads/batch`` and Companion's ``GET /s3/params``."""
+
+    @staticmethod
+    def checked_file(spec: Mapping[str, Any], rules: RuleSet) -> CheckedFile:
+        """The file's sanitised name, signable content type and metadata, after
+        ``rules`` accepted its name, type and size."""
+        filename = sanitize_filename(spec["filename"])
+        content_type = spec["contentType"].strip()
+        if content_type.lower() == UNSIGNABLE_CONTENT_TYPE:
+            # botocore never signs this exact value (its own default form type), so the
+            # upload could then be sent with any type: sign the same type, spaceless.
+            content_type = content_type.replace("; ", ";")
+        rules.check(filename, content_type, spec["size"])
+        metadata = {k.lower(): v.strip() for k, v in spec.get("metadata", {}).items()}
+        return CheckedFile(filename, content_type, metadata)
+
+    def plan(
+        self,
+        owner: str,
+        spec: Mapping[str, Any],
+        rules: RuleSet,
+        network_type: str | None,
+        storage: Storage,
+        upload_id: str,
+        now: float,
+    ) -> Planned:
+        """Validate one file and decide its key, expiry and signed headers (no I/O)."""
+        file = self.checked_file(spec, rules)
+        filename, content_type, metadata = file
+        size = spec["size"]
+        checksum = spec.get("checksumSha256")
+        key = self.build_key(owner, filename, upload_id, metadata)
+        expires_in = self.expiry(size, spec.get("networkType", network_type), spec.get("expiresIn"))
+        headers = {"Content-Type": content_type}
+        if checksum:
+            headers["x-amz-checksum-sha256"] = checksum
+        for name, value in metadata.items():
+            headers[f"x-amz-meta-{name}"] = value
+        record = self.new_record(
+            upload_id,
+            owner,
+            storage,
+            key,
+            file,
+            kind="single",
+            size=size,
+            now=now,
+            checksum_sha256=checksum,
+            validation=rules.client_rules or None,
+        )
+        put = PutObjectSpec(key, content_type, size, expires_in, checksum, metadata)
+        return Planned(record, put, headers, expires_in)
+
+    @staticmethod
+    def sign_planned(
+        storage: Storage, planned: Sequence[Planned], now: float
+    ) -> list[SignedUpload]:
+        """Presign every planned PUT in one call (one credentials read, one clock) and
+        answer each."""
+        urls = storage.presign_puts([p.put for p in planned])
+        return [
+            {
+                "uploadId": plan.record.upload_id,
+                "key": plan.record.key,
+                "bucket": plan.record.bucket,
+                "method": "PUT",
+                "url": url,
+                "headers": plan.headers,
+                "expiresIn": plan.expires_in,
+                "expiresAt": isoformat(now + plan.expires_in),
+            }
+            for plan, url in zip(planned, urls, strict=True)
+        ]
+
+    def sign_upload(self, owner: str, spec: Mapping[str, Any]) -> SignedUpload:
+        """``POST /uploads``: validate one file and return its presigned PUT."""
+        storage = self.storage_for(owner)
+        now = time.time()
+        try:
+            rules = self.rules(spec.get("validation"))
+            plan = self.plan(owner, spec, rules, None, storage, new_upload_ids(1)[0], now)
+        except ObitoXError as error:
+            self.reject(owner, spec.get("filename"), error, stage="validation")
+            raise
+        [answer] = self.sign_planned(storage, [plan], now)
+        self.state.create(plan.record, self.record_ttl)
+        self.send(signals.upload_signed, upload=plan.record)
+        return answer
+
+    def check_batch_size(self, count: int) -> None:
+        limit = self.settings.batch_max_files
+        if count < 1:
+            raise ObitoXError(
+                "INVALID_INPUT", "files must hold at least one file.", details={"field": "files"}
+            )
+        if count > limit:
+            raise ObitoXError(
+                "BATCH_TOO_LARGE",
+                f"A batch holds at most {limit} files (OBITOX_BATCH_MAX_FILES); got {count}.",
+                details={"limit": limit, "actual": count},
+            )
+
+    def sign_batch(
+        self,
+        owner: str,
+        entries: Sequence[Any],
+        load: Callable[[Any], Mapping[str, Any] | InvalidEntry],
+        *,
+        validation: Mapping[str, Any] | None = None,
+        network_type: str | None = None,
+    ) -> BatchResult:
+        """``POST /uploads/batch``: each file on its own; one state round trip for all.
+
+        ``entries`` are the request's raw file entries and ``load`` the adapter's parser
+        of one (a loaded spec, or an :class:`InvalidEntry` for one that does not load),
+        so an oversize batch is refused before any entry is parsed, and a malformed
+        entry fails alone and keeps its index.
+        """
+        self.check_batch_size(len(entries))
+        storage = self.storage_for(owner)
+        batch_rules = self.rules(validation)
+        now = time.time()
+        upload_ids = new_upload_ids(len(entries))
+        planned: list[Planned] = []
+        indexes: list[int] = []
+        errors: list[BatchError] = []
+        rejected: list[tuple[str, ObitoXError]] = []
+        for index, entry in enumerate(entries):
+            spec = load(entry)
+            if isinstance(spec, InvalidEntry):  # malformed: answered, but not a rejected file
+                errors.append(batch_error(index, spec.filename, spec.error))
+                continue
+            file_rules = spec.get("validation")
+            try:
+                rules = batch_rules.tighten(file_rules) if file_rules else batch_rules
+                plan = self.plan(owner, spec, rules, network_type, storage, upload_ids[index], now)
+            except ObitoXError as error:
+                errors.append(batch_error(index, spec["filename"], error))
+                rejected.append((spec["filename"], error))
+                continue
+            planned.append(plan)
+            indexes.append(index)
+        uploads: list[SignedUpload] = []
+        if planned:
+            uploads = self.sign_planned(storage, planned, now)
+            self.state.create_many([p.record for p in planned], self.record_ttl)
+        for answer, plan, index in zip(uploads, planned, indexes, strict=True):
+            answer["index"] = index
+            answer["filename"] = plan.record.filename
+        for plan in planned:
+            self.send(signals.upload_signed, upload=plan.record)
+        for filename, refused in rejected:
+            self.reject(owner, filename, refused, stage="validation")
+        return {
+            "total": len(entries),
+            "successful": len(planned),
+            "failed": len(errors),
+            "uploads": uploads,
+            "errors": errors,
+        }
+
+    def sign_post(self, owner: str, spec: Mapping[str, Any]) -> SignedPost:
+        """Companion's ``GET /s3/params``: validate like ``POST /uploads`` (all but the
+        size, which the browser decides and :meth:`~.Settling.finish` checks), record the
+        upload, and answer a presigned POST whose policy bounds the size by the rules."""
+        storage = self.storage_for(owner)
+        rules = self.rules()
+        try:
+            # The size rules apply at completion; the smallest allowed size passes now.
+            file = self.checked_file({**spec, "size": max(rules.min_size, 0)}, rules)
+        except ObitoXError as error:
+            self.reject(owner, spec.get("filename"), error, stage="validation")
+            raise
+        upload_id = new_upload_ids(1)[0]
+        key = self.build_key(owner, file.filename, upload_id, file.metadata)
+        # Uppy POSTs files below its multipart threshold (100 MiB by default): a URL for
+        # that size, not for the largest file allowed, so the policy does not outlive the
+        # upload by a day (until it expires, the same form could replace the object).
+        expires_in = self.expiry(min(rules.max_size, self.settings.multipart_threshold), None)
+        post = storage.presign_post(
+            key,
+            content_type=file.content_type,
+            metadata=file.metadata,
+            min_size=max(rules.min_size, 0),
+            max_size=rules.max_size,
+            expires_in=expires_in,
+        )
+        record = self.new_record(
+            upload_id,
+            owner,
+            storage,
+            key,
+            file,
+            kind="single",
+            size=0,
+            now=time.time(),
+            size_deferred=True,
+        )
+        self.state.create(record, self.record_ttl)
+        self.send(signals.upload_signed, upload=record)
+        return {"method": "POST", "url": post.url, "fields": post.fields, "expires": expires_in}
