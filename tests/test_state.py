@@ -585,24 +585,25 @@ def test_redis_update_retries_after_losing_a_race(
 ) -> None:
     """A writer sneaking in between our GET and our CAS makes us re-read and re-check."""
     client = redis_backend.client
-    real_cas = redis_backend._cas
+    real_swap = redis_backend._swap
     calls: list[int] = []
 
+    # The seam is the compare-and-set itself (``_swap``: the CAS with its index move).
     def interfering(record_change: dict[str, Any]) -> Any:
-        def cas(keys: list[str], args: list[Any]) -> Any:
+        def swap(key: str, old: Any, record: UploadRecord, new: UploadRecord) -> bool:
             calls.append(1)
             if len(calls) == 1:
-                current = UploadRecord.from_json(client.get(keys[0]) or b"")
+                current = UploadRecord.from_json(client.get(key) or b"")
                 sneaky = replace(current, **record_change)
-                client.set(keys[0], sneaky.to_json(), keepttl=True)
-            return real_cas(keys=keys, args=args)
+                client.set(key, sneaky.to_json(), keepttl=True)
+            return real_swap(key, old, record, new)
 
-        return cas
+        return swap
 
     # The other writer only touched metadata: we retry and both changes survive.
     record = make_record()
     redis_backend.create(record, ttl=60)
-    monkeypatch.setattr(redis_backend, "_cas", interfering({"metadata": {"by": "other"}}))
+    monkeypatch.setattr(redis_backend, "_swap", interfering({"metadata": {"by": "other"}}))
     won = redis_backend.update(record.upload_id, {"pending"}, status="uploading")
     assert won is not None
     assert len(calls) == 2
@@ -614,7 +615,7 @@ def test_redis_update_retries_after_losing_a_race(
     calls.clear()
     record = make_record()
     redis_backend.create(record, ttl=60)
-    monkeypatch.setattr(redis_backend, "_cas", interfering({"status": "completed"}))
+    monkeypatch.setattr(redis_backend, "_swap", interfering({"status": "completed"}))
     assert redis_backend.update(record.upload_id, {"pending"}, status="aborted") is None
     assert len(calls) == 1
     stored = redis_backend.get(record.upload_id)

@@ -629,3 +629,26 @@ def test_a_pdf_declared_as_an_allowed_image_type_is_rejected(
     response = client.post(f"/uploads/{signed['uploadId']}/complete")
     assert response.status_code == 422
     assert response.json["error"] == "CONTENT_MISMATCH"
+
+
+@pytest.mark.redis
+def test_complete_takes_two_state_round_trips(
+    redis_backend: Any, s3: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read the record (ownership), then one compare-and-set pipelined with its index
+    move: the second read of the record the compare once needed is gone."""
+    from state_support import RoundTrips
+
+    app, _ = make_app(redis_backend)
+    alice = UserClient(app, "alice")
+    upload = sign_and_put(alice, s3, png_bytes())
+    redis_backend.ping()  # the connection is open and its scripts are not the point
+    assert alice.post(f"/uploads/{upload['uploadId']}/complete", json={}).status_code == 200
+    second = sign_and_put(alice, s3, png_bytes(1))
+    with RoundTrips().counting(monkeypatch) as trips:
+        done = alice.post(f"/uploads/{second['uploadId']}/complete", json={})
+    assert done.status_code == 200, done.json
+    assert trips.count == 2
+    assert alice.get(f"/uploads/{second['uploadId']}").json["status"] == "completed"
+    listed = redis_backend.list_uploads("alice", status="completed").items
+    assert {r.upload_id for r in listed} == {upload["uploadId"], second["uploadId"]}

@@ -151,6 +151,7 @@ class Settling(DomainBase):
         For an upload whose size the client decided, the size rules are checked here,
         and the size is stored with the status, in the same compare-and-set.
         """
+        stored = record
         if record.deferred:
             try:
                 self.rules_of(record).check(record.filename, record.content_type, info.size)
@@ -172,7 +173,7 @@ class Settling(DomainBase):
         changes: dict[str, Any] = {"status": "completed", "result": result}
         if record.deferred:
             changes["size"] = info.size
-        updated = self.state.update(record.upload_id, OPEN, **changes)
+        updated = self.state.update(record.upload_id, OPEN, current=stored, **changes)
         if updated is None:
             self.free_after_lost_race(record, storage)
             return self.settle_race(record.upload_id)
@@ -197,6 +198,7 @@ class Settling(DomainBase):
         updated = self.state.update(
             record.upload_id,
             OPEN,
+            current=record if not record.deferred else None,
             status="rejected",
             result={"reason": reason, "stage": "verification"},
         )

@@ -150,9 +150,18 @@ class StateBackend(Protocol):
         ...
 
     def update(
-        self, upload_id: str, expect_status: Collection[str], **changes: Any
+        self,
+        upload_id: str,
+        expect_status: Collection[str],
+        *,
+        current: UploadRecord | None = None,
+        **changes: Any,
     ) -> UploadRecord | None:
         """Atomic compare-and-set.
+
+        ``current``: the record as the caller just read it, so a backend may compare
+        against it instead of reading it again (one round trip less); a stale one only
+        costs that read.
 
         If the record exists and its status is in ``expect_status``, apply ``changes``,
         set ``updated_at`` to now, store it keeping its TTL and return the new record;

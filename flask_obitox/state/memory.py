@@ -188,7 +188,12 @@ class MemoryStateBackend:
         return None if entry is None else UploadRecord.from_json(entry[1])
 
     def update(
-        self, upload_id: str, expect_status: Collection[str], **changes: Any
+        self,
+        upload_id: str,
+        expect_status: Collection[str],
+        *,
+        current: UploadRecord | None = None,  # nothing to save: reads cost nothing here
+        **changes: Any,
     ) -> UploadRecord | None:
         check_changes(changes)
         expect_status = expected_statuses(expect_status)

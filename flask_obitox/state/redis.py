@@ -26,7 +26,7 @@ from collections.abc import Collection, Sequence
 from typing import Any, cast
 
 import redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from ..errors import StateUnavailable
 from ..redis_client import redact_url, redis_from_url
@@ -234,33 +234,99 @@ class RedisStateBackend(RedisGroups, RedisEvents):
         return None if raw is None else UploadRecord.from_json(raw)
 
     def update(
-        self, upload_id: str, expect_status: Collection[str], **changes: Any
+        self,
+        upload_id: str,
+        expect_status: Collection[str],
+        *,
+        current: UploadRecord | None = None,
+        **changes: Any,
     ) -> UploadRecord | None:
         check_changes(changes)
         expect_status = expected_statuses(expect_status)
         key = self.key(upload_id)
         client = self._client
         with self._guard("update"):
+            old: bytes | str
             for _ in range(MAX_CAS_ATTEMPTS):
-                old: bytes | str | None = client.get(key)
-                if old is None:
-                    return None
-                record = UploadRecord.from_json(old)
-                if record.status not in expect_status:
-                    return None
+                if current is not None and current.status in expect_status:
+                    # The caller's own read: compare against it without reading again. A
+                    # record that changed since (or serialises differently) fails the
+                    # compare, and the next round reads the store.
+                    record, old = current, current.to_json()
+                    current = None
+                else:
+                    current = None
+                    stored: bytes | str | None = client.get(key)
+                    if stored is None:
+                        return None
+                    record, old = UploadRecord.from_json(stored), stored
+                    if record.status not in expect_status:
+                        return None
                 new = apply_changes(record, changes, time.time())
                 # 0: someone else wrote in between; re-read and re-check. (If the reply
                 # to a CAS that did write is lost and the command retried, the retry
                 # answers 0 and the caller sees None, as a loser would; the stored record
                 # is ours. Claiming success there could give two winners.)
-                if self._cas(keys=[key], args=[old, new.to_json()]) == 1:
+                if self._swap(key, old, record, new):
                     if "expires_at" in changes:
                         client.zadd(self.layout.expiry, {upload_id: new.expires_at})
-                    self._reindex(record, new)
                     return new
         raise StateUnavailable(
             f"Redis at {self.url}: update of {upload_id!r} lost {MAX_CAS_ATTEMPTS} races in a row"
         )
+
+    def _swap(self, key: str, old: bytes | str, record: UploadRecord, new: UploadRecord) -> bool:
+        """The compare-and-set of ``record`` (stored as ``old``) to ``new``, and its owner
+        index move, in one round trip: both scripts in one pipeline (they live on two
+        slots). The move is sent before the outcome is known, so a lost compare moves it
+        back; a listing meanwhile checks every entry against its record anyway."""
+        move = self._index_move(record, new)
+        if move is None:
+            return bool(self._cas(keys=[key], args=[old, new.to_json()]) == 1)
+        keys, args = move
+        pipe = self._client.pipeline(transaction=False)
+        pipe.evalsha(self._cas.sha, 1, key, old, new.to_json())
+        pipe.evalsha(self._move.sha, len(keys), *keys, *args)
+        swapped, moved = pipe.execute(raise_on_error=False)
+        if isinstance(swapped, NoScriptError) or isinstance(moved, NoScriptError):
+            # A server that has not loaded the scripts yet: undo what ran, then the
+            # two-step way, whose script calls load them.
+            if swapped == 1:
+                self._reindex(record, new)
+                return True
+            if not isinstance(moved, Exception):
+                self._reindex(new, record)
+            if isinstance(swapped, NoScriptError) and (
+                self._cas(keys=[key], args=[old, new.to_json()]) == 1
+            ):
+                self._reindex(record, new)
+                return True
+            return False
+        for result in (swapped, moved):
+            if isinstance(result, Exception):
+                raise result
+        if swapped == 1:
+            return True
+        self._reindex(new, record)  # undo the move sent with a compare that lost
+        return False
+
+    def _index_move(
+        self, old: UploadRecord, new: UploadRecord
+    ) -> tuple[list[str], list[Any]] | None:
+        """The keys and arguments of the move script for what changed, or ``None``."""
+        leave: list[str] = []
+        join: list[str] = []
+        for dimension, name in _DIMENSIONS:
+            before, after = getattr(old, name), getattr(new, name)
+            if before != after:
+                if before:
+                    leave.append(self.layout.owner_uploads(old.owner, dimension, before))
+                if after:
+                    join.append(self.layout.owner_uploads(new.owner, dimension, after))
+        if not leave and not join:
+            return None
+        member = index_member(new.created_at, new.upload_id)
+        return [self.layout.owner_uploads(new.owner), *leave, *join], [member, len(leave)]
 
     def _reindex(self, old: UploadRecord, new: UploadRecord) -> None:
         """Move ``new`` between its owner's sets for what changed since ``old``. (The
