@@ -48,7 +48,16 @@ from .redis_layout import DELETE_IF_SCRIPT
 
 __all__ = ["MAX_CAS_ATTEMPTS", "UNAVAILABLE_ERRORS", "RedisStateBackend", "redact_url"]
 
+
 #: The owner index set each filter reads, most selective first, and the field it holds.
+def _default_layout(record: UploadRecord) -> bool:
+    """Whether ``record``'s key ends ``<uploadId>/<filename>`` (the default key layout),
+    so that the key alone names the record."""
+    return record.key.endswith(f"/{record.upload_id}/{record.filename}") or record.key == (
+        f"{record.upload_id}/{record.filename}"
+    )
+
+
 _DIMENSIONS = (("g", "group_id"), ("s", "status"), ("p", "profile"), ("k", "kind"))
 
 
@@ -98,7 +107,9 @@ class RedisStateBackend(RedisGroups, RedisEvents):
     def create_many(self, records: Sequence[UploadRecord], ttl: int) -> None:
         """Every write of a batch sent together on one connection: one round trip.
 
-        Per record a ``SET`` of the record and one of its object key's entry; one
+        Per record a ``SET`` of the record and, unless its key is of the default layout
+        ``.../<uploadId>/<filename>`` (which names the record by itself), one of its object
+        key's entry; one
         ``ZADD`` to the expiry index; per owner the index entries (``ZADD`` per set,
         pruning, ``EXPIRE``); per group one join script. The commands are packed by
         redis-py's own ``Connection.pack_commands`` and the replies read with
@@ -122,7 +133,8 @@ class RedisStateBackend(RedisGroups, RedisEvents):
         joining: dict[str, list[str]] = {}
         for r in records:
             commands.append(("SET", layout.upload(r.upload_id), r.to_json(), "EX", ttl))
-            commands.append(("SET", layout.object_key(r.bucket, r.key), r.upload_id, "EX", ttl))
+            if not _default_layout(r):  # found from the key itself (upload_id_for_key)
+                commands.append(("SET", layout.object_key(r.bucket, r.key), r.upload_id, "EX", ttl))
             if r.group_id:
                 joining.setdefault(r.group_id, []).append(r.upload_id)
         # Keep the expiry index bounded: an entry that expired more than ``ttl`` ago
@@ -165,14 +177,22 @@ class RedisStateBackend(RedisGroups, RedisEvents):
 
     def _index_commands(self, records: Sequence[UploadRecord], ttl: int) -> list[tuple[Any, ...]]:
         members: dict[str, list[Any]] = {}
+        # A batch's records mostly share their owner and indexed fields: name each
+        # combination's keys once (key names are most of this function's cost).
+        keys_of: dict[tuple[Any, ...], list[str]] = {}
         for record in records:
             member = index_member(record.created_at, record.upload_id)
-            for key in self._index_keys(record):
+            fields = (record.owner, *(getattr(record, name) for _, name in _DIMENSIONS))
+            keys = keys_of.get(fields)
+            if keys is None:
+                keys = keys_of[fields] = self._index_keys(record)
+            for key in keys:
                 members.setdefault(key, []).extend((0, member))
         # Entries created more than a ttl ago lead to records that are gone: dropped on
         # every write (before this batch's own are added), in every set of the owner.
         cutoff = "(" + time_bound(time.time() - ttl)
-        pruned = dict.fromkeys(key for r in records for key in self._every_set(r.owner))
+        owners = dict.fromkeys(r.owner for r in records)
+        pruned = dict.fromkeys(key for owner in owners for key in self._every_set(owner))
         pruned.update(dict.fromkeys(members))
         commands: list[tuple[Any, ...]] = [("ZREMRANGEBYLEX", key, "-", cutoff) for key in pruned]
         for key, pairs in members.items():
@@ -382,9 +402,23 @@ class RedisStateBackend(RedisGroups, RedisEvents):
             return self._load_uploads(upload_ids)
 
     def upload_id_for_key(self, bucket: str, key: str) -> str | None:
+        # A key of the default layout ``.../<uploadId>/<filename>`` has no entry of its
+        # own (see create_many): its candidate record is read in the same round trip.
+        parts = key.rsplit("/", 2)
+        candidate = parts[-2] if len(parts) >= 2 and parts[-2] else None
+        pipe = self._client.pipeline(transaction=False)
+        pipe.get(self.layout.object_key(bucket, key))
+        if candidate is not None:
+            pipe.get(self.layout.upload(candidate))
         with self._guard("upload_id_for_key"):
-            found: bytes | str | None = self._client.get(self.layout.object_key(bucket, key))
-        return None if found is None else text(found)
+            found, *record = pipe.execute()
+        if found is not None:
+            return text(found)
+        if record and record[0] is not None:
+            stored = UploadRecord.from_json(record[0])
+            if stored.key == key and stored.bucket == bucket and _default_layout(stored):
+                return stored.upload_id
+        return None
 
     # -- OwnerIndex --------------------------------------------------------------------
 
