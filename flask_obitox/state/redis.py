@@ -188,13 +188,11 @@ class RedisStateBackend(RedisGroups, RedisEvents):
                 keys = keys_of[fields] = self._index_keys(record)
             for key in keys:
                 members.setdefault(key, []).extend((0, member))
-        # Entries created more than a ttl ago lead to records that are gone: dropped on
-        # every write (before this batch's own are added), in every set of the owner.
+        # Entries created more than a ttl ago lead to records that are gone: dropped from
+        # each set a write adds to (before this batch's own are added). A set nobody adds
+        # to expires with its TTL, and listings drop the stale entries they meet.
         cutoff = "(" + time_bound(time.time() - ttl)
-        owners = dict.fromkeys(r.owner for r in records)
-        pruned = dict.fromkeys(key for owner in owners for key in self._every_set(owner))
-        pruned.update(dict.fromkeys(members))
-        commands: list[tuple[Any, ...]] = [("ZREMRANGEBYLEX", key, "-", cutoff) for key in pruned]
+        commands: list[tuple[Any, ...]] = [("ZREMRANGEBYLEX", key, "-", cutoff) for key in members]
         for key, pairs in members.items():
             commands.append(("ZADD", key, *pairs))
             commands.append(("EXPIRE", key, ttl))
