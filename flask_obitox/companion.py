@@ -24,13 +24,11 @@ from typing import Any
 from flask import Blueprint, Flask, Response, request
 from flask_cors import CORS
 
-from . import schemas
 from .appstate import ObitoXState, get_state
 from .config import S3_MAX_PARTS, Settings
 from .errors import ObitoXError
-from .fastschema import compile_loader
 from .http import install_error_handlers, json_body, load, owner_of, respond
-from .views import load_file_spec
+from .views import load_file_spec, load_multipart
 
 #: Companion's ``partNumbers`` query of ``/batch``: at most this many per call.
 MAX_BATCH_PARTS = 1000
@@ -40,7 +38,6 @@ _UPPY_OWN_META = frozenset({"name", "type"})
 
 bp = Blueprint("companion", __name__)
 install_error_handlers(bp)
-load_multipart_spec = compile_loader(schemas.MultipartRequestSchema())
 
 
 def _metadata(raw: Any) -> dict[str, Any]:
@@ -111,10 +108,10 @@ def _file_spec(
     """Uppy's file as the native routes' file spec (its size decided later), loaded by
     the native schema; a refusal is an ``upload-rejected`` like any other."""
     spec: dict[str, Any] = {"filename": filename, "contentType": content_type, "size": 0}
+    meta = _metadata(metadata)  # not an object: a malformed request, not a refused file
+    if meta:
+        spec["metadata"] = meta
     try:
-        meta = _metadata(metadata)
-        if meta:
-            spec["metadata"] = meta
         return load(loader, spec)
     except ObitoXError as error:
         ext.service.reject(owner, filename, error, stage="validation")
@@ -157,7 +154,7 @@ def create_multipart() -> Response:
     spec = _file_spec(
         ext,
         owner,
-        load_multipart_spec,
+        load_multipart,
         _string(body, "filename"),
         _string(body, "type", default="application/octet-stream"),
         body.get("metadata"),
@@ -171,7 +168,9 @@ def create_multipart() -> Response:
 @bp.get("/multipart/<upload_id>")
 def list_parts(upload_id: str) -> Response:
     ext, owner = _caller()
-    view = ext.service.resume_multipart(owner, upload_id, key=_query_key())
+    # Uppy lists parts only to resume: a completed upload has none to resume (409, as
+    # Companion answers), where the native resume view reports it complete.
+    view = ext.service.resume_multipart(owner, upload_id, key=_query_key(), open_only=True)
     return respond(
         [
             {"PartNumber": p["partNumber"], "ETag": f'"{p["etag"]}"', "Size": p["size"]}

@@ -388,12 +388,56 @@ def test_update_compare_and_set(backend: StateBackend) -> None:
 
 
 def test_update_without_changes_only_touches_updated_at(backend: StateBackend) -> None:
+    """... and the revision token every write carries (what makes a write unique)."""
     record = make_record(updated_at=1.0)
     backend.create(record, ttl=60)
     touched = backend.update(record.upload_id, ["pending"])
     assert touched is not None
     assert touched.updated_at > 1.0
-    assert replace(touched, updated_at=1.0) == record
+    assert touched.revision
+    assert replace(touched, updated_at=1.0, revision=None) == record
+    again = backend.update(record.upload_id, ["pending"])
+    assert again is not None
+    assert again.revision != touched.revision
+
+
+def test_redis_a_retried_compare_whose_reply_was_lost_still_wins(
+    redis_backend: RedisStateBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection drops after Redis ran the compare-and-set, before its reply: the
+    retry must find its own write and answer that it won (else nobody wins, and
+    upload-completed is never sent)."""
+    record = make_record(status="uploading")
+    redis_backend.create(record, ttl=60)
+    real_swap = redis_backend._swap
+
+    def reply_lost(key: str, old: Any, current: UploadRecord, new: UploadRecord) -> bool:
+        real_swap(key, old, current, new)  # ran on the server; its reply never arrived
+        return real_swap(key, old, current, new)  # the client's retry of the same command
+
+    monkeypatch.setattr(redis_backend, "_swap", reply_lost)
+    won = redis_backend.update(record.upload_id, ["uploading"], status="completed")
+    assert won is not None
+    assert redis_backend.get(record.upload_id) == won
+
+
+def test_redis_a_lost_compare_keeps_the_winners_index_entry(
+    redis_backend: RedisStateBackend,
+) -> None:
+    """Two callers move the same upload to the same status; the loser's index move was
+    sent before it knew it lost, and must not take the winner's entry out."""
+    record = make_record(status="pending", owner="racer")
+    redis_backend.create(record, ttl=60)
+    stale = redis_backend.get(record.upload_id)
+    assert redis_backend.update(record.upload_id, ["pending"], status="uploading") is not None
+    # The loser compares against the record as it was: its compare loses.
+    assert (
+        redis_backend.update(record.upload_id, ["pending"], current=stale, status="uploading")
+        is None
+    )
+    listed = redis_backend.list_uploads("racer", status="uploading").items
+    assert [r.upload_id for r in listed] == [record.upload_id]
+    assert redis_backend.list_uploads("racer", status="pending").items == []
 
 
 def test_update_a_bare_string_expectation_is_one_status(backend: StateBackend) -> None:

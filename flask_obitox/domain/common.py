@@ -20,8 +20,6 @@ from ..state import UploadRecord
 EXPIRED_GRACE = 24 * 3600
 #: S3 object keys are at most 1024 bytes of UTF-8.
 MAX_KEY_BYTES = 1024
-#: Part URLs one ``/parts`` call may ask for.
-MAX_PARTS_PER_CALL = 1000
 MiB = 1024 * 1024
 #: Statuses of an upload that may still change.
 OPEN = ("pending", "uploading")

@@ -197,24 +197,26 @@ class Multipart(Settling):
 
     # -- resume -----------------------------------------------------------------------
 
-    def resume_multipart(self, owner: str, upload_id: str, *, key: str | None = None) -> ResumeView:
+    def resume_multipart(
+        self, owner: str, upload_id: str, *, key: str | None = None, open_only: bool = False
+    ) -> ResumeView:
         """``GET /multipart/<id>``: which parts storage holds (ListParts, every page:
-        storage is the truth, the record only a cache) and which remain."""
+        storage is the truth, the record only a cache) and which remain. With
+        ``open_only``, a completed upload is 409 ``UPLOAD_COMPLETED`` instead."""
         record = self.owned_multipart(owner, upload_id, key)
-        if record.status == "completed" and not record.deferred:
-            return _resume_view(record, [], [], record.size)
-        if record.deferred:
+        if open_only:
             self.check_open(record)
-        else:
-            self.settled(record)  # aborted, rejected, expired: nothing to resume
+        if record.status == "completed":
+            return _resume_view(record, [], [], record.size)
+        self.settled(record)  # aborted, rejected, expired: nothing to resume
         assert record.s3_upload_id is not None
         held = self.storage_for(owner, record.bucket).list_parts(record.key, record.s3_upload_id)
         if held is None:
             # Storage no longer knows the upload: a concurrent complete just finished it,
             # or storage aborted it (a lifecycle rule).
             current = self.state.get(upload_id)
-            if current is not None and current.status == "completed" and not record.deferred:
-                return self.resume_multipart(owner, upload_id, key=key)
+            if current is not None and current.status == "completed":
+                return self.resume_multipart(owner, upload_id, key=key, open_only=open_only)
             raise aborted(upload_id)
         total = record.total_parts
         uploaded = [p for p in held if total is None or p.part_number <= total]
@@ -379,6 +381,9 @@ class Multipart(Settling):
         """After storage assembled the object: verify it, then race for ``completed``."""
         info = storage.head(record.key)
         if info is None:
+            answer = self.answer_if_settled(record.upload_id)  # refused and deleted meanwhile?
+            if answer is not None:
+                return answer
             raise not_complete(
                 record.upload_id,
                 "Storage has not made the object visible yet; call complete again.",

@@ -26,6 +26,10 @@ from .render import render_upload
 from .results import CompletedUpload, UploadView
 
 
+class ObjectChanged(Exception):
+    """The object was replaced or deleted between its HEAD and its ranged GET."""
+
+
 class Settling(DomainBase):
     """Ownership, verification and the status race (exactly one ``completed``)."""
 
@@ -82,6 +86,11 @@ class Settling(DomainBase):
             return answer
         info = storage.head(record.key)
         if info is None:
+            # A concurrent caller may have refused the object and deleted it: then its
+            # settled answer is this caller's too.
+            answer = self.answer_if_settled(upload_id)
+            if answer is not None:
+                return answer
             raise not_complete(
                 upload_id,
                 "Storage holds no object for this upload yet: PUT the file to the signed URL first."
@@ -95,9 +104,16 @@ class Settling(DomainBase):
         """``POST /s3/complete?key=``: the upload whose object is ``key`` (Uppy knows
         only the key), completed like ``POST /uploads/<id>/complete``."""
         upload_id = self.upload_id_for_key(self.storage_for(owner).bucket, key)
-        if upload_id is None:
-            raise not_found(key)
-        record = self.owned(owner, upload_id, key=key)
+        try:
+            if upload_id is None:
+                raise not_found(key)
+            record = self.owned(owner, upload_id, key=key)
+        except ObitoXError as error:
+            if error.code != "UPLOAD_NOT_FOUND":
+                raise
+            # One answer for an unknown key and another owner's: the key index must not
+            # reveal that the key exists, nor whose upload id it names.
+            raise not_found(key) from None
         if record.kind == "multipart":
             answer = self.settled(record)
             if answer is None:
@@ -135,12 +151,17 @@ class Settling(DomainBase):
             if record.size
             else b""
         )
-        if head is None:  # replaced between the HEAD and the GET: judge the new one
-            raise not_complete(
-                record.upload_id,
-                "The object changed while it was being verified; call complete again.",
-            )
+        if head is None:  # replaced or deleted since the HEAD
+            raise ObjectChanged(record.upload_id)
         return verify_content(record.content_type, head, self.rules_of(record))
+
+    def answer_if_settled(self, upload_id: str) -> CompletedUpload | None:
+        """The settled answer, read again, of an upload whose object changed or vanished
+        under this caller (raising for a refused one), or ``None`` while it is open."""
+        current = self.state.get(upload_id)
+        if current is None:
+            raise not_found(upload_id)
+        return self.settled(current)
 
     def finish(
         self, record: UploadRecord, storage: Storage, info: ObjectInfo, **answer: Any
@@ -158,7 +179,16 @@ class Settling(DomainBase):
             except ObitoXError as error:
                 return self.reject_stored(record, storage, error.message)
             record = dataclasses.replace(record, size=info.size)
-        reason = self.verify(record, storage, info)
+        try:
+            reason = self.verify(record, storage, info)
+        except ObjectChanged:
+            settled = self.answer_if_settled(record.upload_id)
+            if settled is not None:
+                return settled
+            raise not_complete(
+                record.upload_id,
+                "The object changed while it was being verified; call complete again.",
+            ) from None
         if reason is not None:
             return self.reject_stored(record, storage, reason)
         result: dict[str, Any] = {

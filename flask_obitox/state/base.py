@@ -9,6 +9,7 @@ upload" requests exactly one wins and the others see the stored result.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol, runtime_checkable
@@ -56,6 +57,9 @@ class UploadRecord:
     #: it at completion: Uppy's POST and multipart uploads. Records of releases before
     #: this field marked it with ``part_size == 0``; see :attr:`deferred`.
     size_deferred: bool = False
+    #: A random token written with every change: no two callers' compare-and-sets write
+    #: the same bytes, so a retried one that finds its own write knows it won.
+    revision: str | None = None
 
     @property
     def deferred(self) -> bool:
@@ -92,7 +96,7 @@ class UploadRecord:
 _FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(UploadRecord))
 _FIELD_SET: frozenset[str] = frozenset(_FIELD_NAMES)
 #: Fields ``update`` may not change.
-_IMMUTABLE: frozenset[str] = frozenset({"upload_id", "updated_at"})
+_IMMUTABLE: frozenset[str] = frozenset({"upload_id", "updated_at", "revision"})
 
 
 def apply_changes(record: UploadRecord, changes: dict[str, Any], now: float) -> UploadRecord:
@@ -106,6 +110,7 @@ def apply_changes(record: UploadRecord, changes: dict[str, Any], now: float) -> 
     for name, value in changes.items():
         setattr(new, name, value)
     new.updated_at = now
+    new.revision = secrets.token_hex(8)
     return new
 
 

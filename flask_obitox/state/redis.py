@@ -281,10 +281,10 @@ class RedisStateBackend(RedisGroups, RedisEvents):
                     if record.status not in expect_status:
                         return None
                 new = apply_changes(record, changes, time.time())
-                # 0: someone else wrote in between; re-read and re-check. (If the reply
-                # to a CAS that did write is lost and the command retried, the retry
-                # answers 0 and the caller sees None, as a loser would; the stored record
-                # is ours. Claiming success there could give two winners.)
+                # 0: someone else wrote in between; re-read and re-check. If the reply to
+                # a CAS that did write is lost and the command retried, the retry finds
+                # its own write (unique by its ``revision``) and answers 1: still one
+                # winner, and it knows it won.
                 if self._swap(key, old, record, new):
                     if "expires_at" in changes:
                         client.zadd(self.layout.expiry, {upload_id: new.expires_at})
@@ -296,8 +296,9 @@ class RedisStateBackend(RedisGroups, RedisEvents):
     def _swap(self, key: str, old: bytes | str, record: UploadRecord, new: UploadRecord) -> bool:
         """The compare-and-set of ``record`` (stored as ``old``) to ``new``, and its owner
         index move, in one round trip: both scripts in one pipeline (they live on two
-        slots). The move is sent before the outcome is known, so a lost compare moves it
-        back; a listing meanwhile checks every entry against its record anyway."""
+        slots). The move is sent before the outcome is known; when the compare loses,
+        the entry is moved from ``new``'s sets to those of the record that is stored,
+        so a winner's entry is never taken out (listings check every entry anyway)."""
         move = self._index_move(record, new)
         if move is None:
             return bool(self._cas(keys=[key], args=[old, new.to_json()]) == 1)
@@ -306,32 +307,32 @@ class RedisStateBackend(RedisGroups, RedisEvents):
         pipe.evalsha(self._cas.sha, 1, key, old, new.to_json())
         pipe.evalsha(self._move.sha, len(keys), *keys, *args)
         swapped, moved = pipe.execute(raise_on_error=False)
-        if isinstance(swapped, NoScriptError) or isinstance(moved, NoScriptError):
-            # A server that has not loaded the scripts yet: undo what ran, then the
-            # two-step way, whose script calls load them.
-            if swapped == 1:
-                self._reindex(record, new)
-                return True
-            if not isinstance(moved, Exception):
-                self._reindex(new, record)
-            if isinstance(swapped, NoScriptError) and (
-                self._cas(keys=[key], args=[old, new.to_json()]) == 1
-            ):
-                self._reindex(record, new)
-                return True
-            return False
-        for result in (swapped, moved):
-            if isinstance(result, Exception):
-                raise result
+        if isinstance(swapped, NoScriptError):
+            # A server that has not loaded the scripts yet: the two-step way loads them.
+            swapped = self._cas(keys=[key], args=[old, new.to_json()])
+            moved = NoScriptError() if isinstance(moved, Exception) else moved
         if swapped == 1:
+            if isinstance(moved, Exception):
+                self._reindex(record, new)  # the record is ours: its entry must follow
             return True
-        self._reindex(new, record)  # undo the move sent with a compare that lost
+        if not isinstance(moved, Exception):
+            self._settle_index(key, new)
+        if isinstance(swapped, Exception):
+            raise swapped
         return False
+
+    def _settle_index(self, key: str, moved_to: UploadRecord) -> None:
+        """After a lost compare whose move ran: move the entry from ``moved_to``'s sets
+        to those of the record actually stored (nothing to do when they agree)."""
+        stored: bytes | str | None = self._client.get(key)
+        if stored is not None:
+            self._reindex(moved_to, UploadRecord.from_json(stored))
 
     def _index_move(
         self, old: UploadRecord, new: UploadRecord
     ) -> tuple[list[str], list[Any]] | None:
-        """The keys and arguments of the move script for what changed, or ``None``."""
+        """The keys and arguments of the move script for what changed, or ``None``.
+        (The owner, kind, ``created_at`` and object key of an upload never change.)"""
         leave: list[str] = []
         join: list[str] = []
         for dimension, name in _DIMENSIONS:
@@ -347,19 +348,11 @@ class RedisStateBackend(RedisGroups, RedisEvents):
         return [self.layout.owner_uploads(new.owner), *leave, *join], [member, len(leave)]
 
     def _reindex(self, old: UploadRecord, new: UploadRecord) -> None:
-        """Move ``new`` between its owner's sets for what changed since ``old``. (The
-        owner, kind, ``created_at`` and object key of an upload never change.)"""
-        leave: list[str] = []
-        join: list[str] = []
-        for dimension, name in _DIMENSIONS:
-            before, after = getattr(old, name), getattr(new, name)
-            if before != after:
-                if before:
-                    leave.append(self.layout.owner_uploads(old.owner, dimension, before))
-                if after:
-                    join.append(self.layout.owner_uploads(new.owner, dimension, after))
-        member = index_member(new.created_at, new.upload_id)
-        self._move_member(self.layout.owner_uploads(new.owner), member, leave, join)
+        """Move ``new`` between its owner's sets for what changed since ``old``."""
+        move = self._index_move(old, new)
+        if move is not None:
+            keys, args = move
+            self._move(keys=keys, args=args)
 
     def delete(self, upload_id: str) -> None:
         with self._guard("delete"):

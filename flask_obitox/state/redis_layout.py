@@ -72,9 +72,17 @@ class RedisLayout:
 
 
 #: Set KEYS[1] to ARGV[2] only if it still holds ARGV[1]; keep its TTL.
+#: Set KEYS[1] from ARGV[1] to ARGV[2], keeping its TTL; 1 when it holds ARGV[2] after.
+#: A retry of a compare-and-set whose reply was lost finds its own write (ARGV[2], made
+#: unique per caller by the record's ``revision``) and answers 1 again: the caller that
+#: won still knows it won, and no other caller can.
 CAS_SCRIPT = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local stored = redis.call('GET', KEYS[1])
+if stored == ARGV[1] then
     redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+    return 1
+end
+if stored == ARGV[2] then
     return 1
 end
 return 0

@@ -205,7 +205,8 @@ class Storage:
 
     def read_head(self, key: str, length: int, *, etag: str | None = None) -> bytes | None:
         """The first ``length`` bytes of ``key`` (a ranged GET, never the whole object);
-        with ``etag``, only of that version of it (``None`` if it changed since)."""
+        with ``etag``, only of that version of it. ``None`` when it changed since, or is
+        gone (a concurrent caller that refused it deleted it)."""
         try:
             with self._calling():
                 if etag:
@@ -220,7 +221,8 @@ class Storage:
                         Bucket=self.bucket, Key=key, Range=f"bytes=0-{length - 1}"
                     )
         except StorageUnavailable as error:
-            if _error_code(error.__cause__) in ("PreconditionFailed", "412"):
+            cause = error.__cause__
+            if _error_code(cause) in ("PreconditionFailed", "412", "NoSuchKey"):
                 return None
             raise
         with self._calling():
