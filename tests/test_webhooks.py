@@ -33,11 +33,13 @@ from webhook_support import (
 from werkzeug import Response
 
 from flask_obitox import ConfigError, ObitoX, UploadRecord, signals
+from flask_obitox import config as config_module
 from flask_obitox.config import load_settings
 from flask_obitox.webhooks import (
     WebhookTargetRefused,
     check_target,
     delivery_job_id,
+    dispatch,
     signed_headers,
     webhook_queue,
     webhooks_for,
@@ -469,27 +471,108 @@ def test_a_2xx_is_delivered_with_signals_in_the_app(
 # -- targets -------------------------------------------------------------------------
 
 
-def test_credentials_in_an_endpoint_url_stay_out_of_logs_and_jobs(
-    redis_url: str, queue_name: str, receiver: Receiver
+def test_credentials_in_an_endpoint_url_are_refused_without_showing_them() -> None:
+    url = "https://user:hunter2@hooks.example.com/hook"
+    assert display_url(url) == "https://***@hooks.example.com/hook"
+    with pytest.raises(ConfigError, match="credentials") as raised:
+        create_app({"OBITOX_WEBHOOKS": [{"url": url, "secret": SECRET}]})
+    assert "hunter2" not in str(raised.value)
+    with pytest.raises(ConfigError, match="credentials") as raised:
+        ObitoX().add_webhook(url, SECRET)
+    assert "hunter2" not in str(raised.value)
+    with pytest.raises(WebhookTargetRefused, match="credentials") as refused:
+        check_target(url, load_settings({"OBITOX_BUCKET": "b"}))
+    assert "hunter2" not in str(refused.value)
+
+
+#: URLs that one parser could read with another host than the other; ``{local}`` is
+#: the receiver (``127.0.0.1:<port>``), ``OBITOX_WEBHOOK_ALLOWED_HOSTS`` names only
+#: hooks.example.com. The first is the audit's (issue 17, bug 4): urllib.parse reads
+#: hooks.example.com, urllib3 (so requests) connects to 127.0.0.1.
+CONFUSABLE_URLS = [
+    "http://{local}\\@hooks.example.com/hook",
+    "http://{local}\\\\@hooks.example.com/hook",
+    "http://hooks.example.com@{local}/hook",
+    "http://hooks.example.com:x@{local}/hook",
+    "http://{local}#@hooks.example.com/hook",
+    "http://{local}/hook#hooks.example.com",
+    "http://hooks.example.com\\.evil/hook",
+    "http://hooks.exa\tmple.com/hook",
+    "http://hooks.example.com/hook\n",
+    "http://hooks.example.com\r\n.evil/hook",
+    " http://hooks.example.com/hook",
+    "http://hooks.example.com/ho ok",
+    "http://hooks.example.com\x00.evil/hook",
+    "http://hooks.example.com\u3000/hook",
+    "http://ho%6fks.example.com/hook",
+    "http://hooks.examp\u0131e.com/hook",
+]
+
+
+def _confusable(template: str, receiver: Receiver) -> str:
+    return template.replace("{local}", receiver.url.split("/")[2])
+
+
+@pytest.mark.parametrize("template", CONFUSABLE_URLS)
+def test_a_url_read_two_ways_is_refused_at_init_app_and_add_webhook(
+    template: str, receiver: Receiver
 ) -> None:
-    secret_url = receiver.url.replace("http://", "http://user:hunter2@")
-    assert display_url(secret_url) == receiver.url.replace("http://", "http://***@")
+    url = _confusable(template, receiver)
+    config = {
+        "OBITOX_WEBHOOK_ALLOWED_HOSTS": ["hooks.example.com"],
+        "OBITOX_WEBHOOK_ALLOW_PRIVATE": True,
+    }
+    with pytest.raises(ConfigError, match=r"OBITOX_WEBHOOKS\[0\]"):
+        create_app({**config, "OBITOX_WEBHOOKS": [{"url": url, "secret": SECRET}]})
+    with pytest.raises(ConfigError, match="add_webhook"):
+        ObitoX().add_webhook(url, SECRET)
+    # Refused before the allow-list is consulted: without one, too.
+    with pytest.raises(WebhookTargetRefused):
+        check_target(url, load_settings({"OBITOX_BUCKET": "b", **config}))
+    with pytest.raises(WebhookTargetRefused):
+        check_target(
+            url, load_settings({"OBITOX_BUCKET": "b", "OBITOX_WEBHOOK_ALLOW_PRIVATE": True})
+        )
+
+
+@pytest.mark.parametrize("template", CONFUSABLE_URLS[:6])
+def test_a_url_read_two_ways_is_never_delivered(
+    template: str,
+    redis_url: str,
+    queue_name: str,
+    receiver: Receiver,
+    receiver_server: HTTPServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The check at delivery stands on its own: a job enqueued while an older release
+    accepted the URL still never reaches the address urllib3 reads in it."""
+    url = _confusable(template, receiver)
+    original = dispatch.webhook_endpoint
+
+    def as_an_older_release(value: Any, where: str, **kwargs: Any) -> dict[str, Any]:
+        checked = original({**value, "url": "https://hooks.example.com/hook"}, where, **kwargs)
+        return {**checked, "url": value["url"]}
+
+    monkeypatch.setattr(dispatch, "webhook_endpoint", as_an_older_release)
+    monkeypatch.setattr(config_module, "webhook_endpoint", as_an_older_release)
     app = create_app(
         webhook_config(
             redis_url,
             queue_name,
-            secret_url,
-            OBITOX_WEBHOOKS=[{"url": secret_url, "secret": SECRET}],
+            url,
+            OBITOX_WEBHOOK_ALLOWED_HOSTS=["hooks.example.com"],
+            OBITOX_WEBHOOK_RETRY_SCHEDULE=[60],
         )
     )
+    monkeypatch.undo()
+    seen = record_signals(app)
     _send_one(app)
-    [job] = webhook_queue(app).get_jobs()
-    assert "hunter2" not in job.description
-    receiver.answer(Response("", status=500))
     work_burst(app)
-    [failed] = failed_deliveries(app)
-    assert "hunter2" not in failed.url
-    assert receiver.requests[0]["headers"]["Authorization"].startswith("Basic ")  # still sent
+    assert receiver_server.log == []  # nothing reached 127.0.0.1, on any path
+    [failed] = failed_deliveries(app)  # refused for good, not retried
+    assert failed.last_error.startswith("refused")
+    [(kind, sent)] = seen
+    assert (kind, sent["final"]) == ("failed", True)
 
 
 def test_check_target() -> None:
