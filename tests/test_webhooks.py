@@ -8,10 +8,14 @@ worker process (retries, replay, SIGKILL) are in ``test_webhooks_worker.py``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import socket
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -369,6 +373,107 @@ def test_rejected_files_are_events_with_the_owner_only_on_opt_in(
         assert json.loads(job.args[3])["data"]["owner"] == "alice"
     finally:
         delete_rq_keys(redis.Redis.from_url(redis_url), queue_name + "-owner")
+
+
+class SilentRedis:
+    """A Redis that hangs: it accepts connections and reads what is sent, and never
+    answers (as a paused or overloaded Redis behind a live TCP stack does). It counts
+    the connections made to it."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"redis://127.0.0.1:{self._listener.getsockname()[1]}/0"
+        self.connections = 0
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = self._listener.accept()
+                self.connections += 1
+                self._open.append(connection)
+                threading.Thread(target=self._read, args=(connection,), daemon=True).start()
+
+    @staticmethod
+    def _read(connection: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while connection.recv(65536):
+                pass
+
+    def close(self) -> None:
+        self._listener.close()
+        for connection in self._open:
+            connection.close()
+
+
+@pytest.fixture
+def silent_redis() -> Iterator[SilentRedis]:
+    server = SilentRedis()
+    yield server
+    server.close()
+
+
+def _refused_batch(app: Flask, count: int) -> dict[str, Any]:
+    files = [
+        {"filename": f"setup-{index}.exe", "contentType": "application/octet-stream", "size": 10}
+        for index in range(count)
+    ]
+    answer = app.test_client().post(
+        "/obitox/uploads/batch", json={"files": files}, headers={"X-User": "alice"}
+    )
+    assert answer.status_code == 200, answer.json
+    assert (answer.json["successful"], answer.json["failed"]) == (0, count)
+    body: dict[str, Any] = answer.json
+    return body
+
+
+@pytest.mark.parametrize("count", [1, 20])
+def test_a_request_enqueues_its_events_in_one_round_trip_while_redis_hangs(
+    count: int, silent_redis: SilentRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 17, bug 5: each refused file was an enqueue of its own, each waiting for
+    Redis's 5 s timeout (a batch of 6 .exe files answered after 30 s). Now a request
+    waits for one connection whatever the number of its events, and still logs every
+    message it could not enqueue."""
+    app = create_app(
+        {
+            "OBITOX_RQ_REDIS_URL": silent_redis.url,
+            "OBITOX_WEBHOOKS": [{"url": "https://hooks.example.com/x", "secret": SECRET}],
+        }
+    )
+    with caplog.at_level(logging.ERROR, logger="flask_obitox.webhooks"):
+        _refused_batch(app, count)
+    assert silent_redis.connections == 1
+    logged = [r.getMessage() for r in caplog.records if "could not be enqueued" in r.getMessage()]
+    assert len(logged) == count
+    for index in range(count):  # every body is in the log, to be resent by hand
+        assert sum(f'"filename":"setup-{index}.exe"' in text for text in logged) == 1
+
+
+def test_a_request_with_many_events_delivers_each_once(
+    redis_url: str, queue_name: str, receiver: Receiver
+) -> None:
+    app = create_app(webhook_config(redis_url, queue_name, receiver.url))
+    _refused_batch(app, 20)
+    upload = record(f"up-{uuid.uuid4().hex}")
+    with app.test_request_context():
+        # The same event twice in one request, and one already queued: one job each.
+        signals.upload_completed.send(app, upload=upload)
+        signals.upload_completed.send(app, upload=upload)
+        assert webhook_queue(app).count == 20  # enqueued when the request ends
+    with app.app_context():
+        signals.upload_completed.send(app, upload=upload)
+    assert webhook_queue(app).count == 21
+    work_burst(app)
+    payloads = [Webhook(SECRET).verify(got["body"], got["headers"]) for got in receiver.requests]
+    assert len({got["headers"]["Webhook-Id"] for got in receiver.requests}) == 21
+    assert sorted(p["data"]["filename"] for p in payloads if p["type"] == "upload.rejected") == (
+        sorted(f"setup-{index}.exe" for index in range(20))
+    )
+    assert [p["data"]["uploadId"] for p in payloads if p["type"] == "upload.completed"] == [
+        upload.upload_id
+    ]
 
 
 # -- delivery outcomes decided in one attempt ----------------------------------------
