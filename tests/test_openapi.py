@@ -74,3 +74,24 @@ def test_error_responses_are_documented(client: UserClient) -> None:
         assert complete[str(STATUS_BY_CODE[code])]["content"]["application/json"]["schema"] == {
             "$ref": "#/components/schemas/Error"
         }
+
+
+# -- HTTP details and what the document says about each route (issue 17, bug 6) ---
+
+
+def test_every_405_under_the_prefix_names_the_allowed_methods(app: Flask) -> None:
+    client = app.test_client()
+    adapter = app.url_map.bind("localhost")
+    checked = 0
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith("/obitox/") or rule.endpoint == "obitox.static":
+            continue
+        path = re.sub(r"<(?:\w+:)?\w+>", "1", rule.rule)
+        response = client.open(path, method="PATCH", headers={"X-User": "alice"})
+        assert response.status_code == 405, path
+        assert response.json["error"] == "METHOD_NOT_ALLOWED"
+        allowed = {m.strip() for m in response.headers["Allow"].split(",")}
+        assert allowed == set(adapter.allowed_methods(path)), path
+        assert set(rule.methods or ()) - {"HEAD", "OPTIONS"} <= allowed
+        checked += 1
+    assert checked >= 17
