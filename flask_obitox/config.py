@@ -16,6 +16,8 @@ from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from urllib3.util import parse_url
+
 from .state.registry import plain_redis_schemes, scheme_list
 
 KiB = 1024
@@ -272,6 +274,92 @@ def webhook_secret_key(secret: object) -> bytes:
     return key
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class WebhookURL:
+    """Where a delivery to a webhook URL connects."""
+
+    scheme: str
+    #: Lower case; an IPv6 address without its brackets.
+    host: str
+    port: int
+
+
+#: A host as it may appear in a webhook URL: an ASCII name (an IPv4 address is one too).
+_WEBHOOK_URL_HOST = re.compile(r"[a-z0-9_.-]+")
+
+
+def parse_webhook_url(url: str) -> WebhookURL:
+    """The scheme, host and port a delivery to ``url`` connects to, or
+    :class:`ValueError` with the end of a sentence saying why ``url`` is refused.
+
+    The host is checked against ``OBITOX_WEBHOOK_ALLOWED_HOSTS`` from this parse, while
+    requests connects where urllib3's ``parse_url`` says. Where the two could read a URL
+    differently, it is refused: ``http://127.0.0.1:5094\\@hooks.example.com/`` is
+    ``hooks.example.com`` to :func:`~urllib.parse.urlsplit` and ``127.0.0.1`` to
+    urllib3. So are credentials (``user:pass@``: the signature authenticates a
+    delivery), a fragment (never sent, only there to confuse), whitespace, control
+    characters and backslashes anywhere, and a host that is neither an ASCII name nor
+    an IP address (a percent-encoded or internationalised name, which HTTP clients
+    rewrite; write the latter in its ``xn--`` form).
+    """
+    odd = next((c for c in url if c == "\\" or c.isspace() or not c.isprintable()), None)
+    if odd is not None:
+        raise ValueError(
+            f"holds {odd!r}: whitespace, control characters and backslashes are read "
+            "differently by URL parsers and HTTP clients (percent-encode them in the path)"
+        )
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+        client = parse_url(url)
+    except ValueError as error:
+        raise ValueError(f"is not a valid URL ({error})") from None
+    host = parts.hostname or ""
+    if parts.scheme not in ("http", "https") or not host:
+        raise ValueError("is not an http:// or https:// URL with a host")
+    if "@" in parts.netloc or client.auth is not None:
+        raise ValueError(
+            "carries credentials (user:password@): deliveries are authenticated by their "
+            "webhook-signature header; put a token in the path or query if the receiver needs one"
+        )
+    if "#" in url:
+        raise ValueError("has a fragment (#...), which is never sent")
+    if not _WEBHOOK_URL_HOST.fullmatch(host):
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(
+                f"has the host {host!r}, which is not an ASCII host name or an IP address "
+                "(write an internationalised name in its xn-- form)"
+            ) from None
+    client_host = (client.host or "").lower().removeprefix("[").removesuffix("]")
+    if (client.scheme, client_host, client.port) != (parts.scheme, host, port):
+        raise ValueError(
+            f"is read as {_origin(parts.scheme, host, port)} by urllib.parse but as "
+            f"{_origin(client.scheme, client_host, client.port)} by urllib3, which requests "
+            "connects with"
+        )
+    if port is None:
+        port = 443 if parts.scheme == "https" else 80
+    return WebhookURL(parts.scheme, host, port)
+
+
+def _origin(scheme: str | None, host: str, port: int | None) -> str:
+    return f"{scheme}://{host}" + ("" if port is None else f":{port}")
+
+
+def display_url(url: str) -> str:
+    """``url`` without the credentials it may carry (``https://user:pass@host/``), for
+    logs, job descriptions and messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid URL>"
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
+
+
 def webhook_endpoint(
     value: Any, where: str = ConfigVars.WEBHOOKS, *, allowed_hosts: Sequence[str] = ()
 ) -> dict[str, Any]:
@@ -290,10 +378,12 @@ def webhook_endpoint(
             f"{where} has unknown fields {unknown}: an endpoint has 'url', 'secret' and 'events'"
         )
     url = value.get("url")
-    if not isinstance(url, str) or not _is_http_url(url):
-        raise ConfigError(
-            f"{where} needs a 'url' that is an http:// or https:// URL with a host, got {url!r}"
-        )
+    if not isinstance(url, str):
+        raise ConfigError(f"{where} needs a 'url' that is an http:// or https:// URL, got {url!r}")
+    try:
+        host = parse_webhook_url(url).host
+    except ValueError as error:
+        raise ConfigError(f"{where}: the url {display_url(url)!r} {error}") from None
     try:
         webhook_secret_key(value.get("secret"))
     except ValueError as error:
@@ -308,7 +398,6 @@ def webhook_endpoint(
         raise ConfigError(
             f"{where} ({url}): unknown events {bad!r}; events are {', '.join(WEBHOOK_EVENTS)}"
         )
-    host = (urlsplit(url).hostname or "").lower()
     if allowed_hosts and not webhook_host_allowed(host, allowed_hosts):
         raise ConfigError(
             f"{where} ({url}): host {host!r} is not in {ConfigVars.WEBHOOK_ALLOWED_HOSTS} {list(allowed_hosts)}"

@@ -179,7 +179,13 @@ def _handle_obitox_error(error: ObitoXError) -> Response:
 def _handle_http_error(error: HTTPException) -> Response:
     status = error.code or 500
     code = _HTTP_CODES.get(status, "INVALID_INPUT" if status < 500 else "INTERNAL_ERROR")
-    return error_response(ObitoXError(code, error.description or error.name, status=status))
+    response = error_response(ObitoXError(code, error.description or error.name, status=status))
+    # The exception's own headers are part of the answer: Allow on a 405 (RFC 9110),
+    # WWW-Authenticate on a 401, Retry-After on a 429 or 503. Only its HTML body goes.
+    for name, value in error.get_headers():
+        if name.lower() not in ("content-type", "content-length"):
+            response.headers.add(name, value)
+    return response
 
 
 def _handle_unexpected(error: Exception) -> Response:

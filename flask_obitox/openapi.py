@@ -1,7 +1,9 @@
 """OpenAPI 3.1 for the routes, generated from the marshmallow schemas with apispec.
 
-The route table below is the only hand-written part; ``tests/test_openapi.py`` checks
-that it names every route the blueprint serves, so the two cannot drift apart.
+The route table and the query parameters below are the only hand-written parts;
+``tests/test_openapi.py`` checks that the table names every route the blueprint serves,
+so the two cannot drift apart, and ``tests/test_schemathesis.py`` sends the routes what
+the document allows (and what it forbids) to check it says what the server does.
 """
 
 from __future__ import annotations
@@ -12,9 +14,15 @@ from typing import Any
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
+from marshmallow import fields, validate
 
 from . import schemas
+from .config import S3_MAX_PARTS
 from .errors import STATUS_BY_CODE
+
+#: What an upload that is finished but unusable answers: aborted, expired, or rejected
+#: (its content did not match).
+_FINISHED = ["UPLOAD_ABORTED", "UPLOAD_EXPIRED", "CONTENT_MISMATCH"]
 
 #: (path, method, summary, request schema, {status: (description, response schema)}, error codes)
 ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[str]]] = [
@@ -26,10 +34,10 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
         {201: ("The signed upload.", "SignedUploadSchema")},
         [
             "INVALID_INPUT",
-            "INVALID_JSON",
             "FILE_TOO_LARGE",
             "VALIDATION_FAILED",
             "STATE_UNAVAILABLE",
+            "STORAGE_UNAVAILABLE",
         ],
     ),
     (
@@ -38,13 +46,7 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
         "Sign up to OBITOX_BATCH_MAX_FILES uploads; each file succeeds or fails on its own.",
         "BatchRequestSchema",
         {200: ("Signed uploads and per-file errors, in request order.", "BatchResponseSchema")},
-        [
-            "INVALID_INPUT",
-            "INVALID_JSON",
-            "BATCH_TOO_LARGE",
-            "STATE_UNAVAILABLE",
-            "STORAGE_UNAVAILABLE",
-        ],
+        ["INVALID_INPUT", "BATCH_TOO_LARGE", "STATE_UNAVAILABLE", "STORAGE_UNAVAILABLE"],
     ),
     (
         "/uploads/{uploadId}/complete",
@@ -53,11 +55,11 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
         "CompleteRequestSchema",
         {200: ("The completed upload.", "CompletedUploadSchema")},
         [
+            "INVALID_INPUT",
             "UPLOAD_NOT_FOUND",
             "UPLOAD_NOT_COMPLETE",
-            "UPLOAD_ABORTED",
-            "UPLOAD_EXPIRED",
-            "CONTENT_MISMATCH",
+            *_FINISHED,
+            "STATE_UNAVAILABLE",
             "STORAGE_UNAVAILABLE",
         ],
     ),
@@ -78,7 +80,6 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
         {201: ("The multipart upload.", "MultipartCreatedSchema")},
         [
             "INVALID_INPUT",
-            "INVALID_JSON",
             "FILE_TOO_LARGE",
             "VALIDATION_FAILED",
             "STATE_UNAVAILABLE",
@@ -94,9 +95,9 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
         [
             "INVALID_INPUT",
             "UPLOAD_NOT_FOUND",
-            "UPLOAD_ABORTED",
             "UPLOAD_COMPLETED",
-            "UPLOAD_EXPIRED",
+            *_FINISHED,
+            "STATE_UNAVAILABLE",
             "STORAGE_UNAVAILABLE",
         ],
     ),
@@ -106,7 +107,13 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
         "Resume view: the parts storage holds (ListParts, every page) and those remaining.",
         None,
         {200: ("Where the upload stands.", "ResumeViewSchema")},
-        ["UPLOAD_NOT_FOUND", "UPLOAD_ABORTED", "UPLOAD_EXPIRED", "STORAGE_UNAVAILABLE"],
+        [
+            "INVALID_INPUT",
+            "UPLOAD_NOT_FOUND",
+            *_FINISHED,
+            "STATE_UNAVAILABLE",
+            "STORAGE_UNAVAILABLE",
+        ],
     ),
     (
         "/multipart/{uploadId}/complete",
@@ -119,10 +126,9 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
             "INVALID_INPUT",
             "UPLOAD_NOT_FOUND",
             "UPLOAD_NOT_COMPLETE",
-            "UPLOAD_ABORTED",
-            "UPLOAD_EXPIRED",
             "INVALID_PARTS",
-            "CONTENT_MISMATCH",
+            *_FINISHED,
+            "STATE_UNAVAILABLE",
             "STORAGE_UNAVAILABLE",
         ],
     ),
@@ -132,7 +138,15 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
         "Abort: AbortMultipartUpload in storage and status aborted. Idempotent.",
         None,
         {200: ("The aborted upload.", "AbortedSchema")},
-        ["UPLOAD_NOT_FOUND", "UPLOAD_COMPLETED", "UPLOAD_EXPIRED", "STORAGE_UNAVAILABLE"],
+        [
+            "INVALID_INPUT",
+            "UPLOAD_NOT_FOUND",
+            "UPLOAD_COMPLETED",
+            "UPLOAD_EXPIRED",
+            "CONTENT_MISMATCH",
+            "STATE_UNAVAILABLE",
+            "STORAGE_UNAVAILABLE",
+        ],
     ),
     (
         "/cors/setup",
@@ -177,7 +191,15 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
         "Companion's protocol (Uppy never reports a POST), called from the page.",
         "CompleteRequestSchema",
         {200: ("The completed upload.", "CompletedUploadSchema")},
-        ["UPLOAD_NOT_FOUND", "UPLOAD_NOT_COMPLETE", "CONTENT_MISMATCH", "FILE_TOO_LARGE"],
+        [
+            "INVALID_INPUT",
+            "UPLOAD_NOT_FOUND",
+            "UPLOAD_NOT_COMPLETE",
+            "FILE_TOO_LARGE",
+            *_FINISHED,
+            "STATE_UNAVAILABLE",
+            "STORAGE_UNAVAILABLE",
+        ],
     ),
     (
         "/s3/multipart",
@@ -185,7 +207,7 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
         "Companion: start a multipart upload (one CreateMultipartUpload).",
         "CompanionMultipartRequestSchema",
         {200: ("The upload's key and id.", "CompanionMultipartCreatedSchema")},
-        ["INVALID_INPUT", "INVALID_JSON", "VALIDATION_FAILED", "STORAGE_UNAVAILABLE"],
+        ["INVALID_INPUT", "VALIDATION_FAILED", "STATE_UNAVAILABLE", "STORAGE_UNAVAILABLE"],
     ),
     (
         "/s3/multipart/{uploadId}",
@@ -193,7 +215,14 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
         "Companion: the parts storage holds (query: key), every page, as a bare array.",
         None,
         {200: ("The parts.", "CompanionPartSchema[]")},
-        ["UPLOAD_NOT_FOUND", "UPLOAD_ABORTED", "INVALID_INPUT", "STORAGE_UNAVAILABLE"],
+        [
+            "INVALID_INPUT",
+            "UPLOAD_NOT_FOUND",
+            "UPLOAD_COMPLETED",
+            *_FINISHED,
+            "STATE_UNAVAILABLE",
+            "STORAGE_UNAVAILABLE",
+        ],
     ),
     (
         "/s3/multipart/{uploadId}",
@@ -201,7 +230,15 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
         "Companion: abort the upload (query: key); idempotent.",
         None,
         {200: ("An empty object.", "")},
-        ["UPLOAD_NOT_FOUND", "INVALID_INPUT", "UPLOAD_COMPLETED", "STORAGE_UNAVAILABLE"],
+        [
+            "INVALID_INPUT",
+            "UPLOAD_NOT_FOUND",
+            "UPLOAD_COMPLETED",
+            "UPLOAD_EXPIRED",
+            "CONTENT_MISMATCH",
+            "STATE_UNAVAILABLE",
+            "STORAGE_UNAVAILABLE",
+        ],
     ),
     (
         "/s3/multipart/{uploadId}/batch",
@@ -209,7 +246,14 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
         "Companion: presigned part URLs (query: key, partNumbers=1,2,...; 1..10000).",
         None,
         {200: ("URLs by part number.", "CompanionBatchSchema")},
-        ["UPLOAD_NOT_FOUND", "INVALID_INPUT", "STATE_UNAVAILABLE", "STORAGE_UNAVAILABLE"],
+        [
+            "INVALID_INPUT",
+            "UPLOAD_NOT_FOUND",
+            "UPLOAD_COMPLETED",
+            *_FINISHED,
+            "STATE_UNAVAILABLE",
+            "STORAGE_UNAVAILABLE",
+        ],
     ),
     (
         "/s3/multipart/{uploadId}/{partNumber}",
@@ -217,7 +261,14 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
         "Companion: one presigned part URL (query: key); no checksum is signed.",
         None,
         {200: ("The part URL.", "CompanionPartUrlSchema")},
-        ["UPLOAD_NOT_FOUND", "INVALID_INPUT", "STATE_UNAVAILABLE", "STORAGE_UNAVAILABLE"],
+        [
+            "INVALID_INPUT",
+            "UPLOAD_NOT_FOUND",
+            "UPLOAD_COMPLETED",
+            *_FINISHED,
+            "STATE_UNAVAILABLE",
+            "STORAGE_UNAVAILABLE",
+        ],
     ),
     (
         "/s3/multipart/{uploadId}/complete",
@@ -227,18 +278,30 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
         "CompanionCompleteRequestSchema",
         {200: ("Where the object is.", "CompanionCompletedSchema")},
         [
-            "UPLOAD_NOT_FOUND",
             "INVALID_INPUT",
+            "UPLOAD_NOT_FOUND",
+            "UPLOAD_NOT_COMPLETE",
             "INVALID_PARTS",
             "FILE_TOO_LARGE",
-            "CONTENT_MISMATCH",
+            *_FINISHED,
+            "STATE_UNAVAILABLE",
             "STORAGE_UNAVAILABLE",
         ],
     ),
 ]
 
-_OPTIONAL_BODIES = {"CompleteRequest", "MultipartCompleteRequest", "CorsSetupRequest"}
-#: Query parameters, by path.
+#: Bodies with no required field: ``{}`` will do (an empty body too, with
+#: ``Content-Type: application/json``, which every POST needs).
+_EMPTY_BODIES = {"CompleteRequest", "MultipartCompleteRequest", "CorsSetupRequest"}
+_COMPANION_KEY = {
+    "in": "query",
+    "name": "key",
+    "required": True,
+    "description": "The object key the upload was given (Companion identifies uploads by it).",
+    "schema": {"type": "string", "minLength": 1},
+}
+#: Query parameters, by path. The Companion routes take the same file rules as the
+#: native ones, from the same schema.
 _QUERY_PARAMETERS: dict[str, list[dict[str, Any]]] = {
     "/cors/verify": [
         {
@@ -250,8 +313,150 @@ _QUERY_PARAMETERS: dict[str, list[dict[str, Any]]] = {
             "explode": True,
         }
     ],
+    "/s3/params": [
+        {
+            "in": "query",
+            "name": "filename",
+            "required": True,
+            "schema": "FileSpec.filename",
+        },
+        {
+            "in": "query",
+            "name": "type",
+            "description": "The content type (default application/octet-stream).",
+            "schema": "FileSpec.contentType",
+        },
+        {
+            "in": "query",
+            "name": "metadata",
+            "description": "Uppy's file.meta as metadata[name]=value: name, type and empty "
+            "values are dropped, the rest is checked as the native routes check metadata "
+            f"(at most {schemas.METADATA_MAX_BYTES} bytes in all).",
+            "style": "deepObject",
+            "explode": True,
+            "schema": "CompanionMetadata",
+        },
+    ],
+    "/s3/complete": [_COMPANION_KEY],
+    "/s3/multipart/{uploadId}": [_COMPANION_KEY],
+    "/s3/multipart/{uploadId}/batch": [
+        _COMPANION_KEY,
+        {
+            "in": "query",
+            "name": "partNumbers",
+            "required": True,
+            "description": "Part numbers, comma-separated: partNumbers=1,2,3.",
+            "style": "form",
+            "explode": False,
+            "schema": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 1000,
+                "items": {"type": "integer", "minimum": 1, "maximum": S3_MAX_PARTS},
+            },
+        },
+    ],
+    "/s3/multipart/{uploadId}/{partNumber}": [_COMPANION_KEY],
+    "/s3/multipart/{uploadId}/complete": [_COMPANION_KEY],
 }
-_AUTH_CODES = ["UNAUTHENTICATED", "UNSUPPORTED_MEDIA_TYPE", "PAYLOAD_TOO_LARGE"]
+_UPLOAD_ID = {"uploadId": "$response.body#/uploadId"}
+_COMPANION_UPLOAD = {
+    "path.uploadId": "$response.body#/uploadId",
+    "query.key": "$response.body#/key",
+}
+#: Where the ids an operation answers lead (OpenAPI links): (method, path) -> status,
+#: and per link its name, the operation it leads to and the parameters it fills.
+_LINKS: dict[tuple[str, str], tuple[int, list[tuple[str, str, str, dict[str, str]]]]] = {
+    ("post", "/uploads"): (
+        201,
+        [
+            ("status", "get", "/uploads/{uploadId}", _UPLOAD_ID),
+            ("complete", "post", "/uploads/{uploadId}/complete", _UPLOAD_ID),
+        ],
+    ),
+    ("post", "/uploads/batch"): (
+        200,
+        [
+            (
+                "statusOfTheFirst",
+                "get",
+                "/uploads/{uploadId}",
+                {"uploadId": "$response.body#/uploads/0/uploadId"},
+            ),
+            (
+                "completeTheFirst",
+                "post",
+                "/uploads/{uploadId}/complete",
+                {"uploadId": "$response.body#/uploads/0/uploadId"},
+            ),
+        ],
+    ),
+    ("post", "/multipart"): (
+        201,
+        [
+            ("status", "get", "/uploads/{uploadId}", _UPLOAD_ID),
+            ("signParts", "post", "/multipart/{uploadId}/parts", _UPLOAD_ID),
+            ("resume", "get", "/multipart/{uploadId}", _UPLOAD_ID),
+            ("complete", "post", "/multipart/{uploadId}/complete", _UPLOAD_ID),
+            ("abort", "delete", "/multipart/{uploadId}", _UPLOAD_ID),
+        ],
+    ),
+    ("get", "/s3/params"): (
+        200,
+        [("complete", "post", "/s3/complete", {"query.key": "$response.body#/fields/key"})],
+    ),
+    ("post", "/s3/multipart"): (
+        200,
+        [
+            ("listParts", "get", "/s3/multipart/{uploadId}", _COMPANION_UPLOAD),
+            ("signParts", "get", "/s3/multipart/{uploadId}/batch", _COMPANION_UPLOAD),
+            ("signPart", "get", "/s3/multipart/{uploadId}/{partNumber}", _COMPANION_UPLOAD),
+            ("complete", "post", "/s3/multipart/{uploadId}/complete", _COMPANION_UPLOAD),
+            ("abort", "delete", "/s3/multipart/{uploadId}", _COMPANION_UPLOAD),
+        ],
+    ),
+}
+#: A part number (1 to 10000) as a string of at most 5 ASCII digits.
+_PART_NUMBER_DIGITS = (
+    r"^(?:0{0,4}[1-9]|0{0,3}[1-9][0-9]|0{0,2}[1-9][0-9]{2}|0?[1-9][0-9]{3}|10000)\Z"
+)
+#: Every route but the document itself may answer these.
+_CALLER_CODES = ["UNAUTHENTICATED"]
+#: Every route with a JSON body may also answer these.
+_BODY_CODES = ["INVALID_JSON", "UNSUPPORTED_MEDIA_TYPE", "PAYLOAD_TOO_LARGE"]
+
+
+def _marshmallow_rules(
+    converter: Any, field: fields.Field[Any], ret: dict[str, Any], **kwargs: Any
+) -> dict[str, Any]:
+    """What apispec leaves out of a field's rules, in OpenAPI 3.1 (JSON Schema) words:
+    an exclusive bound of a ``Range`` (``maxSizeMB > 0``), the pattern a ``Dict``'s keys
+    must match (``metadata``), and what a ``Boolean`` reads as true or false besides
+    ``true`` and ``false`` (marshmallow's ``truthy`` and ``falsy``: 1, "yes", ...)."""
+    extra: dict[str, Any] = {}
+    if isinstance(field, fields.Boolean):
+        also = sorted(
+            (v for v in field.truthy | field.falsy if not isinstance(v, bool)),
+            key=lambda v: (isinstance(v, str), str(v)),
+        )
+        if also:
+            ret.pop("type", None)
+            extra["anyOf"] = [{"type": "boolean"}, {"enum": also}]
+    for validator in field.validators:
+        if isinstance(validator, validate.Range):
+            if validator.min is not None and not validator.min_inclusive:
+                extra["exclusiveMinimum"] = validator.min
+                ret.pop("minimum", None)
+            if validator.max is not None and not validator.max_inclusive:
+                extra["exclusiveMaximum"] = validator.max
+                ret.pop("maximum", None)
+    if isinstance(field, fields.Dict) and field.key_field is not None:
+        patterns = [
+            v.regex.pattern for v in field.key_field.validators if isinstance(v, validate.Regexp)
+        ]
+        if patterns:
+            extra["propertyNames"] = {"pattern": patterns[0]}
+    return extra
 
 
 def _package_version() -> str:
@@ -261,12 +466,18 @@ def _package_version() -> str:
         return "0.0.0"
 
 
+def _operation_ref(method: str, path: str) -> str:
+    return "#/paths/" + path.replace("~", "~0").replace("/", "~1") + "/" + method
+
+
 def _operation(
+    method: str,
     path: str,
     summary: str,
     request_schema: str | None,
     responses: dict[int, tuple[str, str]],
     codes: list[str],
+    shared: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     operation: dict[str, Any] = {"summary": summary, "responses": {}}
     if "{uploadId}" in path:
@@ -275,24 +486,46 @@ def _operation(
         ]
     if "{partNumber}" in path:
         operation["parameters"].append(
-            {"in": "path", "name": "partNumber", "required": True, "schema": {"type": "integer"}}
+            {
+                "in": "path",
+                "name": "partNumber",
+                "required": True,
+                "schema": {"type": "integer", "minimum": 1, "maximum": S3_MAX_PARTS},
+            }
         )
-    if path in _QUERY_PARAMETERS:
-        operation.setdefault("parameters", []).extend(_QUERY_PARAMETERS[path])
+    for parameter in _QUERY_PARAMETERS.get(path, []):
+        schema = parameter["schema"]
+        parameter = {
+            **parameter,
+            "schema": dict(shared[schema]) if isinstance(schema, str) else schema,
+        }
+        operation.setdefault("parameters", []).append(parameter)
     if request_schema:
         operation["requestBody"] = {
-            # complete takes no fields: its (JSON) body may be left empty
-            "required": request_schema not in _OPTIONAL_BODIES,
+            # Required even where {} will do: without a JSON body there is no
+            # Content-Type: application/json, and every POST answers 415 without it.
+            "required": True,
             "content": {"application/json": {"schema": request_schema}},
         }
+        if request_schema in _EMPTY_BODIES:
+            operation["requestBody"]["description"] = (
+                "{} will do: every field is optional. An empty body is read as {} too, "
+                "with Content-Type: application/json."
+            )
     for status, (description, schema) in responses.items():
         body: str | dict[str, str] = schema or {"type": "object"}
         if schema.endswith("[]"):  # a bare array (Companion's list of parts)
             body = {"type": "array", "items": schema[:-2]}
         content = {"application/json": {"schema": body}}
         operation["responses"][str(status)] = {"description": description, "content": content}
+    if (method, path) in _LINKS:
+        status, links = _LINKS[method, path]
+        operation["responses"][str(status)]["links"] = {
+            name: {"operationRef": _operation_ref(to_method, to_path), "parameters": parameters}
+            for name, to_method, to_path, parameters in links
+        }
     if path != "/openapi.json":
-        codes = [*codes, *(_AUTH_CODES if request_schema else ["UNAUTHENTICATED"])]
+        codes = [*codes, *_CALLER_CODES, *(_BODY_CODES if request_schema else [])]
     by_status: dict[int, list[str]] = {}
     for code in codes:
         by_status.setdefault(STATUS_BY_CODE[code], []).append(code)
@@ -307,14 +540,24 @@ def _operation(
 @functools.lru_cache(maxsize=8)
 def openapi_spec(url_prefix: str) -> dict[str, Any]:
     """The OpenAPI document for routes mounted at ``url_prefix`` (cached: it is pure)."""
+    marshmallow_plugin = MarshmallowPlugin()
     spec = APISpec(
         title="flask-obitox",
         version=_package_version(),
         openapi_version="3.1.0",
-        plugins=[MarshmallowPlugin()],
+        plugins=[marshmallow_plugin],
         info={"description": "Direct-to-S3 uploads: presigned single and batch uploads."},
         servers=[{"url": url_prefix}],
     )
+    converter = marshmallow_plugin.converter
+    assert converter is not None
+    converter.add_attribute_function(_marshmallow_rules)  # type: ignore[no-untyped-call]
+    file_fields = schemas.FileSpecSchema().fields
+    shared = {
+        f"FileSpec.{name}": converter.field2property(file_fields[name])
+        for name in ("filename", "contentType", "metadata")
+    }
+    shared["CompanionMetadata"] = _companion_metadata(shared["FileSpec.metadata"], body=False)
     # Every schema a route names, in table order (nested ones register themselves).
     names = ["ErrorSchema"]
     for _path, _method, _summary, request_schema, responses, _codes in ROUTES:
@@ -326,8 +569,50 @@ def openapi_spec(url_prefix: str) -> dict[str, Any]:
     for path, method, summary, request_schema, responses, codes in ROUTES:
         req = request_schema.removesuffix("Schema") if request_schema else None
         resp = {s: (d, n.replace("Schema", "")) for s, (d, n) in responses.items()}
-        operations.setdefault(path, {})[method] = _operation(path, summary, req, resp, codes)
+        operations.setdefault(path, {})[method] = _operation(
+            method, path, summary, req, resp, codes, shared
+        )
     for path, ops in operations.items():
         spec.path(path=path, operations=ops)
     document: dict[str, Any] = spec.to_dict()
+    # A batch answers 200 whatever its entries are: each one that is not a valid file
+    # spec fails alone, in the answer's errors.
+    batch_files = document["components"]["schemas"]["BatchRequest"]["properties"]["files"]
+    batch_files["items"] = {
+        "anyOf": [
+            batch_files["items"],
+            {"description": "Anything else fails alone: its error is in the answer's errors."},
+        ]
+    }
+    # Companion's part numbers may come as strings of digits.
+    claimed = document["components"]["schemas"]["CompanionClaimedPart"]["properties"]
+    claimed["PartNumber"] = {
+        "description": claimed["PartNumber"].pop("description"),
+        "anyOf": [claimed["PartNumber"], {"type": "string", "pattern": _PART_NUMBER_DIGITS}],
+    }
+    # The Companion body is read by hand, then checked by the native file rules.
+    companion = document["components"]["schemas"]["CompanionMultipartRequest"]["properties"]
+    companion["filename"] = dict(shared["FileSpec.filename"])
+    companion["type"] = {**shared["FileSpec.contentType"], **companion["type"]}
+    companion["metadata"] = {
+        **_companion_metadata(shared["FileSpec.metadata"], body=True),
+        "description": companion["metadata"]["description"],
+    }
     return document
+
+
+def _companion_metadata(native: dict[str, Any], *, body: bool) -> dict[str, Any]:
+    """Uppy's ``file.meta`` as the Companion routes read it: its own ``name`` and
+    ``type`` and empty values (``null`` too) are dropped, the rest must pass the native
+    metadata rules. In a JSON body, numbers and booleans become strings."""
+    value = {key: v for key, v in native["additionalProperties"].items() if key != "type"}
+    value["type"] = ["string", "number", "boolean", "null"] if body else "string"
+    dropped = ["", "null", "undefined", None]
+    key_pattern = native["propertyNames"]["pattern"].removeprefix("^")
+    own: dict[str, Any] = {} if body else {"type": "string"}
+    return {
+        "type": ["object", "null"] if body else "object",
+        "properties": {"name": own, "type": own},
+        "patternProperties": {rf"^(?!(?:name|type)\Z){key_pattern}": value},
+        "additionalProperties": {"enum": dropped},
+    }

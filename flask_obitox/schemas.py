@@ -8,11 +8,19 @@ can name the ``OBITOX_*`` key that set them.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import INCLUDE, Schema, ValidationError, fields, validate
 
-from .config import EXTENSION_PATTERN, MEDIA_PATTERN, NETWORK_TYPES
+from .config import (
+    EXTENSION_PATTERN,
+    MEDIA_PATTERN,
+    NETWORK_TYPES,
+    S3_MAX_PARTS,
+    S3_MAX_SINGLE_PUT,
+    S3_MIN_PART_SIZE,
+)
 
 #: S3 limits user metadata to 2 KB (keys and values together).
 METADATA_MAX_BYTES = 2048
@@ -43,7 +51,11 @@ class ValidationRulesSchema(Schema):
     maxSizeMB = fields.Float(
         validate=validate.Range(min=0, min_inclusive=False), **_doc("Largest size in MiB.")
     )
-    minSizeKB = fields.Float(validate=validate.Range(min=0), **_doc("Smallest size in KiB."))
+    minSizeKB = fields.Float(
+        validate=validate.Range(min=0),
+        # Checked by the rules: the size in bytes must be a finite number.
+        **_doc("Smallest size in KiB.", maximum=sys.float_info.max / 1024),
+    )
     allowedTypes = fields.List(
         fields.String(
             validate=validate.Regexp(MEDIA_PATTERN, error="not a media type pattern like image/*")
@@ -211,9 +223,12 @@ class MultipartRequestSchema(_FileFieldsSchema):
     partSize = fields.Integer(
         strict=True,
         validate=validate.Range(min=1),
+        # S3's bounds, checked by the service (422 VALIDATION_FAILED).
         **_doc(
             "Bytes per part (default OBITOX_PART_SIZE); at least 5 MiB, raised so that "
-            "there are at most 10,000 parts."
+            "there are at most 10,000 parts.",
+            minimum=S3_MIN_PART_SIZE,
+            maximum=S3_MAX_SINGLE_PUT,
         ),
     )
 
@@ -358,11 +373,25 @@ class CorsVerifySchema(Schema):
 
 
 class CompanionMultipartRequestSchema(Schema):
-    """``POST /s3/multipart``, as ``@uppy/aws-s3`` sends it (no size: checked at completion)."""
+    """``POST /s3/multipart``, as ``@uppy/aws-s3`` sends it (no size: checked at completion).
+
+    For the document only: the route reads the body by hand, ignoring other fields, and
+    checks ``filename``, ``type`` and ``metadata`` with the native file rules
+    (:mod:`flask_obitox.openapi` copies them in).
+    """
+
+    class Meta:
+        unknown = INCLUDE
 
     filename = fields.String(required=True)
     type = fields.String(**_doc("The file's content type (default application/octet-stream)."))
-    metadata = fields.Dict(**_doc("Uppy's file.meta; name, type and empty values are dropped."))
+    metadata = fields.Dict(
+        **_doc(
+            "Uppy's file.meta: name, type and empty values are dropped, numbers and booleans "
+            f"become strings, the rest is checked as the native routes check metadata (at "
+            f"most {METADATA_MAX_BYTES} bytes in all)."
+        )
+    )
 
 
 class CompanionParamsSchema(Schema):
@@ -405,12 +434,33 @@ class CompanionBatchSchema(Schema):
 
 
 class CompanionClaimedPartSchema(Schema):
-    PartNumber = fields.Integer(required=True)
-    ETag = fields.String(required=True, **_doc("Quoted or not."))
+    """For the document only, like :class:`CompanionCompleteRequestSchema`."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    PartNumber = fields.Integer(
+        required=True,
+        validate=validate.Range(min=1, max=S3_MAX_PARTS),
+        **_doc("A whole number, or a string of up to 5 digits."),
+    )
+    ETag = fields.String(
+        required=True, validate=validate.Length(min=1, max=200), **_doc("Quoted or not.")
+    )
 
 
 class CompanionCompleteRequestSchema(Schema):
-    parts = fields.List(fields.Nested(CompanionClaimedPartSchema), required=True)
+    """``POST /s3/multipart/<id>/complete``, as ``@uppy/aws-s3`` sends it. For the
+    document only: the route reads the body by hand, ignoring other fields."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    parts = fields.List(
+        fields.Nested(CompanionClaimedPartSchema),
+        required=True,
+        validate=validate.Length(min=1, max=S3_MAX_PARTS),
+    )
 
 
 class CompanionCompletedSchema(Schema):

@@ -8,10 +8,14 @@ worker process (retries, replay, SIGKILL) are in ``test_webhooks_worker.py``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import socket
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -33,11 +37,13 @@ from webhook_support import (
 from werkzeug import Response
 
 from flask_obitox import ConfigError, ObitoX, UploadRecord, signals
+from flask_obitox import config as config_module
 from flask_obitox.config import load_settings
 from flask_obitox.webhooks import (
     WebhookTargetRefused,
     check_target,
     delivery_job_id,
+    dispatch,
     signed_headers,
     webhook_queue,
     webhooks_for,
@@ -369,6 +375,107 @@ def test_rejected_files_are_events_with_the_owner_only_on_opt_in(
         delete_rq_keys(redis.Redis.from_url(redis_url), queue_name + "-owner")
 
 
+class SilentRedis:
+    """A Redis that hangs: it accepts connections and reads what is sent, and never
+    answers (as a paused or overloaded Redis behind a live TCP stack does). It counts
+    the connections made to it."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"redis://127.0.0.1:{self._listener.getsockname()[1]}/0"
+        self.connections = 0
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = self._listener.accept()
+                self.connections += 1
+                self._open.append(connection)
+                threading.Thread(target=self._read, args=(connection,), daemon=True).start()
+
+    @staticmethod
+    def _read(connection: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while connection.recv(65536):
+                pass
+
+    def close(self) -> None:
+        self._listener.close()
+        for connection in self._open:
+            connection.close()
+
+
+@pytest.fixture
+def silent_redis() -> Iterator[SilentRedis]:
+    server = SilentRedis()
+    yield server
+    server.close()
+
+
+def _refused_batch(app: Flask, count: int) -> dict[str, Any]:
+    files = [
+        {"filename": f"setup-{index}.exe", "contentType": "application/octet-stream", "size": 10}
+        for index in range(count)
+    ]
+    answer = app.test_client().post(
+        "/obitox/uploads/batch", json={"files": files}, headers={"X-User": "alice"}
+    )
+    assert answer.status_code == 200, answer.json
+    assert (answer.json["successful"], answer.json["failed"]) == (0, count)
+    body: dict[str, Any] = answer.json
+    return body
+
+
+@pytest.mark.parametrize("count", [1, 20])
+def test_a_request_enqueues_its_events_in_one_round_trip_while_redis_hangs(
+    count: int, silent_redis: SilentRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 17, bug 5: each refused file was an enqueue of its own, each waiting for
+    Redis's 5 s timeout (a batch of 6 .exe files answered after 30 s). Now a request
+    waits for one connection whatever the number of its events, and still logs every
+    message it could not enqueue."""
+    app = create_app(
+        {
+            "OBITOX_RQ_REDIS_URL": silent_redis.url,
+            "OBITOX_WEBHOOKS": [{"url": "https://hooks.example.com/x", "secret": SECRET}],
+        }
+    )
+    with caplog.at_level(logging.ERROR, logger="flask_obitox.webhooks"):
+        _refused_batch(app, count)
+    assert silent_redis.connections == 1
+    logged = [r.getMessage() for r in caplog.records if "could not be enqueued" in r.getMessage()]
+    assert len(logged) == count
+    for index in range(count):  # every body is in the log, to be resent by hand
+        assert sum(f'"filename":"setup-{index}.exe"' in text for text in logged) == 1
+
+
+def test_a_request_with_many_events_delivers_each_once(
+    redis_url: str, queue_name: str, receiver: Receiver
+) -> None:
+    app = create_app(webhook_config(redis_url, queue_name, receiver.url))
+    _refused_batch(app, 20)
+    upload = record(f"up-{uuid.uuid4().hex}")
+    with app.test_request_context():
+        # The same event twice in one request, and one already queued: one job each.
+        signals.upload_completed.send(app, upload=upload)
+        signals.upload_completed.send(app, upload=upload)
+        assert webhook_queue(app).count == 20  # enqueued when the request ends
+    with app.app_context():
+        signals.upload_completed.send(app, upload=upload)
+    assert webhook_queue(app).count == 21
+    work_burst(app)
+    payloads = [Webhook(SECRET).verify(got["body"], got["headers"]) for got in receiver.requests]
+    assert len({got["headers"]["Webhook-Id"] for got in receiver.requests}) == 21
+    assert sorted(p["data"]["filename"] for p in payloads if p["type"] == "upload.rejected") == (
+        sorted(f"setup-{index}.exe" for index in range(20))
+    )
+    assert [p["data"]["uploadId"] for p in payloads if p["type"] == "upload.completed"] == [
+        upload.upload_id
+    ]
+
+
 # -- delivery outcomes decided in one attempt ----------------------------------------
 
 
@@ -469,27 +576,108 @@ def test_a_2xx_is_delivered_with_signals_in_the_app(
 # -- targets -------------------------------------------------------------------------
 
 
-def test_credentials_in_an_endpoint_url_stay_out_of_logs_and_jobs(
-    redis_url: str, queue_name: str, receiver: Receiver
+def test_credentials_in_an_endpoint_url_are_refused_without_showing_them() -> None:
+    url = "https://user:hunter2@hooks.example.com/hook"
+    assert display_url(url) == "https://***@hooks.example.com/hook"
+    with pytest.raises(ConfigError, match="credentials") as raised:
+        create_app({"OBITOX_WEBHOOKS": [{"url": url, "secret": SECRET}]})
+    assert "hunter2" not in str(raised.value)
+    with pytest.raises(ConfigError, match="credentials") as raised:
+        ObitoX().add_webhook(url, SECRET)
+    assert "hunter2" not in str(raised.value)
+    with pytest.raises(WebhookTargetRefused, match="credentials") as refused:
+        check_target(url, load_settings({"OBITOX_BUCKET": "b"}))
+    assert "hunter2" not in str(refused.value)
+
+
+#: URLs that one parser could read with another host than the other; ``{local}`` is
+#: the receiver (``127.0.0.1:<port>``), ``OBITOX_WEBHOOK_ALLOWED_HOSTS`` names only
+#: hooks.example.com. The first is the audit's (issue 17, bug 4): urllib.parse reads
+#: hooks.example.com, urllib3 (so requests) connects to 127.0.0.1.
+CONFUSABLE_URLS = [
+    "http://{local}\\@hooks.example.com/hook",
+    "http://{local}\\\\@hooks.example.com/hook",
+    "http://hooks.example.com@{local}/hook",
+    "http://hooks.example.com:x@{local}/hook",
+    "http://{local}#@hooks.example.com/hook",
+    "http://{local}/hook#hooks.example.com",
+    "http://hooks.example.com\\.evil/hook",
+    "http://hooks.exa\tmple.com/hook",
+    "http://hooks.example.com/hook\n",
+    "http://hooks.example.com\r\n.evil/hook",
+    " http://hooks.example.com/hook",
+    "http://hooks.example.com/ho ok",
+    "http://hooks.example.com\x00.evil/hook",
+    "http://hooks.example.com\u3000/hook",
+    "http://ho%6fks.example.com/hook",
+    "http://hooks.examp\u0131e.com/hook",
+]
+
+
+def _confusable(template: str, receiver: Receiver) -> str:
+    return template.replace("{local}", receiver.url.split("/")[2])
+
+
+@pytest.mark.parametrize("template", CONFUSABLE_URLS)
+def test_a_url_read_two_ways_is_refused_at_init_app_and_add_webhook(
+    template: str, receiver: Receiver
 ) -> None:
-    secret_url = receiver.url.replace("http://", "http://user:hunter2@")
-    assert display_url(secret_url) == receiver.url.replace("http://", "http://***@")
+    url = _confusable(template, receiver)
+    config = {
+        "OBITOX_WEBHOOK_ALLOWED_HOSTS": ["hooks.example.com"],
+        "OBITOX_WEBHOOK_ALLOW_PRIVATE": True,
+    }
+    with pytest.raises(ConfigError, match=r"OBITOX_WEBHOOKS\[0\]"):
+        create_app({**config, "OBITOX_WEBHOOKS": [{"url": url, "secret": SECRET}]})
+    with pytest.raises(ConfigError, match="add_webhook"):
+        ObitoX().add_webhook(url, SECRET)
+    # Refused before the allow-list is consulted: without one, too.
+    with pytest.raises(WebhookTargetRefused):
+        check_target(url, load_settings({"OBITOX_BUCKET": "b", **config}))
+    with pytest.raises(WebhookTargetRefused):
+        check_target(
+            url, load_settings({"OBITOX_BUCKET": "b", "OBITOX_WEBHOOK_ALLOW_PRIVATE": True})
+        )
+
+
+@pytest.mark.parametrize("template", CONFUSABLE_URLS[:6])
+def test_a_url_read_two_ways_is_never_delivered(
+    template: str,
+    redis_url: str,
+    queue_name: str,
+    receiver: Receiver,
+    receiver_server: HTTPServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The check at delivery stands on its own: a job enqueued while an older release
+    accepted the URL still never reaches the address urllib3 reads in it."""
+    url = _confusable(template, receiver)
+    original = dispatch.webhook_endpoint
+
+    def as_an_older_release(value: Any, where: str, **kwargs: Any) -> dict[str, Any]:
+        checked = original({**value, "url": "https://hooks.example.com/hook"}, where, **kwargs)
+        return {**checked, "url": value["url"]}
+
+    monkeypatch.setattr(dispatch, "webhook_endpoint", as_an_older_release)
+    monkeypatch.setattr(config_module, "webhook_endpoint", as_an_older_release)
     app = create_app(
         webhook_config(
             redis_url,
             queue_name,
-            secret_url,
-            OBITOX_WEBHOOKS=[{"url": secret_url, "secret": SECRET}],
+            url,
+            OBITOX_WEBHOOK_ALLOWED_HOSTS=["hooks.example.com"],
+            OBITOX_WEBHOOK_RETRY_SCHEDULE=[60],
         )
     )
+    monkeypatch.undo()
+    seen = record_signals(app)
     _send_one(app)
-    [job] = webhook_queue(app).get_jobs()
-    assert "hunter2" not in job.description
-    receiver.answer(Response("", status=500))
     work_burst(app)
-    [failed] = failed_deliveries(app)
-    assert "hunter2" not in failed.url
-    assert receiver.requests[0]["headers"]["Authorization"].startswith("Basic ")  # still sent
+    assert receiver_server.log == []  # nothing reached 127.0.0.1, on any path
+    [failed] = failed_deliveries(app)  # refused for good, not retried
+    assert failed.last_error.startswith("refused")
+    [(kind, sent)] = seen
+    assert (kind, sent["final"]) == ("failed", True)
 
 
 def test_check_target() -> None:

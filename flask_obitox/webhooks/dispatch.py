@@ -4,8 +4,14 @@
 receivers to ``upload-completed``, ``upload-aborted``, ``upload-rejected`` and
 ``upload-expired`` for that app. Each event becomes one message (its body encoded
 once) and one RQ job per subscribed endpoint, with a job id derived from the message
-id and the endpoint, enqueued with ``unique=True``: RQ refuses a second job with the
-same id atomically, so the same event enqueued twice is delivered once.
+id and the endpoint, saved the way RQ's ``unique=True`` saves a job: RQ's own Lua
+script refuses a second job with the same id atomically, so the same event enqueued
+twice is delivered once.
+
+Inside a request, the events wait until the request ends (``teardown_request``) and
+are enqueued together, in one Redis round trip bounded by :data:`ENQUEUE_TIMEOUT`:
+a batch of 100 refused files costs what one costs, even while Redis hangs. Outside a
+request (a worker, a command), each event is enqueued at once, the same way.
 
 Nothing here connects to Redis before the first enqueue: an app starts while Redis
 is down.
@@ -21,10 +27,12 @@ from collections.abc import MutableSequence
 from typing import TYPE_CHECKING, Any
 
 import redis
-from flask import Flask
+from flask import Flask, current_app, has_request_context, request
 from redis.exceptions import RedisError
 from rq import Queue, Retry
-from rq.exceptions import DuplicateJobError
+from rq.job import Job, JobStatus
+from rq.scripts import UNIQUE_ENQUEUE_SCRIPT
+from rq.utils import now
 
 from .. import signals
 from ..appstate import get_state
@@ -43,6 +51,8 @@ from .events import (
 from .targets import display_url
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import requests
 
 logger = logging.getLogger("flask_obitox.webhooks")
@@ -54,6 +64,17 @@ DELIVER = "flask_obitox.webhooks.delivery.deliver"
 DEDUPLICATION_WINDOW = 24 * 3600
 #: Seconds an attempt may take beyond ``OBITOX_WEBHOOK_TIMEOUT`` before RQ stops it.
 JOB_TIMEOUT_MARGIN = 5
+#: Seconds enqueueing waits for RQ's Redis to answer (connecting has its own second).
+#: A request waits for it once at its end, whatever the number of its events.
+ENQUEUE_TIMEOUT = 2.0
+#: Where a request keeps its events until it ends (in its WSGI environ, which nested
+#: app contexts share).
+PENDING_EVENTS = "flask_obitox.webhooks.pending"
+#: The script RQ runs for ``unique=True`` (the same in RQ 2.8 and 3): if the job's key
+#: exists, 0; else save the job's hash, push its id on the queue, 1.
+_UNIQUE_ENQUEUE_SHA = hashlib.sha1(
+    UNIQUE_ENQUEUE_SCRIPT.encode(), usedforsecurity=False
+).hexdigest()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -104,6 +125,7 @@ class Webhooks:
         self._added_seen = 0
         self._lock = threading.Lock()
         self._connection: redis.Redis | None = None
+        self._enqueue_connection: redis.Redis | None = None
         self._queue: Queue | None = None
         self._session: requests.Session | None = None
         self._refresh(strict=True)
@@ -164,6 +186,18 @@ class Webhooks:
         return self._connection
 
     @property
+    def enqueue_connection(self) -> redis.Redis:
+        """The Redis client enqueueing uses: RQ's Redis, with a reply timeout of
+        :data:`ENQUEUE_TIMEOUT` since a request waits for it."""
+        if self._enqueue_connection is None:
+            with self._lock:
+                if self._enqueue_connection is None:
+                    self._enqueue_connection = redis_from_url(
+                        self.settings.rq_redis_url, socket_timeout=ENQUEUE_TIMEOUT
+                    )
+        return self._enqueue_connection
+
+    @property
     def queue(self) -> Queue:
         """The RQ queue deliveries go to (``OBITOX_RQ_QUEUE``)."""
         if self._queue is None:
@@ -196,34 +230,38 @@ class Webhooks:
     # -- enqueueing ----------------------------------------------------------------
 
     def enqueue(self, message: Message) -> list[str]:
-        """One delivery job per endpoint subscribed to ``message.type``; returns the ids
-        of the jobs enqueued now (a duplicate of an existing job is skipped).
+        """One delivery job per endpoint subscribed to ``message.type``: see
+        :meth:`enqueue_many`."""
+        return self.enqueue_many([message])
 
-        Redis being down does not fail the caller, which is the upload request that
-        already changed state: the message is logged at ERROR, body included, so an
-        operator can resend it.
+    def enqueue_many(self, messages: Sequence[Message]) -> list[str]:
+        """One delivery job per (message, subscribed endpoint), all saved in one Redis
+        round trip (a ``MULTI``/``EXEC`` transaction); returns the ids of the jobs
+        enqueued now (a duplicate of an existing job is skipped).
+
+        Each job is saved by the Lua script of RQ's ``unique=True``, so a job id that
+        exists is refused atomically, as ``enqueue_call(..., unique=True)`` refuses it.
+        ``Queue.enqueue_many`` would not do: it overwrites an existing job.
+
+        Redis being down or slow does not fail the caller, which is the upload request
+        that already changed state: after :data:`ENQUEUE_TIMEOUT` at most, each message
+        is logged at ERROR, body included, so an operator can resend it.
         """
+        planned = [
+            (message, endpoint)
+            for message in messages
+            for endpoint in self.subscribers(message.type)
+        ]
+        if not planned:
+            return []
+        jobs = [self._job(message, endpoint) for message, endpoint in planned]
+        try:
+            replies = self._save_unique(jobs)
+        except (RedisError, OSError) as error:
+            replies = [error] * len(jobs)
         enqueued: list[str] = []
-        for endpoint in self.subscribers(message.type):
-            job_id = delivery_job_id(message.id, endpoint)
-            try:
-                self.queue.enqueue_call(
-                    DELIVER,
-                    args=(message.id, message.type, endpoint.url, message.body),
-                    job_id=job_id,
-                    unique=True,
-                    timeout=self.job_timeout,
-                    result_ttl=DEDUPLICATION_WINDOW,
-                    retry=self.retry(),
-                    description=f"{message.type} {message.id} -> {display_url(endpoint.url)}",
-                    meta={"event": message.type, "url": endpoint.url, "attempts": 0},
-                )
-            except DuplicateJobError:
-                logger.info(
-                    "Webhook %s to %s is already enqueued.", message.id, display_url(endpoint.url)
-                )
-                continue
-            except (RedisError, OSError) as error:
+        for (message, endpoint), job, reply in zip(planned, jobs, replies, strict=True):
+            if isinstance(reply, Exception):
                 logger.error(
                     "Webhook %s (%s) to %s could not be enqueued, Redis at %s is unavailable "
                     "(%s: %s); body: %s",
@@ -231,13 +269,56 @@ class Webhooks:
                     message.type,
                     display_url(endpoint.url),
                     self.redis_url,
-                    type(error).__name__,
-                    error,
+                    type(reply).__name__,
+                    reply,
                     message.body,
                 )
-                continue
-            enqueued.append(job_id)
+            elif not reply:
+                logger.info(
+                    "Webhook %s to %s is already enqueued.", message.id, display_url(endpoint.url)
+                )
+            else:
+                enqueued.append(job.id)
         return enqueued
+
+    def _job(self, message: Message, endpoint: Endpoint) -> Job:
+        """The delivery job of ``message`` to ``endpoint``, as RQ would enqueue it (not
+        saved: nothing here touches Redis)."""
+        queue = self.queue
+        job = queue.create_job(
+            DELIVER,
+            args=(message.id, message.type, endpoint.url, message.body),
+            job_id=delivery_job_id(message.id, endpoint),
+            timeout=self.job_timeout,
+            result_ttl=DEDUPLICATION_WINDOW,
+            retry=self.retry(),
+            description=f"{message.type} {message.id} -> {display_url(endpoint.url)}",
+            meta={"event": message.type, "url": endpoint.url, "attempts": 0},
+            status=JobStatus.QUEUED,
+        )
+        job.origin = queue.name
+        job.enqueued_at = now()
+        return job
+
+    def _save_unique(self, jobs: Sequence[Job]) -> list[Any]:
+        """Save and queue ``jobs`` in one round trip; per job, 1 (enqueued), 0 (its id
+        exists) or the error Redis answered."""
+        queue = self.queue
+        pipe = self.enqueue_connection.pipeline(transaction=True)
+        # Loaded in the same transaction, so no EVALSHA can miss it.
+        pipe.script_load(UNIQUE_ENQUEUE_SCRIPT)
+        pipe.sadd(queue.redis_queues_keys, queue.key)
+        for job in jobs:
+            fields = [
+                item
+                for name, value in job.to_dict().items()
+                if value is not None
+                for item in (name, value if isinstance(value, bytes | str) else str(value))
+            ]
+            ttl = -1 if job.ttl is None else job.ttl
+            pipe.evalsha(_UNIQUE_ENQUEUE_SHA, 2, job.key, queue.key, job.id, "R", ttl, *fields)
+        replies: list[Any] = pipe.execute(raise_on_error=False)
+        return replies[2:]
 
 
 # -- per app -----------------------------------------------------------------------
@@ -258,12 +339,38 @@ def webhook_queue(app: Flask | None = None) -> Queue:
 # -- signal receivers --------------------------------------------------------------
 
 
+def _dispatch(app: Flask, webhooks: Webhooks, message: Message) -> None:
+    """Enqueue ``message`` now or, in a request of ``app``, when the request ends."""
+    if has_request_context() and current_app._get_current_object() is app:  # type: ignore[attr-defined]
+        pending: list[tuple[Webhooks, Message]] = request.environ.setdefault(PENDING_EVENTS, [])
+        pending.append((webhooks, message))
+    else:
+        webhooks.enqueue(message)
+
+
+def enqueue_request_events(error: BaseException | None = None) -> None:
+    """``teardown_request``: enqueue the events of the request that ends, one round trip
+    per app. Never raises: the answer is made, and a teardown error would break it."""
+    pending: list[tuple[Webhooks, Message]] = request.environ.pop(PENDING_EVENTS, [])
+    by_app: dict[int, tuple[Webhooks, list[Message]]] = {}
+    for webhooks, message in pending:
+        by_app.setdefault(id(webhooks), (webhooks, []))[1].append(message)
+    for webhooks, messages in by_app.values():
+        try:
+            webhooks.enqueue_many(messages)
+        except Exception:
+            logger.exception(
+                "Webhooks %s could not be enqueued; bodies: %s",
+                ", ".join(message.id for message in messages),
+                [message.body for message in messages],
+            )
+
+
 def _dispatch_upload(app: Flask, event: str, upload: UploadRecord) -> None:
     webhooks = webhooks_for(app)
     if webhooks.subscribers(event):
-        webhooks.enqueue(
-            upload_message(event, upload, include_owner=webhooks.settings.webhook_include_owner)
-        )
+        include_owner = webhooks.settings.webhook_include_owner
+        _dispatch(app, webhooks, upload_message(event, upload, include_owner=include_owner))
 
 
 def on_upload_completed(sender: Flask, upload: UploadRecord, **extra: Any) -> None:
@@ -291,7 +398,9 @@ def on_upload_rejected(
 ) -> None:
     webhooks = webhooks_for(sender)
     if webhooks.subscribers("upload.rejected"):
-        webhooks.enqueue(
+        _dispatch(
+            sender,
+            webhooks,
             rejected_message(
                 filename=filename,
                 reason=reason,
@@ -300,13 +409,15 @@ def on_upload_rejected(
                 owner=owner,
                 upload=upload,
                 include_owner=webhooks.settings.webhook_include_owner,
-            )
+            ),
         )
 
 
 def connect_signals(app: Flask) -> None:
-    """Enqueue deliveries for ``app``'s upload events. The receivers are module
-    functions and blinker holds ``app`` weakly, so nothing keeps the app alive."""
+    """Enqueue deliveries for ``app``'s upload events, those of a request when it ends.
+    The receivers are module functions and blinker holds ``app`` weakly, so nothing
+    keeps the app alive."""
+    app.teardown_request(enqueue_request_events)
     signals.upload_completed.connect(on_upload_completed, sender=app)
     signals.upload_aborted.connect(on_upload_aborted, sender=app)
     signals.upload_rejected.connect(on_upload_rejected, sender=app)

@@ -18,11 +18,18 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from urllib.parse import urlsplit
 
 from requests_hardened.ip_filter import EXTRA_BLOCKED_NET_RANGES
 
-from ..config import ConfigVars, Settings, webhook_host_allowed
+from ..config import ConfigVars, Settings, display_url, parse_webhook_url, webhook_host_allowed
+
+__all__ = [
+    "WebhookTargetRefused",
+    "check_target",
+    "check_url",
+    "display_url",
+    "is_forbidden_address",
+]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -47,36 +54,24 @@ def is_forbidden_address(ip: IPAddress) -> bool:
     )
 
 
-def display_url(url: str) -> str:
-    """``url`` without the credentials it may carry (``https://user:pass@host/``), for
-    logs, job descriptions and messages."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<invalid URL>"
-    if "@" not in parts.netloc:
-        return url
-    return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
-
-
 def check_url(url: str, settings: Settings) -> tuple[str, int]:
-    """The host and port of ``url`` if its scheme and host are allowed (no DNS here)."""
+    """The host and port of ``url`` if its scheme and host are allowed (no DNS here).
+
+    The URL is read as the HTTP client reads it, and refused where Python's own parser
+    reads it otherwise (:func:`~flask_obitox.config.parse_webhook_url`), so the host
+    checked here is the host a delivery connects to.
+    """
     try:
-        parts = urlsplit(url)
-        port = parts.port
+        target = parse_webhook_url(url)
     except ValueError as error:
-        raise WebhookTargetRefused(f"{display_url(url)!r} is not a valid URL: {error}.") from None
-    host = (parts.hostname or "").lower()
-    if parts.scheme not in ("http", "https") or not host:
-        raise WebhookTargetRefused(
-            f"{display_url(url)!r} is not an http:// or https:// URL with a host."
-        )
+        raise WebhookTargetRefused(f"The URL {display_url(url)!r} {error}.") from None
+    host = target.host
     if not webhook_host_allowed(host, settings.webhook_allowed_hosts):
         raise WebhookTargetRefused(
             f"The host {host!r} of {display_url(url)} is not in {ConfigVars.WEBHOOK_ALLOWED_HOSTS} "
             f"({', '.join(settings.webhook_allowed_hosts)})."
         )
-    return host, port or (443 if parts.scheme == "https" else 80)
+    return host, target.port
 
 
 def check_target(url: str, settings: Settings) -> list[str]:

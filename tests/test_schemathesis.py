@@ -1,0 +1,120 @@
+"""Schemathesis against ``GET /openapi.json``: the document says what the server does.
+
+For every operation Schemathesis sends requests the document allows and requests it
+forbids, and checks every answer: no 5xx, a status and a body the document lists
+(``Allow`` on a 405 included), schema-valid requests accepted and schema-invalid ones
+refused. Then a stateful phase chains operations through the ids they answer (create,
+sign, resume, complete, abort). The run is bounded (``MAX_EXAMPLES`` per operation) and
+derandomised, so it runs the same cases every time: about a minute on 2 cores.
+
+What the document cannot say is configured here, each with its reason:
+
+- 413 and 422 answer schema-valid requests that break the server's configured rules
+  (``OBITOX_MAX_FILE_SIZE``, allowed types, dangerous files): the document names those
+  answers in each operation's responses, but the limits are the host's, not a schema's.
+  A 413 also refuses a schema-invalid body past ``OBITOX_MAX_REQUEST_SIZE``.
+- The stateful phase follows the document's links only. Inferred ones would send a
+  single upload's id to the multipart routes, which answer that with a documented 400.
+  There a 400 may also answer a schema-valid request that does not fit the upload it
+  names (part numbers past its ``totalParts``); the stateless phase still fails on any
+  400 to a schema-valid request.
+- A whole number sent as a float (``2.0``) is an integer to JSON Schema, but the
+  server's integers are strict (marshmallow ``Integer(strict=True)``) and refuse it;
+  JSON Schema has no word for that, so bodies are sent with ``2`` instead.
+- ``GET /uploads/batch`` is served, by ``GET /uploads/{uploadId}`` (as a 404), and
+  ``GET /s3/multipart/{uploadId}/complete`` by the part-URL route (as a 400), so the
+  ``Allow`` of those URLs lists a GET that their own paths do not have in the document.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import schemathesis
+from flask import Flask
+from hypothesis import HealthCheck, settings
+from hypothesis.stateful import run_state_machine_as_test
+from schemathesis.checks import allow_header_conformance, unsupported_method
+from schemathesis.config import SchemathesisConfig
+
+#: Examples per operation (and steps of the stateful phase).
+MAX_EXAMPLES = 25
+CALLER = {"X-User": "alice"}
+CONFIG = SchemathesisConfig.from_str(
+    """
+    [checks.positive_data_acceptance]
+    expected-statuses = ["2xx", "401", "403", "404", "409", "413", "422"]
+
+    [checks.negative_data_rejection]
+    expected-statuses = ["400", "401", "403", "404", "405", "409", "413", "415", "422"]
+
+    [phases.stateful.inference]
+    algorithms = []
+
+    [phases.stateful.checks.positive_data_acceptance]
+    expected-statuses = ["2xx", "400", "401", "403", "404", "409", "413", "422"]
+    """
+)
+#: Operations whose URLs another route also serves, for GET (see above), and the checks
+#: that send those URLs the methods their paths do not document.
+OVERLAPPED = {"POST /uploads/batch", "POST /s3/multipart/{uploadId}/complete"}
+OVERLAP_CHECKS = [allow_header_conformance, unsupported_method]
+SETTINGS = settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+
+
+def _whole_floats_as_ints(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_whole_floats_as_ints(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _whole_floats_as_ints(item) for key, item in value.items()}
+    return value
+
+
+@pytest.fixture
+def api(app: Flask) -> Any:
+    api = schemathesis.openapi.from_wsgi("/obitox/openapi.json", app, config=CONFIG)
+
+    @api.hook
+    def map_body(context: Any, body: Any) -> Any:
+        return _whole_floats_as_ints(body)
+
+    return api
+
+
+def _validate(case: Any, response: Any, **transport: Any) -> None:
+    excluded = OVERLAP_CHECKS if case.operation.label in OVERLAPPED else []
+    # The caller's headers go with the probes some checks send (OPTIONS, TRACE, ...).
+    case.validate_response(
+        response, excluded_checks=excluded, headers=CALLER, transport_kwargs=transport
+    )
+
+
+schema = schemathesis.pytest.from_fixture("api")
+
+
+@schema.parametrize()
+@SETTINGS
+def test_every_operation_answers_as_documented(case: Any) -> None:
+    _validate(case, case.call(headers=CALLER))
+
+
+def test_chained_operations_answer_as_documented(api: Any) -> None:
+    workflow = api.as_state_machine()
+
+    class Calls(workflow):  # type: ignore[misc, valid-type]
+        def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+            return {"headers": CALLER}
+
+        def validate_response(self, response: Any, case: Any, **kwargs: Any) -> None:
+            _validate(case, response, **kwargs)
+
+    run_state_machine_as_test(Calls, settings=SETTINGS)
