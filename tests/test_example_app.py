@@ -730,8 +730,11 @@ def test_without_a_worker_of_its_own_the_example_reads_rqs_registry(
         [listed] = running["workers"]
         assert (listed["pid"], listed["live"]) == (worker.process.pid, True)
         assert running["healthy"] is True
-        worker.stop()  # a warm shutdown: RQ takes the worker off the queue's list
-        # (polled: on a loaded machine the worker may still be unregistering)
+        # A warm shutdown: RQ takes the worker off the queue's list. Given a minute, as
+        # a loaded machine may need (stop() would SIGKILL after 10 s, and a killed
+        # worker stays listed until its heartbeat runs out).
+        worker.process.terminate()
+        assert worker.process.wait(60) == 0, worker.log()
         wait_for(lambda: get()["status"] == "missing", 30, "the worker to leave RQ's list")
     finally:
         worker.stop()
