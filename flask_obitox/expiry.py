@@ -41,14 +41,21 @@ def smart_expiry(
     """Seconds a URL for ``size`` bytes should stay valid.
 
     :param allowance: seconds granted before the transfer starts (``OBITOX_EXPIRY_DEFAULT``).
-    :param requested: the client's ``expiresIn``; honoured but clamped like the estimate.
+    :param requested: the client's ``expiresIn``. It may shorten the estimate, or
+        lengthen it as far as the estimate for the slowest network (a client worse off
+        than it said), never further: a day-long URL for a 1 KB file is a day-long window
+        to replay it.
     """
     upper = min(maximum, SIGV4_MAX_EXPIRY)
     lower = min(minimum, upper)
     if requested is not None:
-        return max(lower, min(requested, upper))
+        slowest = _estimate(size, min(UPLOAD_BYTES_PER_SECOND.values()), allowance)
+        return max(lower, min(requested, slowest, upper))
     bandwidth = UPLOAD_BYTES_PER_SECOND.get(
         network_type or "unknown", UPLOAD_BYTES_PER_SECOND["unknown"]
     )
-    estimate = allowance + math.ceil(size / bandwidth * SAFETY_FACTOR)
-    return max(lower, min(estimate, upper))
+    return max(lower, min(_estimate(size, bandwidth, allowance), upper))
+
+
+def _estimate(size: int, bandwidth: int, allowance: int) -> int:
+    return allowance + math.ceil(size / bandwidth * SAFETY_FACTOR)

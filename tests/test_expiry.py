@@ -40,8 +40,12 @@ def test_clamped_to_the_configured_window() -> None:
 
 def test_requested_expiry_is_clamped_too() -> None:
     assert smart_expiry(1, "wifi", requested=10, **LIMITS) == 60
-    assert smart_expiry(1, "wifi", requested=10**9, **LIMITS) == 86400
-    assert smart_expiry(1, "wifi", requested=1234, **LIMITS) == 1234
+    huge = 5 * 1024**4  # the slowest network needs longer than the maximum
+    assert smart_expiry(huge, "wifi", requested=10**9, **LIMITS) == 86400
+    # Never longer than the slowest network needs for the size.
+    slowest = smart_expiry(1, "slow-2g", **LIMITS)
+    assert smart_expiry(1, "wifi", requested=10**9, **LIMITS) == slowest
+    assert smart_expiry(1, "wifi", requested=slowest - 1, **LIMITS) == slowest - 1
 
 
 @given(

@@ -114,9 +114,19 @@ def test_expiry_grows_with_size_and_slow_networks(client: UserClient) -> None:
     slow = client.post("/uploads", json=file_spec(size=50 * 1024**2, networkType="2g")).json
     assert small["expiresIn"] < large["expiresIn"]
     assert slow["expiresIn"] > small["expiresIn"]
-    asked = client.post("/uploads", json=file_spec(expiresIn=30 * 24 * 3600)).json
-    assert asked["expiresIn"] == 24 * 3600  # clamped to OBITOX_EXPIRY_MAX
+    asked = client.post("/uploads", json=file_spec(size=2 * 1024**3, expiresIn=30 * 24 * 3600))
+    assert asked.json["expiresIn"] == 24 * 3600  # clamped to OBITOX_EXPIRY_MAX
     assert client.post("/uploads", json=file_spec(expiresIn=5)).json["expiresIn"] == 60
+
+
+def test_a_client_cannot_ask_a_small_file_a_long_lived_url(client: UserClient) -> None:
+    """expiresIn may lengthen a URL only as far as the slowest network needs for the
+    size: asking a day for 1 KB gets minutes (a leaked URL is replayable until then)."""
+    asked = client.post("/uploads", json=file_spec(size=1000, expiresIn=10**9)).json
+    estimate = client.post("/uploads", json=file_spec(size=1000, networkType="slow-2g")).json
+    assert asked["expiresIn"] == estimate["expiresIn"] < 3600
+    shorter = client.post("/uploads", json=file_spec(size=1000, expiresIn=120)).json
+    assert shorter["expiresIn"] == 120
 
 
 def test_filenames_cannot_leave_the_key_prefix(client: UserClient) -> None:
