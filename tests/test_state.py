@@ -24,6 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis.connection import Connection
 from redis.crc import key_slot
+from state_support import make_record
 
 from flask_obitox.config import DEFAULT_REDIS_URL as DEFAULT_APP_REDIS_URL
 from flask_obitox.config import load_settings
@@ -87,26 +88,6 @@ def backend(request: pytest.FixtureRequest) -> StateBackend:
         return MemoryStateBackend()
     result: StateBackend = request.getfixturevalue("redis_backend")
     return result
-
-
-def make_record(**changes: Any) -> UploadRecord:
-    now = time.time()
-    values: dict[str, Any] = {
-        "upload_id": uuid.uuid4().hex,
-        "owner": "user-1",
-        "kind": "single",
-        "bucket": "uploads",
-        "key": "u/1/photo.jpg",
-        "filename": "photo.jpg",
-        "content_type": "image/jpeg",
-        "size": 12345,
-        "status": "pending",
-        "created_at": now,
-        "updated_at": now,
-        "expires_at": now + 900,
-    }
-    values.update(changes)
-    return UploadRecord(**values)
 
 
 def full_record(**changes: Any) -> UploadRecord:

@@ -17,13 +17,13 @@ tusd composes stores. Each capability has its own contract test suite
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 import orjson
 
-from .base import UploadRecord
+from .base import UploadRecord, expected_statuses
 
 __all__ = [
     "GROUP_STATUSES",
@@ -126,6 +126,27 @@ def check_limit(limit: int) -> None:
 def check_group_status(status: str) -> None:
     if status not in GROUP_STATUSES:
         raise ValueError(f"unknown group status {status!r}")
+
+
+class GroupChanges:
+    """``seal`` and the group status compare-and-set, for a backend whose
+    ``_change_group(group_id, allowed, **changes)`` applies ``changes`` atomically when
+    ``allowed(group)`` holds (and returns the new group, else ``None``)."""
+
+    def _change_group(
+        self, group_id: str, allowed: Callable[[GroupRecord], bool], **changes: Any
+    ) -> GroupRecord | None:
+        raise NotImplementedError
+
+    def seal(self, group_id: str) -> GroupRecord | None:
+        return self._change_group(group_id, lambda group: True, sealed=True)
+
+    def update_group_status(
+        self, group_id: str, expect_status: Collection[str], status: str
+    ) -> GroupRecord | None:
+        check_group_status(status)
+        expected = expected_statuses(expect_status)
+        return self._change_group(group_id, lambda group: group.status in expected, status=status)
 
 
 @runtime_checkable

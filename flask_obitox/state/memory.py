@@ -35,6 +35,7 @@ from .base import (
 from .capabilities import (
     MAX_WAIT,
     OPEN_GROUP_STATUSES,
+    GroupChanges,
     GroupClosed,
     GroupNotFound,
     GroupRecord,
@@ -59,7 +60,7 @@ _UPLOAD = "u"
 _GROUP = "g"
 
 
-class MemoryStateBackend:
+class MemoryStateBackend(GroupChanges):
     """Dicts behind one lock. Nothing is shared between processes."""
 
     def __init__(self, *, events_retention: int = 1000) -> None:
@@ -329,16 +330,6 @@ class MemoryStateBackend:
             for upload_id in upload_ids:
                 members.setdefault(upload_id)
             return len(members)
-
-    def seal(self, group_id: str) -> GroupRecord | None:
-        return self._change_group(group_id, lambda group: True, sealed=True)
-
-    def update_group_status(
-        self, group_id: str, expect_status: Collection[str], status: str
-    ) -> GroupRecord | None:
-        check_group_status(status)
-        expected = expected_statuses(expect_status)
-        return self._change_group(group_id, lambda group: group.status in expected, status=status)
 
     def _change_group(
         self, group_id: str, allowed: Callable[[GroupRecord], bool], **changes: Any

@@ -12,13 +12,14 @@ status) are kept like the upload indexes.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import StateUnavailable
-from .base import UploadRecord, check_ttl, expected_statuses
+from .base import UploadRecord, check_ttl
 from .capabilities import (
     GROUP_STATUSES,
+    GroupChanges,
     GroupClosed,
     GroupNotFound,
     GroupRecord,
@@ -31,7 +32,7 @@ from .redis_base import MAX_CAS_ATTEMPTS, ROW, STALE, RedisBase, text
 from .redis_layout import JOIN_CLOSED, JOIN_GONE
 
 
-class RedisGroups(RedisBase):
+class RedisGroups(GroupChanges, RedisBase):
     def _join_result(self, group_id: str, reply: Any) -> int:
         """The member count a join script answered, or the error it stands for."""
         count = int(reply)
@@ -101,16 +102,6 @@ class RedisGroups(RedisBase):
         with self._guard("add_members"):
             reply = self._join(keys=keys, args=list(upload_ids))
         return self._join_result(group_id, reply)
-
-    def seal(self, group_id: str) -> GroupRecord | None:
-        return self._change_group(group_id, lambda group: True, sealed=True)
-
-    def update_group_status(
-        self, group_id: str, expect_status: Collection[str], status: str
-    ) -> GroupRecord | None:
-        check_group_status(status)
-        expected = expected_statuses(expect_status)
-        return self._change_group(group_id, lambda group: group.status in expected, status=status)
 
     def _change_group(
         self, group_id: str, allowed: Callable[[GroupRecord], bool], **changes: Any
