@@ -90,6 +90,7 @@ class ConfigVars:
     ALLOW_ANONYMOUS = "OBITOX_ALLOW_ANONYMOUS"
     COMPANION_ROUTES = "OBITOX_COMPANION_ROUTES"
     CORS_ORIGINS = "OBITOX_CORS_ORIGINS"
+    CREATE_ONLY = "OBITOX_CREATE_ONLY"
 
 
 #: Defaults, applied with ``app.config.setdefault``. ``STATE_BACKEND`` is resolved
@@ -130,6 +131,7 @@ DEFAULTS: dict[str, Any] = {
     ConfigVars.ALLOW_ANONYMOUS: False,
     ConfigVars.COMPANION_ROUTES: True,
     ConfigVars.CORS_ORIGINS: [],
+    ConfigVars.CREATE_ONLY: True,
 }
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -179,6 +181,7 @@ class Settings:
     allow_anonymous: bool
     companion_routes: bool
     cors_origins: tuple[str, ...]
+    create_only: bool
 
 
 def _int(
@@ -533,4 +536,5 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
         allow_anonymous=_bool(config, ConfigVars.ALLOW_ANONYMOUS),
         companion_routes=_bool(config, ConfigVars.COMPANION_ROUTES),
         cors_origins=_str_list(config, ConfigVars.CORS_ORIGINS),
+        create_only=_bool(config, ConfigVars.CREATE_ONLY),
     )
