@@ -44,7 +44,7 @@ DEFAULT_REGION = "us-east-1"
 #: Credentials of the embedded S3: moto accepts any and checks no signature.
 DEMO_CREDENTIALS = "demo"
 #: The request headers the page may send on its PUTs (metadata and checksum included).
-PREFLIGHT_HEADERS = "content-type,x-amz-checksum-sha256,x-amz-meta-demo"
+PREFLIGHT_HEADERS = "content-type,x-amz-checksum-sha256,x-amz-meta-demo,if-none-match"
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})

@@ -16,6 +16,7 @@ from flask import Flask, current_app
 if TYPE_CHECKING:
     from .config import Settings
     from .domain import UploadService
+    from .metrics import Metrics
     from .state import StateBackend
     from .storage import StorageRegistry
     from .webhooks.dispatch import Webhooks
@@ -46,6 +47,10 @@ class ObitoXState:
     service: UploadService
     webhooks: Webhooks
     warned_no_identity: bool = False
+    #: The Flask-Limiter ``Limiter`` of ``OBITOX_RATE_LIMITS`` (``None``: off).
+    limiter: Any = None
+    #: The :class:`~flask_obitox.metrics.Metrics` of ``OBITOX_METRICS`` (``None``: off).
+    metrics: Metrics | None = None
 
 
 def get_state(app: Flask | None = None) -> ObitoXState:

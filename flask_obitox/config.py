@@ -16,6 +16,7 @@ from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from limits import parse_many
 from urllib3.util import parse_url
 
 from .state.registry import plain_redis_schemes, scheme_list
@@ -92,6 +93,10 @@ class ConfigVars:
     ALLOW_ANONYMOUS = "OBITOX_ALLOW_ANONYMOUS"
     COMPANION_ROUTES = "OBITOX_COMPANION_ROUTES"
     CORS_ORIGINS = "OBITOX_CORS_ORIGINS"
+    CREATE_ONLY = "OBITOX_CREATE_ONLY"
+    RATE_LIMITS = "OBITOX_RATE_LIMITS"
+    METRICS = "OBITOX_METRICS"
+    METRICS_TOKEN = "OBITOX_METRICS_TOKEN"  # noqa: S105 - a key name
 
 
 #: Defaults, applied with ``app.config.setdefault``. ``STATE_BACKEND`` is resolved
@@ -132,6 +137,10 @@ DEFAULTS: dict[str, Any] = {
     ConfigVars.ALLOW_ANONYMOUS: False,
     ConfigVars.COMPANION_ROUTES: True,
     ConfigVars.CORS_ORIGINS: [],
+    ConfigVars.CREATE_ONLY: True,
+    ConfigVars.RATE_LIMITS: "600 per minute",
+    ConfigVars.METRICS: False,
+    ConfigVars.METRICS_TOKEN: None,
 }
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -181,6 +190,11 @@ class Settings:
     allow_anonymous: bool
     companion_routes: bool
     cors_origins: tuple[str, ...]
+    create_only: bool
+    #: Flask-Limiter limit strings (``"600 per minute; 20 per second"``); ``""`` is off.
+    rate_limits: str
+    metrics: bool
+    metrics_token: str | None = dataclasses.field(repr=False)
 
 
 def _int(
@@ -459,6 +473,38 @@ def _rq_redis_url(config: Mapping[str, Any], state_backend: str) -> str:
     return url
 
 
+def _rate_limits(config: Mapping[str, Any]) -> str:
+    value = config[ConfigVars.RATE_LIMITS]
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ConfigError(
+            f"{ConfigVars.RATE_LIMITS} must be a string like '600 per minute' (or '' for no "
+            f"limit), got {value!r}"
+        )
+    if not value.strip():
+        return ""
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ConfigError(
+            f"{ConfigVars.RATE_LIMITS} must be Flask-Limiter limits like '600 per minute' or "
+            f"'600/minute; 20/second', got {value!r}"
+        ) from None
+    return value.strip()
+
+
+def _metrics_token(config: Mapping[str, Any]) -> str | None:
+    token = _optional_str(config, ConfigVars.METRICS_TOKEN)
+    if token is not None and (len(token) < 16 or not token.isascii() or not token.isprintable()):
+        # Shown nowhere: the token itself never appears in the message.
+        raise ConfigError(
+            f"{ConfigVars.METRICS_TOKEN} must be at least 16 printable ASCII characters "
+            "(a random secret, e.g. python -c 'import secrets; print(secrets.token_urlsafe())')"
+        )
+    return token
+
+
 def load_settings(config: MutableMapping[str, Any]) -> Settings:
     """Fill defaults into ``config`` and return the validated :class:`Settings`."""
     for key, default in DEFAULTS.items():
@@ -622,4 +668,8 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
         allow_anonymous=_bool(config, ConfigVars.ALLOW_ANONYMOUS),
         companion_routes=_bool(config, ConfigVars.COMPANION_ROUTES),
         cors_origins=_str_list(config, ConfigVars.CORS_ORIGINS),
+        create_only=_bool(config, ConfigVars.CREATE_ONLY),
+        rate_limits=_rate_limits(config),
+        metrics=_bool(config, ConfigVars.METRICS),
+        metrics_token=_metrics_token(config),
     )

@@ -106,6 +106,7 @@ class Doctor:
         self.settings = self.ext.settings
         self.storage: Storage = self.ext.storages.get(self.ext.service.default_storage)
         self._bucket_ok = False
+        self._presign_ok = False
         self._queue_ok = False
 
     # -- plumbing ------------------------------------------------------------------
@@ -116,6 +117,7 @@ class Doctor:
             ("credentials", "storage credentials", self.check_credentials),
             ("bucket", "bucket writable", self.check_bucket),
             ("presign", "presigned upload", self.check_presign),
+            ("create-only", "create-only writes", self.check_create_only),
             ("cors", "bucket CORS", self.check_cors),
             ("lifecycle", "lifecycle rule", self.check_lifecycle),
             ("state", "state backend", self.check_state),
@@ -262,7 +264,49 @@ class Doctor:
                     f"{head['ContentLength']} bytes instead of 1",
                     "check that no proxy between the app and storage rewrites bodies",
                 )
+        self._presign_ok = True
         return f"PUT of 1 byte to a SigV4 URL for {host} answered {status}; HEAD saw it; deleted"
+
+    def check_create_only(self) -> str:
+        """Two PUTs with ``If-None-Match: *`` to one scratch key: the second must be 412."""
+        if not self.settings.create_only:
+            raise _Skipped(
+                "OBITOX_CREATE_ONLY is off: a signed URL can overwrite its object until it expires"
+            )
+        if not self._presign_ok:
+            raise _Skipped("skipped: the presigned upload check failed")
+        storage = self.storage
+        turn_off = (
+            "set OBITOX_CREATE_ONLY=False: this store does not honour If-None-Match on PUT "
+            "(see docs/production.rst)"
+        )
+        with self._probe_key() as key:
+            with explained(storage):
+                url = storage.presigner.presign_put_object(
+                    storage.bucket,
+                    key,
+                    content_type="application/octet-stream",
+                    content_length=1,
+                    expires_in=60,
+                    if_none_match="*",
+                )
+            host = urlsplit(url).netloc
+            first, said = _conditional_put(url)
+            if not 200 <= first < 300:
+                raise _Failed(
+                    f"storage at {host} refused a first PUT signed with If-None-Match: * "
+                    f"({first}{said}): every single upload would fail the same way",
+                    turn_off,
+                )
+            second, said = _conditional_put(url)
+            if second != 412:
+                raise _Failed(
+                    f"a second PUT with If-None-Match: * to the same key answered {second}{said} "
+                    "instead of 412: this store ignores the header, so a signed URL can "
+                    "overwrite its object until it expires",
+                    turn_off,
+                )
+        return "a second PUT with If-None-Match: * to the same key answered 412: signed URLs cannot overwrite"
 
     def check_cors(self) -> str:
         self._needs_bucket()
@@ -436,6 +480,32 @@ def _explain_http_refusal(error: urllib.error.HTTPError, host: str) -> tuple[str
         "InvalidAccessKeyId": "check OBITOX_AWS_ACCESS_KEY_ID",
     }
     return said, fixes.get(code, "see storage's answer above")
+
+
+def _conditional_put(url: str) -> tuple[int, str]:
+    """PUT one byte with ``If-None-Match: *``: the status, and storage's error code as
+    ``" Code"`` (or ``""``)."""
+    request = urllib.request.Request(  # noqa: S310 - an https/http URL we signed
+        url,
+        data=b"\x00",
+        method="PUT",
+        headers={"Content-Type": "application/octet-stream", "If-None-Match": "*"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as answer:  # noqa: S310
+            return int(answer.status), ""
+    except urllib.error.HTTPError as error:
+        try:
+            body = error.read(4096).decode("utf-8", "replace")
+        except OSError:
+            body = ""
+        code = _xml_text(body, "Code")
+        return error.code, f" {code}" if code else ""
+    except (urllib.error.URLError, OSError) as error:
+        raise _Failed(
+            f"storage could not be reached for the conditional PUT ({getattr(error, 'reason', error)})",
+            "run the doctor again: the presigned upload check reached it a moment ago",
+        ) from None
 
 
 def _xml_text(body: str, tag: str) -> str | None:

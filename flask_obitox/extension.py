@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from flask import Flask
 
-from . import cli, companion, views
+from . import cli, companion, ratelimit, views
 from .appstate import ANONYMOUS_OWNER, EXTENSION_KEY, Hooks, ObitoXState, get_state
 from .config import ConfigError, load_settings, webhook_endpoint
 from .domain import UploadService
@@ -73,8 +73,26 @@ class ObitoX:
         storages = StorageRegistry()
         service = UploadService(settings, state, storages, sender=app, hooks=self.hooks)
         webhooks = Webhooks(settings, self.added_webhooks)
+        # Checked before anything is registered: a bad combination fails init_app whole.
+        limiter_storage = (
+            ratelimit.limiter_storage_uri(settings, state) if settings.rate_limits else None
+        )
+        metrics = None
+        if settings.metrics:
+            # Imported only when on: no prometheus_client collectors exist otherwise.
+            from .metrics import init_metrics
+
+            metrics = init_metrics(app, settings)
+        limiter = ratelimit.init_rate_limits(app, settings, limiter_storage, self.hooks)
         app.extensions[EXTENSION_KEY] = ObitoXState(
-            self.hooks, settings, state, storages, service, webhooks
+            self.hooks,
+            settings,
+            state,
+            storages,
+            service,
+            webhooks,
+            limiter=limiter,
+            metrics=metrics,
         )
         prefix = settings.url_prefix
         app.register_blueprint(views.bp, url_prefix=prefix)

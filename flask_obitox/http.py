@@ -31,6 +31,7 @@ _HTTP_CODES = {
     405: "METHOD_NOT_ALLOWED",
     413: "PAYLOAD_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
+    429: "RATE_LIMITED",
 }
 
 
@@ -176,7 +177,11 @@ def _handle_obitox_error(error: ObitoXError) -> Response:
     return error_response(error)
 
 
-def _handle_http_error(error: HTTPException) -> Response:
+def _handle_http_error(error: HTTPException) -> Response | Any:
+    if error.response is not None:
+        # Built for this error already: Flask-Limiter's 429 carries the JSON error and
+        # Retry-After (see :mod:`.ratelimit`).
+        return error.response
     status = error.code or 500
     code = _HTTP_CODES.get(status, "INVALID_INPUT" if status < 500 else "INTERNAL_ERROR")
     response = error_response(ObitoXError(code, error.description or error.name, status=status))

@@ -139,6 +139,7 @@ class _Fault:
     status: int
     times: int
     part_number: int | None
+    landed: bool = False
 
 
 class StorageProxy:
@@ -157,21 +158,29 @@ class StorageProxy:
             "http://", requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=32)
         )
 
-    def fail_puts(self, status: int, *, times: int = 1, part_number: int | None = None) -> None:
-        """Answer the next ``times`` PUTs (of ``part_number``, or any) with ``status``."""
+    def fail_puts(
+        self,
+        status: int,
+        *,
+        times: int = 1,
+        part_number: int | None = None,
+        landed: bool = False,
+    ) -> None:
+        """Answer the next ``times`` PUTs (of ``part_number``, or any) with ``status``;
+        with ``landed``, after storage stored them (an answer lost on the way back)."""
         with self._lock:
-            self._faults.append(_Fault(status, times, part_number))
+            self._faults.append(_Fault(status, times, part_number, landed))
 
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
 
-    def _fault_for(self, part_number: int | None) -> int | None:
+    def _fault_for(self, part_number: int | None) -> _Fault | None:
         with self._lock:
             for fault in self._faults:
                 if fault.times and fault.part_number in (None, part_number):
                     fault.times -= 1
-                    return fault.status
+                    return fault
         return None
 
     def _read_body(self, req: Request) -> bytes | None:
@@ -214,10 +223,12 @@ class StorageProxy:
             status = 400
             answer: Any = WerkzeugResponse("client went away", status=400)
         elif is_put and (fault := self._fault_for(part_number)) is not None:
-            status = fault
+            if fault.landed:
+                self._forward(req, body)
+            status = fault.status
             answer = WerkzeugResponse(
-                f"<Error><Code>InjectedFault</Code><Message>fault {fault}</Message></Error>",
-                status=fault,
+                f"<Error><Code>InjectedFault</Code><Message>fault {status}</Message></Error>",
+                status=status,
                 mimetype="application/xml",
             )
         else:

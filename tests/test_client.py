@@ -207,6 +207,19 @@ def test_failed_part_is_retried_with_backoff(
     assert any(b.bytes_sent < a.bytes_sent for a, b in pairwise(progress.reports))
 
 
+def test_a_retried_single_put_whose_first_attempt_landed_completes(
+    alice: ObitoXClient, s3_server: Any, tmp_path: Path, events: EventLog, proxy: StorageProxy
+) -> None:
+    path = tmp_path / "photo.png"
+    path.write_bytes(png_bytes(extra=2048))
+    # Storage wrote the object, but the answer was lost: the retry meets create-only.
+    proxy.fail_puts(503, times=1, landed=True)
+    result = alice.upload_file(path)
+    assert [p.status for p in events.puts_for(result.key)] == [503, 412]
+    assert stored(s3_server, result.key) == path.read_bytes()
+    assert result.size == path.stat().st_size
+
+
 def test_forbidden_part_is_re_signed_once(
     alice: ObitoXClient, s3_server: Any, tmp_path: Path, events: EventLog, proxy: StorageProxy
 ) -> None:

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ ALL_CHECKS = (
     "credentials",
     "bucket",
     "presign",
+    "create-only",
     "cors",
     "lifecycle",
     "state",
@@ -192,7 +194,7 @@ def test_the_table_marks_each_check(s3_server: Any, moto_server: str, redis_url:
     assert any(line.startswith("✓ presigned upload") for line in lines)
     assert any(line.startswith("- RQ queue") for line in lines)
     assert "✗" not in result.output
-    assert lines[-1] == "7 passed, 0 failed, 3 skipped"
+    assert lines[-1] == "8 passed, 0 failed, 3 skipped"
 
 
 def test_redis_down_fails_the_state_and_queue_checks(
@@ -369,3 +371,53 @@ def test_a_private_webhook_target_fails_the_webhooks_check(
     assert failures(checks) == ["webhooks"]
     assert "127.0.0.1" in checks["webhooks"]["detail"]
     assert "OBITOX_WEBHOOK_ALLOW_PRIVATE" in checks["webhooks"]["fix"]
+
+
+@pytest.fixture
+def header_blind_s3(moto_server: str) -> Iterator[str]:
+    """The same (in-process) moto S3 behind a server that drops ``If-None-Match``, as
+    a store without conditional writes does; yields its endpoint URL."""
+    from moto.server import DomainDispatcherApplication, create_backend_app
+    from werkzeug.serving import make_server
+
+    moto_app = DomainDispatcherApplication(create_backend_app)
+
+    def blind(environ: dict[str, Any], start_response: Any) -> Any:
+        environ.pop("HTTP_IF_NONE_MATCH", None)
+        return moto_app(environ, start_response)
+
+    server = make_server("127.0.0.1", 0, blind, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join()
+
+
+def test_create_only_passes_where_a_second_conditional_put_is_refused(
+    s3_server: Any, moto_server: str, redis_url: str
+) -> None:
+    app = server_app(moto_server, redis_url)
+    prepare_bucket(app)
+    _, checks = doctor(app)
+    assert checks["create-only"]["status"] == "ok", checks["create-only"]
+    assert "412" in checks["create-only"]["detail"]
+    assert s3_server.list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0
+
+
+def test_a_store_that_ignores_if_none_match_fails_create_only(
+    s3_server: Any, header_blind_s3: str, redis_url: str
+) -> None:
+    app = server_app(header_blind_s3, redis_url)
+    prepare_bucket(app)
+    code, checks = doctor(app)
+    assert code == 1
+    assert failures(checks) == ["create-only"]
+    assert "instead of 412" in checks["create-only"]["detail"]
+    assert "OBITOX_CREATE_ONLY=False" in checks["create-only"]["fix"]
+    # The same store with the guard off: nothing to check, nothing fails.
+    app = server_app(header_blind_s3, redis_url, OBITOX_CREATE_ONLY=False)
+    code, checks = doctor(app)
+    assert code == 0
+    assert checks["create-only"]["status"] == "skip"
+    assert "OBITOX_CREATE_ONLY is off" in checks["create-only"]["detail"]

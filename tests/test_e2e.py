@@ -55,6 +55,34 @@ def test_batch_round_trip(alice: UserClient, s3_server: Any) -> None:
         assert s3_server.get_object(Bucket=BUCKET, Key=upload["key"])["Body"].read() == content
 
 
+def test_a_signed_url_cannot_overwrite_the_object_it_wrote(
+    alice: UserClient, s3_server: Any
+) -> None:
+    first, second = png_bytes(extra=64), png_bytes(extra=64).replace(b"\x00", b"\x01")
+    signed = alice.post("/uploads", json=file_spec(size=len(first))).json
+    assert signed["headers"]["If-None-Match"] == "*"
+    assert put(signed, first).status_code == 200
+    assert alice.post(f"/uploads/{signed['uploadId']}/complete").status_code == 200
+    # The same URL, still valid, replayed with other bytes of the same size: refused.
+    replay = put(signed, second)
+    assert replay.status_code == 412, replay.text
+    assert "PreconditionFailed" in replay.text
+    assert s3_server.get_object(Bucket=BUCKET, Key=signed["key"])["Body"].read() == first
+
+
+def test_without_create_only_a_signed_url_overwrites(
+    s3_server: Any, moto_server: str, redis_backend: RedisStateBackend
+) -> None:
+    app, _ = make_app(redis_backend, OBITOX_ENDPOINT_URL=moto_server, OBITOX_CREATE_ONLY=False)
+    alice = UserClient(app, "alice")
+    first, second = png_bytes(extra=64), png_bytes(extra=64).replace(b"\x00", b"\x01")
+    signed = alice.post("/uploads", json=file_spec(size=len(first))).json
+    assert "If-None-Match" not in signed["headers"]
+    assert put(signed, first).status_code == 200
+    assert put(signed, second).status_code == 200
+    assert s3_server.get_object(Bucket=BUCKET, Key=signed["key"])["Body"].read() == second
+
+
 def test_disguised_executable_is_removed(alice: UserClient, s3_server: Any) -> None:
     signed = alice.post("/uploads", json=file_spec(size=len(EXE))).json
     assert put(signed, EXE).status_code == 200

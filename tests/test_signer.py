@@ -189,6 +189,14 @@ content_types = st.one_of(
     st.text(printable_ascii, max_size=60),
 )
 content_lengths = st.integers(min_value=0, max_value=5 * 2**40)
+# "*" is what OBITOX_CREATE_ONLY signs; other values prove the header is signed as
+# botocore signs any value (trimmed, inner whitespace collapsed).
+if_none_matches = st.one_of(
+    st.none(),
+    st.just("*"),
+    st.sampled_from([" * ", '"etag"']),
+    st.text(printable_ascii, max_size=20),
+)
 upload_ids = st.one_of(
     st.text(
         "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.~+/=",
@@ -227,6 +235,7 @@ client_names = st.sampled_from(sorted(CLIENTS))
     content_length=content_lengths,
     checksum=st.none() | checksums,
     meta=st.none() | metadata,
+    if_none_match=if_none_matches,
     expires_in=expires,
     now=instants,
 )
@@ -238,7 +247,20 @@ client_names = st.sampled_from(sorted(CLIENTS))
     content_length=0,
     checksum=None,
     meta={"note": "  two   spaces  "},
+    if_none_match=None,
     expires_in=1,
+    now=FIXED,
+)
+@example(
+    client_name="aws-ap-south-1-token",
+    bucket="uploads",
+    key="uploads/a.png",
+    content_type="image/png",
+    content_length=5,
+    checksum="c2hh",
+    meta={"zeta": "1"},
+    if_none_match="*",
+    expires_in=300,
     now=FIXED,
 )
 def test_put_object_matches_botocore(
@@ -249,6 +271,7 @@ def test_put_object_matches_botocore(
     content_length: int,
     checksum: str | None,
     meta: dict[str, str] | None,
+    if_none_match: str | None,
     expires_in: int,
     now: datetime.datetime,
 ) -> None:
@@ -262,6 +285,8 @@ def test_put_object_matches_botocore(
         params["ChecksumSHA256"] = checksum
     if meta is not None:
         params["Metadata"] = meta
+    if if_none_match is not None:
+        params["IfNoneMatch"] = if_none_match
     expected = oracle(CLIENTS[client_name], "put_object", params, expires_in, now)
     ours = PRESIGNERS[client_name].presign_put_object(
         bucket,
@@ -271,6 +296,7 @@ def test_put_object_matches_botocore(
         expires_in=expires_in,
         checksum_sha256=checksum,
         metadata=meta,
+        if_none_match=if_none_match,
         now=now,
     )
     assert ours == expected
@@ -517,6 +543,7 @@ spacey_unicode = st.text(
 )
 batch_content_types = st.one_of(content_types, spacey_unicode)
 batch_checksums = st.one_of(st.none(), checksums, spacey_unicode)
+batch_if_none_matches = st.one_of(st.none(), st.just("*"), spacey_ascii)
 # Metadata names that only differ in case end up in one header, values joined with ",";
 # names with edge spaces are stripped in SignedHeaders but not in the canonical headers.
 batch_metadata = st.one_of(
@@ -540,7 +567,10 @@ def put_batches(draw: st.DrawFn) -> list[PutObjectSpec]:
     variants = draw(
         st.lists(
             st.tuples(
-                st.sampled_from(content_type_pool), st.sampled_from(checksum_pool), batch_metadata
+                st.sampled_from(content_type_pool),
+                st.sampled_from(checksum_pool),
+                batch_metadata,
+                batch_if_none_matches,
             ),
             min_size=1,
             max_size=4,
@@ -548,7 +578,7 @@ def put_batches(draw: st.DrawFn) -> list[PutObjectSpec]:
     )
     specs = []
     for _ in range(draw(st.integers(min_value=1, max_value=20))):
-        content_type, checksum, meta = draw(st.sampled_from(variants))
+        content_type, checksum, meta, if_none_match = draw(st.sampled_from(variants))
         if meta is not None and draw(st.booleans()):
             meta = dict(meta)  # an equal mapping, not the same object
         specs.append(
@@ -559,6 +589,7 @@ def put_batches(draw: st.DrawFn) -> list[PutObjectSpec]:
                 expires_in=draw(expires),
                 checksum_sha256=checksum,
                 metadata=meta,
+                if_none_match=if_none_match,
             )
         )
     return specs
@@ -582,6 +613,8 @@ def oracle_puts(
                 params["ChecksumSHA256"] = spec.checksum_sha256
             if spec.metadata is not None:
                 params["Metadata"] = spec.metadata
+            if spec.if_none_match is not None:
+                params["IfNoneMatch"] = spec.if_none_match
             urls.append(
                 client.generate_presigned_url(
                     "put_object", Params=params, ExpiresIn=spec.expires_in
@@ -611,6 +644,11 @@ def oracle_puts(
         PutObjectSpec("k", "image/jpeg", 1, 60, None, {"x": "", "album": "summer"}),
         PutObjectSpec("k", "image/jpeg", 1, 60),
         PutObjectSpec("k", "image/jpeg", 1, 60, "c2hh"),
+        # Create-only: the same file with and without If-None-Match are two variants.
+        PutObjectSpec("k", "image/jpeg", 1, 60, "c2hh", None, "*"),
+        PutObjectSpec("k", "image/jpeg", 1, 60, None, {"album": "summer"}, "*"),
+        PutObjectSpec("k", "image/jpeg", 1, 60, None, {"album": "summer"}),
+        PutObjectSpec("k", "application/x-www-form-urlencoded; charset=utf-8", 1, 60, None, None, "*"),
     ],
     now=FIXED,
 )  # fmt: skip
@@ -629,6 +667,7 @@ def test_put_objects_batch_matches_botocore(
         expires_in=specs[-1].expires_in,
         checksum_sha256=specs[-1].checksum_sha256,
         metadata=specs[-1].metadata,
+        if_none_match=specs[-1].if_none_match,
         now=now,
     )
 

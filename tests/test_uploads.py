@@ -95,13 +95,14 @@ def test_sign_single_upload_returns_the_contract_fields(client: UserClient, reco
     assert len(body["uploadId"]) >= 22  # 128 random bits, url-safe
     assert body["headers"] == {
         "Content-Type": "image/png",
+        "If-None-Match": "*",  # OBITOX_CREATE_ONLY: the URL cannot overwrite
         "x-amz-checksum-sha256": digest,
         "x-amz-meta-album": "Summer 2024",
     }
     query = signed_query(body["url"])
     assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"]
     assert query["X-Amz-SignedHeaders"] == [
-        "content-length;content-type;host;x-amz-checksum-sha256;x-amz-meta-album"
+        "content-length;content-type;host;if-none-match;x-amz-checksum-sha256;x-amz-meta-album"
     ]
     assert query["X-Amz-Expires"] == [str(body["expiresIn"])]
     assert body["expiresAt"].endswith("Z")

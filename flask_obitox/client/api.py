@@ -197,6 +197,12 @@ class _Multipart:
         return offset, min(self.part_size, self.identity.size - offset)
 
 
+def _create_only(headers: Mapping[str, str]) -> bool:
+    """Whether a PUT was signed with ``If-None-Match: *`` (the server's
+    ``OBITOX_CREATE_ONLY``): storage answers 412 to it once the object exists."""
+    return any(k.lower() == "if-none-match" and v.strip() == "*" for k, v in headers.items())
+
+
 def _bad_answer(what: str, error: BaseException) -> ObitoXClientError:
     return ObitoXClientError(
         "BAD_RESPONSE",
@@ -483,6 +489,10 @@ class ObitoXClient:
                 tracker.take_back(body.sent)
                 raise
             else:
+                if response.status_code == 412 and attempt > 1 and _create_only(signed.headers):
+                    # A create-only URL refuses to write twice: an earlier attempt landed
+                    # and its answer was lost. Completion checks what storage holds.
+                    return response.headers.get("ETag") or ""
                 if response.status_code < 300:
                     etag = response.headers.get("ETag")
                     if not etag:

@@ -84,6 +84,11 @@ class Signing(DomainBase):
         key = self.build_key(owner, filename, upload_id, metadata)
         expires_in = self.expiry(size, spec.get("networkType", network_type), spec.get("expiresIn"))
         headers = {"Content-Type": content_type}
+        # Create-only: storage refuses this URL's PUT (412) once the object exists, so
+        # a leaked or replayed URL cannot replace what was uploaded and verified.
+        if_none_match = "*" if self.settings.create_only else None
+        if if_none_match:
+            headers["If-None-Match"] = if_none_match
         if checksum:
             headers["x-amz-checksum-sha256"] = checksum
         for name, value in metadata.items():
@@ -100,7 +105,7 @@ class Signing(DomainBase):
             checksum_sha256=checksum,
             validation=rules.client_rules or None,
         )
-        put = PutObjectSpec(key, content_type, size, expires_in, checksum, metadata)
+        put = PutObjectSpec(key, content_type, size, expires_in, checksum, metadata, if_none_match)
         return Planned(record, put, headers, expires_in)
 
     @staticmethod

@@ -40,8 +40,9 @@ RULE_ID = "obitox-upload"
 #: PUT for single uploads and parts, POST for presigned POST (Uppy), GET/HEAD to read back.
 UPLOAD_METHODS = ("PUT", "POST", "GET", "HEAD")
 #: The request headers our signed uploads send: the signed Content-Type, Content-MD5
-#: from clients that add it, and x-amz-checksum-sha256 / x-amz-meta-*.
-UPLOAD_HEADERS = ("content-type", "content-md5", "x-amz-*")
+#: from clients that add it, x-amz-checksum-sha256 / x-amz-meta-*, and If-None-Match
+#: (``OBITOX_CREATE_ONLY``), which is not CORS-safelisted.
+UPLOAD_HEADERS = ("content-type", "content-md5", "x-amz-*", "if-none-match")
 #: ETag for multipart completion, Location for presigned POST, the version id and the
 #: checksum for clients that check what was stored.
 EXPOSE_HEADERS = ("ETag", "Location", "x-amz-version-id", "x-amz-checksum-sha256")
@@ -49,7 +50,13 @@ EXPOSE_HEADERS = ("ETag", "Location", "x-amz-version-id", "x-amz-checksum-sha256
 MAX_AGE_SECONDS = 3600
 #: What a browser upload sends in ``Access-Control-Request-Headers``; ``x-amz-meta-*``
 #: headers are represented by one example name.
-PREFLIGHT_HEADERS = ("content-type", "content-md5", "x-amz-checksum-sha256", "x-amz-meta-name")
+PREFLIGHT_HEADERS = (
+    "content-type",
+    "content-md5",
+    "x-amz-checksum-sha256",
+    "x-amz-meta-name",
+    "if-none-match",
+)
 
 logger = logging.getLogger("flask_obitox")
 

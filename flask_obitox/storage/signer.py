@@ -26,7 +26,7 @@ URL, which costs several hundred microseconds. Presigning is pure string work, s
 * **Batches** (:meth:`SigV4Presigner.presign_put_objects`) resolve the bucket, read
   the credentials and the clock and look up the signing key once per call: all URLs
   of a batch share one signing instant. The header part of the canonical request is
-  built once per distinct (content type, checksum, metadata) of the batch, and the
+  built once per distinct (content type, checksum, If-None-Match, metadata) of the batch, and the
   HMAC's inner hash absorbs the string to sign's fixed head once.
 """
 
@@ -141,6 +141,8 @@ class PutObjectSpec(NamedTuple):
     expires_in: int
     checksum_sha256: str | None = None
     metadata: Mapping[str, str] | None = None
+    #: ``"*"``: storage refuses the PUT (412) once an object exists at the key.
+    if_none_match: str | None = None
 
 
 class UploadPartSpec(NamedTuple):
@@ -164,11 +166,15 @@ class _PutLayout(NamedTuple):
     meta: tuple[tuple[str, tuple[int, ...]], ...]
 
 
-def _put_layout(content_type: bool, checksum: bool, meta_names: tuple[str, ...]) -> _PutLayout:
+def _put_layout(
+    content_type: bool, checksum: bool, if_none_match: bool, meta_names: tuple[str, ...]
+) -> _PutLayout:
     """The headers ``presign_put_object`` signs, as the generic path orders them."""
     names = ["content-length", "host"]
     if content_type:
         names.append("content-type")
+    if if_none_match:
+        names.append("if-none-match")
     if checksum:
         names.append("x-amz-checksum-sha256")
     groups: dict[str, list[int]] = {}
@@ -181,9 +187,14 @@ def _put_layout(content_type: bool, checksum: bool, meta_names: tuple[str, ...])
     return _PutLayout(signed_headers, "&X-Amz-SignedHeaders=" + _q(signed_headers), meta)
 
 
-#: ``_LAYOUTS[content-type signed][checksum given][metadata names] -> _PutLayout``.
-_LAYOUTS: list[list[dict[tuple[str, ...], _PutLayout]]] = [[{}, {}], [{}, {}]]
-_MAX_LAYOUTS = 256  # per (content-type, checksum) pair; a batch rarely has more than 1
+#: ``_LAYOUTS[content-type signed, checksum given, if-none-match given][metadata names]``.
+_LAYOUTS: dict[tuple[bool, bool, bool], dict[tuple[str, ...], _PutLayout]] = {
+    (ct, checksum, inm): {}
+    for ct in (False, True)
+    for checksum in (False, True)
+    for inm in (False, True)
+}
+_MAX_LAYOUTS = 256  # per (content-type, checksum, if-none-match); a batch rarely has more than 1
 
 
 def _check_metadata(metadata: Mapping[str, str]) -> None:
@@ -198,6 +209,7 @@ def _put_headers(
     checksum: str | None,
     metadata: Mapping[str, str] | None,
     host_line: str,
+    if_none_match: str | None = None,
 ) -> tuple[str, str, str]:
     """A PUT's canonical header lines after ``content-length``'s, its SignedHeaders and
     ``"&X-Amz-SignedHeaders=..."``, built as ``_presign`` builds them: values trimmed
@@ -205,6 +217,8 @@ def _put_headers(
     ct_signed = content_type != _AUTO_CONTENT_TYPE  # botocore drops exactly this one
     lines = f"content-type:{' '.join(content_type.split())}\n" if ct_signed else ""
     lines += host_line
+    if if_none_match is not None:  # sorts between host and x-amz-*
+        lines += f"if-none-match:{' '.join(if_none_match.split())}\n"
     if checksum is not None:
         lines += f"x-amz-checksum-sha256:{' '.join(checksum.split())}\n"
     names: tuple[str, ...] = ()
@@ -213,10 +227,10 @@ def _put_headers(
         _check_metadata(metadata)
         names = tuple(metadata)
         values = tuple(metadata.values())
-    by_names = _LAYOUTS[ct_signed][checksum is not None]
+    by_names = _LAYOUTS[ct_signed, checksum is not None, if_none_match is not None]
     layout = by_names.get(names)
     if layout is None:
-        layout = _put_layout(ct_signed, checksum is not None, names)
+        layout = _put_layout(ct_signed, checksum is not None, if_none_match is not None, names)
         if len(by_names) >= _MAX_LAYOUTS:
             by_names.clear()
         by_names[names] = layout
@@ -409,12 +423,14 @@ class SigV4Presigner:
         expires_in: int,
         checksum_sha256: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        if_none_match: str | None = None,
         now: datetime.datetime | None = None,
     ) -> str:
         """Same URL as ``generate_presigned_url("put_object", Params={"Bucket", "Key",
-        "ContentType", "ContentLength"[, "ChecksumSHA256"][, "Metadata"]})``."""
+        "ContentType", "ContentLength"[, "ChecksumSHA256"][, "Metadata"][,
+        "IfNoneMatch"]})``."""
         spec = PutObjectSpec(
-            key, content_type, content_length, expires_in, checksum_sha256, metadata
+            key, content_type, content_length, expires_in, checksum_sha256, metadata, if_none_match
         )
         return self.presign_put_objects(bucket, (spec,), now=now)[0]
 
@@ -449,7 +465,7 @@ class SigV4Presigner:
         parts: dict[object, tuple[str, str, str]] = {}
         urls: list[str] = []
         append = urls.append
-        for key, content_type, content_length, expires_in, checksum, metadata in specs:
+        for key, content_type, content_length, expires_in, checksum, metadata, inm in specs:
             # The argument checks of the single-URL methods, exact types first.
             if type(key) is not str or not key:
                 _check_key(key)
@@ -461,14 +477,14 @@ class SigV4Presigner:
                 size = str(content_length)  # an int subclass: as str() shows it
 
             variant = (
-                (content_type, checksum, tuple(metadata.items()))
+                (content_type, checksum, inm, tuple(metadata.items()))
                 if metadata
-                else (content_type, checksum)
+                else (content_type, checksum, inm)
             )
             fixed = parts.get(variant)
             if fixed is None:
                 headers, signed_headers, signed_headers_q = _put_headers(
-                    content_type, checksum, metadata, host_line
+                    content_type, checksum, metadata, host_line, inm
                 )
                 fixed = parts[variant] = (
                     f"{token_q}{signed_headers_q}\ncontent-length:",
