@@ -97,6 +97,8 @@ class ConfigVars:
     RATE_LIMITS = "OBITOX_RATE_LIMITS"
     METRICS = "OBITOX_METRICS"
     METRICS_TOKEN = "OBITOX_METRICS_TOKEN"  # noqa: S105 - a key name
+    MAX_OPEN_MULTIPART = "OBITOX_MAX_OPEN_MULTIPART"
+    MAX_OPEN_BYTES = "OBITOX_MAX_OPEN_BYTES"
 
 
 #: Defaults, applied with ``app.config.setdefault``. ``STATE_BACKEND`` is resolved
@@ -141,6 +143,8 @@ DEFAULTS: dict[str, Any] = {
     ConfigVars.RATE_LIMITS: "600 per minute",
     ConfigVars.METRICS: False,
     ConfigVars.METRICS_TOKEN: None,
+    ConfigVars.MAX_OPEN_MULTIPART: 100,
+    ConfigVars.MAX_OPEN_BYTES: 10 * 2**40,  # 10 TiB
 }
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -195,6 +199,10 @@ class Settings:
     rate_limits: str
     metrics: bool
     metrics_token: str | None = dataclasses.field(repr=False)
+    #: Open (pending or uploading) multipart uploads one owner may hold; 0 is no cap.
+    max_open_multipart: int = 100
+    #: Bytes one owner's open multipart uploads may add up to; 0 is no cap.
+    max_open_bytes: int = 10 * 2**40
 
 
 def _int(
@@ -672,4 +680,6 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
         rate_limits=_rate_limits(config),
         metrics=_bool(config, ConfigVars.METRICS),
         metrics_token=_metrics_token(config),
+        max_open_multipart=_int(config, ConfigVars.MAX_OPEN_MULTIPART, minimum=0, maximum=10_000),
+        max_open_bytes=_int(config, ConfigVars.MAX_OPEN_BYTES, minimum=0),
     )

@@ -599,3 +599,43 @@ def test_parts_storage_refuses_at_completion_are_422(
     assert response.json["details"]["storageCode"] == code
     monkeypatch.undo()
     assert alice.post(f"/multipart/{upload['uploadId']}/complete").status_code == 200
+
+
+# -- per-owner caps on open uploads (OBITOX_MAX_OPEN_MULTIPART, OBITOX_MAX_OPEN_BYTES) --
+
+
+@pytest.mark.redis
+def test_an_owner_holds_at_most_the_open_multipart_uploads_allowed(
+    redis_backend: Any, s3: Any
+) -> None:
+    app, _ = make_app(redis_backend, OBITOX_MAX_OPEN_MULTIPART=3)
+    alice, bob = UserClient(app, "alice"), UserClient(app, "bob")
+    spec = {"filename": "big.bin", "contentType": "application/octet-stream", "size": 20 * MiB}
+    started = [alice.post("/multipart", json=spec) for _ in range(3)]
+    assert [r.status_code for r in started] == [201, 201, 201]
+    refused = alice.post("/multipart", json=spec)
+    assert refused.status_code == 429
+    assert refused.json["error"] == "RATE_LIMITED"
+    assert refused.json["details"] == {
+        "setting": "OBITOX_MAX_OPEN_MULTIPART",
+        "limit": 3,
+        "open": 3,
+    }
+    assert len(s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])) == 3
+    assert bob.post("/multipart", json=spec).status_code == 201  # per owner
+    # Aborting one frees its place.
+    assert alice.delete(f"/multipart/{started[0].json['uploadId']}").status_code == 200
+    assert alice.post("/multipart", json=spec).status_code == 201
+
+
+@pytest.mark.redis
+def test_an_owner_holds_at_most_the_open_bytes_allowed(redis_backend: Any, s3: Any) -> None:
+    app, _ = make_app(redis_backend, OBITOX_MAX_OPEN_BYTES=50 * MiB)
+    alice = UserClient(app, "alice")
+    spec = {"filename": "big.bin", "contentType": "application/octet-stream", "size": 20 * MiB}
+    assert alice.post("/multipart", json=spec).status_code == 201
+    assert alice.post("/multipart", json=spec).status_code == 201
+    refused = alice.post("/multipart", json=spec)  # 60 MiB > 50 MiB
+    assert refused.status_code == 429
+    assert refused.json["details"]["setting"] == "OBITOX_MAX_OPEN_BYTES"
+    assert alice.post("/multipart", json={**spec, "size": 10 * MiB}).status_code == 201

@@ -18,6 +18,7 @@ from .. import signals
 from ..config import S3_MAX_PARTS, S3_MIN_PART_SIZE
 from ..errors import ObitoXError, ServiceUnavailable
 from ..state import UploadRecord
+from ..state.capabilities import OwnerIndex
 from ..storage import Storage
 from ..storage.client import PartInfo
 from ..storage.signer import UploadPartSpec
@@ -81,6 +82,7 @@ class Multipart(Settling):
         except ObitoXError as error:
             self.reject(owner, spec.get("filename"), error, stage="validation")
             raise
+        self.check_open_caps(owner, layout["size"])
         upload_id = new_upload_ids(1)[0]
         key = self.build_key(owner, file.filename, upload_id, file.metadata)
         s3_upload_id = storage.create_multipart(key, file.content_type, file.metadata)
@@ -114,6 +116,45 @@ class Multipart(Settling):
             "totalParts": record.total_parts,
             "expiresAt": isoformat(record.expires_at),
         }
+
+    def check_open_caps(self, owner: str, size: int) -> None:
+        """429 when ``owner`` already holds ``OBITOX_MAX_OPEN_MULTIPART`` open multipart
+        uploads, or when ``size`` more bytes would pass ``OBITOX_MAX_OPEN_BYTES`` (an
+        upload whose client decides its size counts as 0 until it completes).
+
+        Counted from the owner index (a backend without one is not capped), so the caps
+        are soft: two uploads started at the same instant may both pass the last place.
+        """
+        settings = self.settings
+        most, budget = settings.max_open_multipart, settings.max_open_bytes
+        if not (most or budget) or not isinstance(self.state, OwnerIndex):
+            return
+        open_count, open_bytes = 0, 0
+        for status in OPEN:
+            cursor: str | None = None
+            while True:
+                page = self.state.list_uploads(
+                    owner, status=status, kind="multipart", limit=100, cursor=cursor
+                )
+                open_count += len(page.items)
+                open_bytes += sum(record.size for record in page.items)
+                cursor = page.next_cursor
+                if cursor is None or (most and open_count >= most):
+                    break
+        if most and open_count >= most:
+            raise ObitoXError(
+                "RATE_LIMITED",
+                f"You have {open_count} open multipart uploads, the most "
+                f"OBITOX_MAX_OPEN_MULTIPART allows ({most}): complete or abort one first.",
+                details={"setting": "OBITOX_MAX_OPEN_MULTIPART", "limit": most, "open": open_count},
+            )
+        if budget and open_bytes + size > budget:
+            raise ObitoXError(
+                "RATE_LIMITED",
+                f"Your open multipart uploads hold {open_bytes} bytes; {size} more would pass "
+                f"OBITOX_MAX_OPEN_BYTES ({budget}): complete or abort some first.",
+                details={"setting": "OBITOX_MAX_OPEN_BYTES", "limit": budget, "open": open_bytes},
+            )
 
     # -- parts ------------------------------------------------------------------------
 
