@@ -51,6 +51,8 @@ def make_app(state: Any) -> Flask:
     app = Flask("bench")
     app.config.update(
         OBITOX_BUCKET=BUCKET,
+        # What is measured is signing: no per-request rate-limit counter (docs/production).
+        OBITOX_RATE_LIMITS="",
         OBITOX_REGION=REGION,
         OBITOX_AWS_ACCESS_KEY_ID="AKIDEXAMPLE",
         OBITOX_AWS_SECRET_ACCESS_KEY="wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",

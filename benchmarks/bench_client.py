@@ -87,6 +87,8 @@ def serve_app(port: int, endpoint: str) -> None:
     app = Flask("bench_client")
     app.config.update(
         OBITOX_BUCKET=BUCKET,
+        # What is measured is signing: no per-request rate-limit counter (docs/production).
+        OBITOX_RATE_LIMITS="",
         OBITOX_REGION=REGION,
         OBITOX_ENDPOINT_URL=endpoint,
         OBITOX_AWS_ACCESS_KEY_ID="testing",

@@ -45,6 +45,8 @@ def make_app(state: Any) -> Flask:
     app = Flask("bench")
     app.config.update(
         OBITOX_BUCKET=BUCKET,
+        # What is measured is signing: no per-request rate-limit counter (docs/production).
+        OBITOX_RATE_LIMITS="",
         OBITOX_REGION=REGION,
         OBITOX_AWS_ACCESS_KEY_ID=ACCESS_KEY,
         OBITOX_AWS_SECRET_ACCESS_KEY=SECRET_KEY,

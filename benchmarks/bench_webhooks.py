@@ -64,7 +64,9 @@ AFTER_BURST = 5
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """The host app, for this process and for ``flask --app bench_webhooks obitox worker``."""
     app = Flask("bench_webhooks")
-    app.config.update(OBITOX_BUCKET="bench", OBITOX_STATE_BACKEND="memory://")
+    app.config.update(
+        OBITOX_BUCKET="bench", OBITOX_STATE_BACKEND="memory://", OBITOX_RATE_LIMITS=""
+    )
     app.config.update(config if config is not None else json.loads(os.environ["BENCH_CONFIG"]))
     ObitoX(app)
     return app

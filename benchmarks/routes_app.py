@@ -13,6 +13,8 @@ from flask_obitox import ObitoX, RedisStateBackend
 app = Flask("obitox_bench_routes")
 app.config.update(
     OBITOX_BUCKET=os.environ.get("BENCH_BUCKET", "obitox-bench"),
+    # What is measured is signing: no per-request rate-limit counter (docs/production).
+    OBITOX_RATE_LIMITS="",
     OBITOX_REGION="us-east-1",
     OBITOX_ENDPOINT_URL=os.environ["BENCH_S3"],
     OBITOX_AWS_ACCESS_KEY_ID="testing",

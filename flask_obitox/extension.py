@@ -83,7 +83,7 @@ class ObitoX:
             from .metrics import init_metrics
 
             metrics = init_metrics(app, settings)
-        limiter = ratelimit.init_rate_limits(app, settings, limiter_storage, self.hooks)
+        limiter = ratelimit.init_rate_limits(app, settings, limiter_storage, self.hooks, state)
         app.extensions[EXTENSION_KEY] = ObitoXState(
             self.hooks,
             settings,

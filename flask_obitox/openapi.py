@@ -424,6 +424,20 @@ _PART_NUMBER_DIGITS = (
 _CALLER_CODES = ["UNAUTHENTICATED"]
 #: Every route with a JSON body may also answer these.
 _BODY_CODES = ["INVALID_JSON", "UNSUPPORTED_MEDIA_TYPE", "PAYLOAD_TOO_LARGE"]
+#: The routes that sign or create: rate limited per owner (OBITOX_RATE_LIMITS; the
+#: multipart starts also by the caps on open uploads), so they may answer 429.
+_LIMITED = frozenset(
+    {
+        ("post", "/uploads"),
+        ("post", "/uploads/batch"),
+        ("post", "/multipart"),
+        ("post", "/multipart/{uploadId}/parts"),
+        ("get", "/s3/params"),
+        ("post", "/s3/multipart"),
+        ("get", "/s3/multipart/{uploadId}/batch"),
+        ("get", "/s3/multipart/{uploadId}/{partNumber}"),
+    }
+)
 
 
 def _marshmallow_rules(
@@ -526,6 +540,8 @@ def _operation(
         }
     if path != "/openapi.json":
         codes = [*codes, *_CALLER_CODES, *(_BODY_CODES if request_schema else [])]
+    if (method, path) in _LIMITED:
+        codes = [*codes, "RATE_LIMITED"]
     by_status: dict[int, list[str]] = {}
     for code in codes:
         by_status.setdefault(STATUS_BY_CODE[code], []).append(code)

@@ -59,10 +59,14 @@ _REDIS_SCHEMES = ("redis", "rediss", "redis+unix", "redis+cluster", "redis+senti
 def limiter_storage_uri(settings: Settings, state: StateBackend) -> str:
     """Where the counters go: the state's Redis, or memory with ``memory://`` state (or a
     memory backend given to :class:`~flask_obitox.ObitoX` directly)."""
-    from .state import MemoryStateBackend
+    from .state import MemoryStateBackend, RedisStateBackend
 
     if isinstance(state, MemoryStateBackend):
         return "memory://"
+    if isinstance(state, RedisStateBackend):
+        # A backend given to ObitoX directly: its own server (its client's pool is
+        # handed to the limiter, see init_rate_limits), not OBITOX_STATE_BACKEND's.
+        return "redis://"
     scheme, _, rest = settings.state_backend.strip().partition("://")
     scheme = scheme.lower()
     scheme = _LIMITS_SCHEMES.get(scheme, scheme)
@@ -99,14 +103,21 @@ def _too_many(limit: RequestLimit) -> Response:
     return response
 
 
-def init_rate_limits(app: Flask, settings: Settings, uri: str | None, hooks: Hooks) -> Any:
+def init_rate_limits(
+    app: Flask, settings: Settings, uri: str | None, hooks: Hooks, state: StateBackend | None = None
+) -> Any:
     """A :class:`~flask_limiter.Limiter` on ``app`` for :data:`LIMITED_ENDPOINTS`, its
     counters at ``uri`` (:func:`limiter_storage_uri`), or ``None`` when
     ``OBITOX_RATE_LIMITS`` is empty. Nothing connects here."""
     if not settings.rate_limits or uri is None:
         return None
     options: dict[str, Any] = {}
-    if uri.startswith("redis"):
+    from .state import RedisStateBackend
+
+    if isinstance(state, RedisStateBackend):
+        # The counters live where the state lives, on the state client's connections.
+        options = {"connection_pool": state.client.connection_pool}
+    elif uri.startswith("redis"):
         # Fail as fast as the state's own client does when Redis is down.
         options = {
             "socket_connect_timeout": DEFAULT_CLIENT_OPTIONS["socket_connect_timeout"],

@@ -128,6 +128,9 @@ def make_app(state: Any = None, **config: Any) -> tuple[Flask, ObitoX]:
         OBITOX_AWS_ACCESS_KEY_ID="testing",
         OBITOX_AWS_SECRET_ACCESS_KEY="testing",
         OBITOX_STATE_BACKEND="memory://",
+        # Rate limits count per owner across requests, and most tests are "alice": on
+        # only where a test turns them on (tests/test_rate_limits.py).
+        OBITOX_RATE_LIMITS="",
     )
     app.config.update(config)
     obitox = ObitoX(state=state)

@@ -12,7 +12,7 @@ import redis
 from conftest import UserClient, file_spec, make_app
 from flask import Flask
 
-from flask_obitox import ConfigError, MemoryStateBackend, RedisStateBackend
+from flask_obitox import ConfigError, MemoryStateBackend, ObitoX, RedisStateBackend
 from flask_obitox.ratelimit import LIMITED_ENDPOINTS
 
 
@@ -103,7 +103,9 @@ def test_empty_limits_turn_the_limiter_off(s3: Any) -> None:
 
 
 def test_the_default_is_600_per_minute(s3: Any) -> None:
-    app, _ = make_app(MemoryStateBackend())
+    app = Flask("defaults")
+    app.config.update(OBITOX_BUCKET="b", OBITOX_STATE_BACKEND="memory://")
+    ObitoX(app)
     assert app.config["OBITOX_RATE_LIMITS"] == "600 per minute"
     assert app.extensions["obitox"].limiter is not None
 
@@ -150,12 +152,22 @@ def test_counters_live_in_the_state_redis_and_are_shared_by_processes(
 def test_an_unreachable_limiter_storage_lets_requests_through(
     s3: Any, redis_backend: RedisStateBackend, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # The state answers; the limiter's Redis (the configured URL) does not.
-    app, _ = make_app(
-        redis_backend, OBITOX_STATE_BACKEND="redis://127.0.0.1:1/0", OBITOX_RATE_LIMITS="1/minute"
-    )
+    # The state answers; the limiter's storage fails (its counter calls are made to
+    # raise what redis-py raises for a dead server).
+    app, _ = make_app(redis_backend, OBITOX_RATE_LIMITS="1/minute")
+    storage = app.extensions["obitox"].limiter.storage
     alice = UserClient(app, "alice")
-    with caplog.at_level(logging.ERROR, logger="flask-limiter"):
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused.")
+
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        caplog.at_level(logging.ERROR, logger="flask-limiter"),
+    ):
+        for name in ("incr", "get", "get_expiry", "acquire_entry", "get_moving_window"):
+            if hasattr(storage, name):
+                patch.setattr(storage, name, down)
         statuses = [alice.post("/uploads", json=file_spec()).status_code for _ in range(3)]
     assert statuses == [201, 201, 201]
     assert "Failed to rate limit" in caplog.text

@@ -32,11 +32,14 @@ from typing import Any
 
 import pytest
 import schemathesis
+from conftest import make_app
 from flask import Flask
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import run_state_machine_as_test
 from schemathesis.checks import allow_header_conformance, unsupported_method
 from schemathesis.config import SchemathesisConfig
+
+from flask_obitox import MemoryStateBackend
 
 #: Examples per operation (and steps of the stateful phase).
 MAX_EXAMPLES = 25
@@ -77,6 +80,20 @@ def _whole_floats_as_ints(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _whole_floats_as_ints(item) for key, item in value.items()}
     return value
+
+
+@pytest.fixture
+def app(s3: Any) -> Flask:
+    """Without rate limits or caps on open uploads: this run sends hundreds of requests
+    a minute as one owner and leaves its uploads open, and what it checks is the
+    document, not the guards (tests/test_rate_limits.py, tests/test_multipart.py)."""
+    app, _ = make_app(
+        MemoryStateBackend(),
+        OBITOX_RATE_LIMITS="",
+        OBITOX_MAX_OPEN_MULTIPART=0,
+        OBITOX_MAX_OPEN_BYTES=0,
+    )
+    return app
 
 
 @pytest.fixture
