@@ -14,7 +14,7 @@ from typing import Any
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
-from marshmallow import fields, validate
+from marshmallow import RAISE, fields, validate
 
 from . import schemas
 from .config import S3_MAX_PARTS
@@ -591,6 +591,17 @@ def openapi_spec(url_prefix: str) -> dict[str, Any]:
     for path, ops in operations.items():
         spec.path(path=path, operations=ops)
     document: dict[str, Any] = spec.to_dict()
+    # An unknown field is a 400 (marshmallow's RAISE). apispec says so only from 6.4 on;
+    # say it on every apispec pyproject allows, so the document is the same everywhere.
+    for name, component in document["components"]["schemas"].items():
+        schema_class = getattr(schemas, f"{name}Schema", None)
+        if (
+            schema_class is not None
+            and "properties" in component
+            and "additionalProperties" not in component
+            and schema_class().unknown == RAISE
+        ):
+            component["additionalProperties"] = False
     # A batch answers 200 whatever its entries are: each one that is not a valid file
     # spec fails alone, in the answer's errors.
     batch_files = document["components"]["schemas"]["BatchRequest"]["properties"]["files"]
