@@ -71,7 +71,7 @@ class Multipart(Settling):
         try:
             rules = self.rules(None if deferred else spec.get("validation"), multipart=True)
             if deferred:
-                file = Signing.checked_file({**spec, "size": max(rules.min_size, 0)}, rules)
+                file = Signing.checked_deferred_file(spec, rules)
                 layout = {"size": 0, "size_deferred": True}
             else:
                 file = Signing.checked_file(spec, rules)

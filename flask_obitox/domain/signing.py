@@ -66,6 +66,12 @@ class Signing(DomainBase):
         metadata = {k.lower(): v.strip() for k, v in spec.get("metadata", {}).items()}
         return CheckedFile(filename, content_type, metadata)
 
+    @classmethod
+    def checked_deferred_file(cls, spec: Mapping[str, Any], rules: RuleSet) -> CheckedFile:
+        """:meth:`checked_file` for a file whose client decides its size later (Uppy):
+        every rule now, the size ones at completion (the smallest allowed size passes)."""
+        return cls.checked_file({**spec, "size": max(rules.min_size, 0)}, rules)
+
     def plan(
         self,
         owner: str,
@@ -223,8 +229,7 @@ class Signing(DomainBase):
         storage = self.storage_for(owner)
         rules = self.rules()
         try:
-            # The size rules apply at completion; the smallest allowed size passes now.
-            file = self.checked_file({**spec, "size": max(rules.min_size, 0)}, rules)
+            file = self.checked_deferred_file(spec, rules)
         except ObitoXError as error:
             self.reject(owner, spec.get("filename"), error, stage="validation")
             raise
