@@ -17,6 +17,8 @@ tusd composes stores. Each capability has its own contract test suite
 
 from __future__ import annotations
 
+import secrets
+import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
@@ -101,6 +103,10 @@ class GroupRecord:
     description: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     sealed: bool = False
+    #: A random token written with every change, as :attr:`UploadRecord.revision`: no
+    #: two callers' compare-and-sets write the same bytes (even within one clock tick),
+    #: so a retried one that finds its own write knows it won, and no other caller can.
+    revision: str | None = None
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)
@@ -116,6 +122,14 @@ class GroupRecord:
 
 
 _GROUP_FIELDS: frozenset[str] = frozenset(f.name for f in fields(GroupRecord))
+
+
+def apply_group_changes(group: GroupRecord, changes: dict[str, Any]) -> None:
+    """Apply ``changes`` to ``group`` in place, with a new ``updated_at`` and revision."""
+    for name, value in changes.items():
+        setattr(group, name, value)
+    group.updated_at = time.time()
+    group.revision = secrets.token_hex(8)
 
 
 def check_limit(limit: int) -> None:

@@ -41,6 +41,7 @@ from .capabilities import (
     GroupRecord,
     InvalidCursor,
     Page,
+    apply_group_changes,
     check_group_status,
     check_limit,
 )
@@ -343,9 +344,7 @@ class MemoryStateBackend(GroupChanges):
                 return None
             if all(getattr(group, name) == value for name, value in changes.items()):
                 return group  # sealing a sealed group changes nothing
-            for name, value in changes.items():
-                setattr(group, name, value)
-            group.updated_at = time.time()
+            apply_group_changes(group, changes)
             self._groups[group_id] = (entry[0], group.to_json())
             return group
 
