@@ -44,6 +44,7 @@ from .capabilities import (
     apply_group_changes,
     check_group_status,
     check_limit,
+    merge_progress,
 )
 from .cursor import (
     decode_cursor,
@@ -211,6 +212,30 @@ class MemoryStateBackend(GroupChanges):
             self._records[upload_id] = (entry[0], new.to_json())
             if "expires_at" in changes:
                 self._expiry[upload_id] = new.expires_at
+        return new
+
+    def report_progress(
+        self,
+        upload_id: str,
+        expect_status: Collection[str],
+        uploaded_bytes: int,
+        parts: Mapping[int, str],
+        *,
+        current: UploadRecord | None = None,
+    ) -> UploadRecord | None:
+        expect_status = expected_statuses(expect_status)
+        with self._lock:
+            entry = self._live(upload_id, time.monotonic())
+            if entry is None:
+                return None
+            record = UploadRecord.from_json(entry[1])
+            if record.status not in expect_status:
+                return None
+            changes = merge_progress(record, uploaded_bytes, parts)
+            if not changes:
+                return record
+            new = apply_changes(record, changes, time.time())
+            self._records[upload_id] = (entry[0], new.to_json())
         return new
 
     def delete(self, upload_id: str) -> None:
