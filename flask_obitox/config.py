@@ -43,7 +43,18 @@ MEDIA_PATTERN = (
 #: An extension, with or without its dot: ``png``, ``.tar.gz``.
 EXTENSION_PATTERN = r"^\.?[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}\Z"
 #: The events a webhook endpoint can subscribe to (``OBITOX_WEBHOOKS[...]["events"]``).
-WEBHOOK_EVENTS = ("upload.completed", "upload.aborted", "upload.rejected", "upload.expired")
+WEBHOOK_EVENTS = (
+    "upload.completed",
+    "upload.aborted",
+    "upload.rejected",
+    "upload.expired",
+    "upload.deleted",
+    "group.completed",
+    "group.failed",
+    "group.cancelled",
+)
+#: Download links (``GET /uploads/<id>/download``) live at most an hour (DESIGN §11).
+MAX_DOWNLOAD_EXPIRY = 3600
 #: Standard Webhooks secrets: ``whsec_`` and the base64 of 24 to 64 random bytes.
 WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 WEBHOOK_SECRET_BYTES = (24, 64)
@@ -99,6 +110,7 @@ class ConfigVars:
     METRICS_TOKEN = "OBITOX_METRICS_TOKEN"  # noqa: S105 - a key name
     MAX_OPEN_MULTIPART = "OBITOX_MAX_OPEN_MULTIPART"
     MAX_OPEN_BYTES = "OBITOX_MAX_OPEN_BYTES"
+    DOWNLOAD_EXPIRY = "OBITOX_DOWNLOAD_EXPIRY"
 
 
 #: Defaults, applied with ``app.config.setdefault``. ``STATE_BACKEND`` is resolved
@@ -126,6 +138,7 @@ DEFAULTS: dict[str, Any] = {
     ConfigVars.MULTIPART_THRESHOLD: 100 * MiB,
     ConfigVars.PART_SIZE: 8 * MiB,
     ConfigVars.UPLOAD_TTL: 7 * 24 * 3600,
+    ConfigVars.DOWNLOAD_EXPIRY: 300,
     ConfigVars.VERIFY_CONTENT: True,
     ConfigVars.MAX_REQUEST_SIZE: 1 * MiB,
     ConfigVars.WEBHOOKS: [],
@@ -203,6 +216,8 @@ class Settings:
     max_open_multipart: int = 100
     #: Bytes one owner's open multipart uploads may add up to; 0 is no cap.
     max_open_bytes: int = 10 * 2**40
+    #: Seconds a download link lives (at most an hour).
+    download_expiry: int = 300
 
 
 def _int(
@@ -682,4 +697,7 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
         metrics_token=_metrics_token(config),
         max_open_multipart=_int(config, ConfigVars.MAX_OPEN_MULTIPART, minimum=0, maximum=10_000),
         max_open_bytes=_int(config, ConfigVars.MAX_OPEN_BYTES, minimum=0),
+        download_expiry=_int(
+            config, ConfigVars.DOWNLOAD_EXPIRY, minimum=1, maximum=MAX_DOWNLOAD_EXPIRY
+        ),
     )

@@ -38,6 +38,35 @@ upload_aborted = _signals.signal("upload-aborted")
 #: An upload passed its TTL and was cleaned up. Keyword arguments: ``upload``.
 upload_expired = _signals.signal("upload-expired")
 
+#: The owner reported progress and the server accepted it (DESIGN §12); sent for every
+#: report that changed something. Keyword arguments: ``upload`` (the record after it).
+upload_progress = _signals.signal("upload-progress")
+
+#: An upload was deleted (its object, or its open upload in storage, freed); sent once
+#: per upload. Keyword arguments: ``upload``.
+upload_deleted = _signals.signal("upload-deleted")
+
+#: A group was created. Keyword arguments: ``group`` (the
+#: :class:`~flask_obitox.state.GroupRecord`), ``view`` (the group as ``GET
+#: /groups/<id>`` shows it, without ``uploads``). The same for every group signal.
+group_created = _signals.signal("group-created")
+
+#: A member's progress or settlement changed a group's numbers. Keyword arguments:
+#: ``group``, ``view``.
+group_progress = _signals.signal("group-progress")
+
+#: A sealed group's members all completed; sent once per group, however many members
+#: settle at the same moment. Keyword arguments: ``group``, ``view``.
+group_completed = _signals.signal("group-completed")
+
+#: A sealed group's members all finished, one or more not completed; sent once.
+#: Keyword arguments: ``group``, ``view``.
+group_failed = _signals.signal("group-failed")
+
+#: A group was cancelled (its open members aborted); sent once. Keyword arguments:
+#: ``group``, ``view``.
+group_cancelled = _signals.signal("group-cancelled")
+
 #: A webhook was delivered (2xx). Keyword arguments: ``delivery``.
 webhook_delivered = _signals.signal("webhook-delivered")
 
@@ -45,11 +74,18 @@ webhook_delivered = _signals.signal("webhook-delivered")
 webhook_failed = _signals.signal("webhook-failed")
 
 __all__ = [
+    "group_cancelled",
+    "group_completed",
+    "group_created",
+    "group_failed",
+    "group_progress",
     "multipart_initiated",
     "multipart_resumed",
     "upload_aborted",
     "upload_completed",
+    "upload_deleted",
     "upload_expired",
+    "upload_progress",
     "upload_rejected",
     "upload_signed",
     "webhook_delivered",

@@ -2,7 +2,8 @@
 
 Split by lifecycle, one module each: :mod:`.signing` (single uploads, batches, Uppy's
 POST), :mod:`.multipart`, :mod:`.settling` (ownership, verification and the status
-race), :mod:`.cleanup`, :mod:`.bucket` (CORS, lifecycle); :mod:`.render` draws an upload the one way every reader sees
+race), :mod:`.groups`, :mod:`.removal` (listing, deletion, download), :mod:`.progress`,
+:mod:`.cleanup`, :mod:`.bucket` (CORS, lifecycle); :mod:`.render` draws an upload the one way every reader sees
 it, and :mod:`.results` types every answer. :class:`UploadService` is all of them for
 one app (``app.extensions["obitox"].service``).
 """
@@ -13,8 +14,11 @@ from .base import DomainBase, HostHooks, KeyBuilder, StorageResolver
 from .bucket import Bucket
 from .cleanup import Cleanup, CleanupReport
 from .common import isoformat, new_upload_ids, part_layout, part_length
+from .groups import Grouping
 from .multipart import Multipart
-from .render import effective_status, render_upload
+from .progress import Progress
+from .removal import Removal
+from .render import effective_status, render_group, render_upload
 from .settling import Settling
 from .signing import InvalidEntry, Signing
 
@@ -23,10 +27,13 @@ __all__ = [
     "Cleanup",
     "CleanupReport",
     "DomainBase",
+    "Grouping",
     "HostHooks",
     "InvalidEntry",
     "KeyBuilder",
     "Multipart",
+    "Progress",
+    "Removal",
     "Settling",
     "Signing",
     "StorageResolver",
@@ -36,10 +43,11 @@ __all__ = [
     "new_upload_ids",
     "part_layout",
     "part_length",
+    "render_group",
     "render_upload",
 ]
 
 
-class UploadService(Signing, Multipart, Cleanup, Bucket):
-    """Every upload operation of one app: signing, multipart, settling, cleanup, and
-    the bucket behind them."""
+class UploadService(Signing, Multipart, Removal, Progress, Cleanup, Bucket):
+    """Every upload operation of one app: signing, multipart, settling, groups,
+    listing and removal, progress, cleanup, and the bucket behind them."""
