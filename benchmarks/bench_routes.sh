@@ -5,6 +5,8 @@
 #   - Companion sign-part   GET  /obitox/s3/multipart/<id>/<n>?key=...
 #   - Companion /s3/params  GET  /obitox/s3/params?filename=...&type=...
 #   - native parts          POST /obitox/multipart/<id>/parts   (10 part numbers)
+#   - status                GET  /obitox/uploads/<id>
+#   - progress              POST /obitox/uploads/<id>/progress  (a rising uploadedBytes)
 # and, in the same run and the same way, Uppy Companion 6.2.2 itself (installed from
 # npm into a cache folder outside the repository; COMPANION=0 skips it) in two forms:
 # "standalone" (its own `companion` server, as its Docker image runs it) and "library"
@@ -206,6 +208,18 @@ PARAMS="s3/params?filename=cat.png&type=image/png&metadata%5Balbum%5D=summer"
 run "obitox sign-part" "$BASE/s3/multipart/$CID/1?key=$CKEY" "$WORK/get.lua" children "$GUNICORN"
 run "obitox /s3/params" "$BASE/$PARAMS" "$WORK/get.lua" children "$GUNICORN"
 run "obitox native /parts (10)" "$BASE/multipart/$NID/parts" "$WORK/parts.lua" children "$GUNICORN"
+# A progress report (DESIGN §12) against the status read it must stay close to: every
+# report carries a higher byte count than the thread's last, so nearly every one writes.
+cat >"$WORK/progress.lua" <<'LUA'
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format("POST", nil, {["X-User"] = "bench", ["Content-Type"] = "application/json"},
+    '{"uploadedBytes":' .. n .. '}')
+end
+LUA
+run "obitox status GET /uploads/<id>" "$BASE/uploads/$NID" "$WORK/get.lua" children "$GUNICORN"
+run "obitox progress POST" "$BASE/uploads/$NID/progress" "$WORK/progress.lua" children "$GUNICORN"
 
 # -- Uppy Companion 6.2.2, the same routes, the same wrk, the same moto -----------------
 COMPANION_VERSION=6.2.2
@@ -285,6 +299,8 @@ python3 - "$RESULTS" <<'PY'
 import sys
 rate = dict(line.rstrip("\n").split("\t") for line in open(sys.argv[1]))
 rate = {name: float(value) for name, value in rate.items()}
+status, progress = rate["obitox status GET /uploads/<id>"], rate["obitox progress POST"]
+print(f"a progress report costs {status / progress:.2f}x a status read in CPU (goal: <= 1.3x)")
 print("requests per CPU-second, obitox / Companion (goal: >= 2x):")
 for route, reference in (("sign-part", 630), ("/s3/params", 1090)):
     ours = rate[f"obitox {route}"]
