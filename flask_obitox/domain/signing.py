@@ -7,12 +7,13 @@ and every record written in one state round trip.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from .. import signals
-from ..errors import ObitoXError
+from ..errors import ObitoXError, ServiceUnavailable
 from ..state import UploadRecord
 from ..state.capabilities import GroupRecord
 from ..storage import Storage
@@ -237,8 +238,14 @@ class Signing(Grouping):
                 made = self.new_group(owner, group)
                 for plan in planned:
                     plan.record.group_id = made.group_id
-            with self.joining(made.group_id if made is not None else group_id):
-                self.state.create_many([p.record for p in planned], self.record_ttl)
+            try:
+                with self.joining(made.group_id if made is not None else group_id):
+                    self.state.create_many([p.record for p in planned], self.record_ttl)
+            except ServiceUnavailable:
+                if made is not None:  # no empty group left behind, if the state allows
+                    with contextlib.suppress(ServiceUnavailable):
+                        self.groups.update_group_status(made.group_id, ("pending",), "deleted")
+                raise
             if made is not None:
                 made = self.groups.seal(made.group_id) or made
         for answer, plan, index in zip(uploads, planned, indexes, strict=True):
