@@ -193,11 +193,15 @@ def test_endpoint_defaults_and_allowed_hosts() -> None:
     )
     assert settings.webhook_allowed_hosts == ("*.example.com", "hooks.partner.net")
     first, second = settings.webhooks
-    assert first["events"] == (
+    assert first["events"] == (  # every event by default
         "upload.completed",
         "upload.aborted",
         "upload.rejected",
         "upload.expired",
+        "upload.deleted",
+        "group.completed",
+        "group.failed",
+        "group.cancelled",
     )
     assert second["events"] == ("upload.expired",)
     assert SECRET not in repr(settings)
