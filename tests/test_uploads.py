@@ -399,7 +399,7 @@ def test_unknown_routes_and_methods_answer_json(client: UserClient) -> None:
     missing = client.get("/nowhere")
     assert missing.status_code == 404
     assert missing.json["error"] == "NOT_FOUND"
-    wrong = client.get("/uploads")
+    wrong = client.get("/multipart")
     assert wrong.status_code == 405
     assert wrong.json["error"] == "METHOD_NOT_ALLOWED"
 
