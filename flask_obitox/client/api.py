@@ -167,6 +167,10 @@ class MultipartStatus:
     uploaded_bytes: int
     total_bytes: int
     percentage: float
+    #: Every part's ``{partNumber, size, status, etag?}``, status ``pending``,
+    #: ``uploading``, ``uploaded`` or ``failed`` (storage's word wins over reports);
+    #: empty from a server that does not send them.
+    parts: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def from_answer(cls, answer: Mapping[str, Any]) -> MultipartStatus:
@@ -185,6 +189,7 @@ class MultipartStatus:
                 uploaded_bytes=int(answer["uploadedBytes"]),
                 total_bytes=int(answer["totalBytes"]),
                 percentage=float(answer["percentage"]),
+                parts=tuple(dict(p) for p in answer.get("parts") or ()),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise _bad_answer("the resume view", error) from None
@@ -1124,11 +1129,15 @@ class ObitoXClient:
         return self._call("GET", f"/groups/{group_id}", idempotent=True)
 
     def list_groups(
-        self, *, status: str | None = None, limit: int | None = None
+        self,
+        *,
+        status: str | None = None,
+        limit: int | None = None,
+        page_size: int = MAX_PAGE_SIZE,
     ) -> Iterator[dict[str, Any]]:
         """The caller's group views, newest first, page after page (``GET /groups``
         following ``nextCursor``) until ``limit`` of them or the last one."""
-        return self._pages("/groups", "groups", {"status": status}, limit)
+        return self._pages("/groups", "groups", {"status": status}, limit, page_size)
 
     def seal_group(self, group_id: str) -> dict[str, Any]:
         """No more members (``POST /groups/<groupId>/seal``); idempotent. A sealed group
@@ -1156,6 +1165,7 @@ class ObitoXClient:
         kind: str | None = None,
         group_id: str | None = None,
         limit: int | None = None,
+        page_size: int = MAX_PAGE_SIZE,
     ) -> Iterator[dict[str, Any]]:
         """The caller's upload views, newest first, page after page (``GET /uploads``
         following ``nextCursor``) until ``limit`` of them or the last one.
@@ -1167,9 +1177,10 @@ class ObitoXClient:
         :param kind: ``single`` or ``multipart``.
         :param group_id: only the members of this group.
         :param limit: the most views to yield (``None``: all of them).
+        :param page_size: views asked for per call (1..100).
         """
         filters = {"status": status, "kind": kind, "groupId": group_id}
-        return self._pages("/uploads", "uploads", filters, limit)
+        return self._pages("/uploads", "uploads", filters, limit, page_size)
 
     def _pages(
         self,
@@ -1177,17 +1188,19 @@ class ObitoXClient:
         field: str,
         filters: Mapping[str, str | None],
         limit: int | None,
+        page_size: int,
     ) -> Iterator[dict[str, Any]]:
         if limit is not None and limit < 1:
             raise ValueError("limit must be at least 1 (or None for all)")
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be 1..{MAX_PAGE_SIZE}, got {page_size}")
         params: dict[str, str | int] = {k: v for k, v in filters.items() if v is not None}
 
         def pages() -> Iterator[dict[str, Any]]:
             left = limit
             cursor: str | None = None
             while left is None or left > 0:
-                page_size = MAX_PAGE_SIZE if left is None else min(left, MAX_PAGE_SIZE)
-                query = {**params, "limit": page_size}
+                query = {**params, "limit": page_size if left is None else min(left, page_size)}
                 if cursor is not None:
                     query["cursor"] = cursor
                 answer = self._call("GET", route, idempotent=True, params=query)
