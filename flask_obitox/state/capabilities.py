@@ -303,9 +303,10 @@ class EventFanIn(Protocol):
     start following an owner it was not following.
     """
 
-    def append_events(self, events: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
+    def append_events(self, events: Sequence[tuple[str, Mapping[str, Any] | bytes]]) -> list[str]:
         """Append each ``(owner, event)`` in order, in one round trip (per node);
-        returns their ids in the same order."""
+        returns their ids in the same order. An event given as ``bytes`` is its JSON
+        already (a message body encoded once, stored as it is)."""
         ...
 
     def wait_for_owners(

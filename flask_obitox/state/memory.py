@@ -60,6 +60,10 @@ _UPLOAD = "u"
 _GROUP = "g"
 
 
+def _encoded(event: Mapping[str, Any] | bytes) -> bytes:
+    return event if isinstance(event, bytes) else orjson.dumps(event)
+
+
 class MemoryStateBackend(GroupChanges):
     """Dicts behind one lock. Nothing is shared between processes."""
 
@@ -388,8 +392,8 @@ class MemoryStateBackend(GroupChanges):
             kept.popleft()
         return format_event_id(position)
 
-    def append_events(self, events: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
-        encoded = [(owner, orjson.dumps(event)) for owner, event in events]
+    def append_events(self, events: Sequence[tuple[str, Mapping[str, Any] | bytes]]) -> list[str]:
+        encoded = [(owner, _encoded(event)) for owner, event in events]
         with self._events_added:
             ids = [self._append(owner, data) for owner, data in encoded]
             if ids:

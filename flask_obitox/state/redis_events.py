@@ -51,6 +51,10 @@ def _entries(raw: Any) -> Events:
     return found
 
 
+def _encoded(event: Mapping[str, Any] | bytes) -> bytes:
+    return event if isinstance(event, bytes) else orjson.dumps(event)
+
+
 class RedisEvents(RedisBase):
     events_retention: int = 1000
     #: An owner's stream is dropped this long after its last event (seconds).
@@ -62,7 +66,7 @@ class RedisEvents(RedisBase):
     def append_event(self, owner: str, event: Mapping[str, Any]) -> str:
         return self.append_events([(owner, event)])[0]
 
-    def append_events(self, events: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
+    def append_events(self, events: Sequence[tuple[str, Mapping[str, Any] | bytes]]) -> list[str]:
         if not events:
             return []
         pipe = self._client.pipeline(transaction=False)
@@ -72,7 +76,7 @@ class RedisEvents(RedisBase):
             keys[key] = None
             pipe.xadd(
                 key,
-                {_FIELD: orjson.dumps(event)},
+                {_FIELD: _encoded(event)},
                 maxlen=max(self.events_retention, 1),
                 approximate=True,
             )
