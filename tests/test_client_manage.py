@@ -5,7 +5,10 @@ over HTTP with real Redis state and moto's server as storage (see ``client_suppo
 from __future__ import annotations
 
 import json
-import threading
+import os
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -292,29 +295,62 @@ def test_a_failed_report_never_fails_the_upload(
 # -- live events -----------------------------------------------------------------------
 
 
+def until(stream: Iterator[ObitoXEvent], kind: str) -> list[ObitoXEvent]:
+    seen: list[ObitoXEvent] = []
+    for event in stream:
+        seen.append(event)
+        if event["type"] == kind:
+            return seen
+    raise AssertionError(f"the stream ended before {kind}: {seen}")
+
+
 def test_events_receive_upload_completed_for_an_upload_made_meanwhile(
-    alice: ObitoXClient, tmp_path: Path
+    alice: ObitoXClient, mallory: ObitoXClient, tmp_path: Path
+) -> None:
+    first, second = text_files(tmp_path, 2)
+    theirs = mallory.events(reconnect_attempts=1)
+    with alice.events(reconnect_attempts=1) as stream:  # open once events() returns
+        result = alice.upload_file(first)
+        seen = until(stream, "upload.completed")
+    assert [e["type"] for e in seen] == ["upload.signed", "upload.completed"]
+    assert {e["data"]["uploadId"] for e in seen} == {result.upload_id}
+    view = alice.get_upload(result.upload_id)
+    for name in ("uploadId", "status", "filename", "size", "key"):
+        assert seen[-1]["data"][name] == view[name]
+    position = stream.last_event_id
+    assert position == seen[-1]["id"]
+
+    # Missed while disconnected, then replayed from Last-Event-ID: once, in order.
+    later = alice.upload_file(second)
+    with alice.events(last_event_id=position, reconnect_attempts=1) as again:
+        replayed = until(again, "upload.completed")
+    assert [e["type"] for e in replayed] == ["upload.signed", "upload.completed"]
+    assert {e["data"]["uploadId"] for e in replayed} == {later.upload_id}
+
+    # Another owner's stream saw none of it.
+    mallory.upload_file(first)
+    assert {e["data"]["uploadId"] for e in until(theirs, "upload.completed")} != {result.upload_id}
+    theirs.close()
+
+
+def test_cli_events_prints_events_until_ctrl_c(
+    server: str, alice: ObitoXClient, tmp_path: Path
 ) -> None:
     (path,) = text_files(tmp_path, 1)
-    seen: list[ObitoXEvent] = []
-    done = threading.Event()
-    stream = alice.events(reconnect_attempts=3)
-
-    def follow() -> None:
-        for event in stream:
-            seen.append(event)
-            if event["type"] == "upload.completed":
-                done.set()
-                return
-
-    reader = threading.Thread(target=follow, daemon=True)
-    reader.start()
-    result = alice.upload_file(path)
-    assert done.wait(60), seen
-    stream.close()
-    completed = [e for e in seen if e["type"] == "upload.completed"]
-    assert completed[0]["data"]["uploadId"] == result.upload_id
-    assert completed[0]["id"]
+    with alice.events(reconnect_attempts=1) as stream:
+        result = alice.upload_file(path)
+        signed = until(stream, "upload.signed")[-1]
+    command = [sys.executable, "-m", "flask_obitox.client", "events", "--json"]
+    command += ["--last-event-id", signed["id"], "--upload", result.upload_id]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    with subprocess.Popen(
+        cli(*command, server=server), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    ) as process:
+        assert process.stdout is not None
+        line = json.loads(process.stdout.readline())
+        assert (line["type"], line["data"]["uploadId"]) == ("upload.completed", result.upload_id)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(60) == 130
 
 
 # -- the command -------------------------------------------------------------------------

@@ -1304,6 +1304,10 @@ class ObitoXClient:
         iterator of ``{id, type, timestamp, data}`` dicts, ``data`` being the upload or
         group view.
 
+        The stream is open when this returns: every event from then on reaches it. A
+        refusal raises here (``UNAUTHENTICATED``; ``INVALID_INPUT`` for a
+        ``last_event_id`` the server does not know, e.g. one older than its retention).
+
         A dropped connection is reopened with ``Last-Event-ID``: the server sends the
         events missed meanwhile (within its ``OBITOX_EVENTS_RETENTION``) and none twice.
         Reconnects back off like the client's retries (and never faster than the
@@ -1323,7 +1327,7 @@ class ObitoXClient:
                         break
         """
         params = {"groupId": group_id, "uploadId": upload_id}
-        return EventStream(
+        stream = EventStream(
             self._api,
             self.base_url + "/events",
             {k: v for k, v in params.items() if v is not None},
@@ -1332,3 +1336,4 @@ class ObitoXClient:
             backoff=self.retry,
             max_attempts=reconnect_attempts,
         )
+        return stream.open()

@@ -180,6 +180,8 @@ class EventStream:
         self._backoff = backoff
         self._max_attempts = max_attempts
         self._response: requests.Response | None = None
+        self._opened: requests.Response | None = None
+        self._first_failure: ObitoXClientError | None = None
         self._closed = False
         #: The ID of the last event received: where a reconnect continues from.
         self.last_event_id = last_event_id or ""
@@ -188,6 +190,19 @@ class EventStream:
         self._iterator = self._events()
 
     def __iter__(self) -> EventStream:
+        return self
+
+    def open(self) -> EventStream:
+        """Make the first connection now rather than at the first ``next()``: once it
+        returns, every event that happens reaches this stream. A refusal (401, 404...)
+        raises here; a failure worth retrying is retried by the iteration."""
+        if self._opened is None and self.connections == 0:
+            try:
+                self._opened = self._connect()
+            except ObitoXClientError as error:
+                if error.status is not None and error.status not in RECONNECT_STATUSES:
+                    raise
+                self._first_failure = error
         return self
 
     def __next__(self) -> ObitoXEvent:
@@ -213,15 +228,19 @@ class EventStream:
                     response.raw.shutdown()
             return
         self._iterator.close()
-        if response is not None:
-            response.close()
+        for unread in (response, self._opened):
+            if unread is not None:
+                unread.close()
 
     def _events(self) -> Generator[ObitoXEvent]:
         failures = 0
         retry_ms: int | None = None
+        if self._first_failure is not None:
+            failures = 1
+            self._wait(failures, retry_ms, self._first_failure)
         while not self._closed:
             try:
-                response = self._connect()
+                response, self._opened = self._opened or self._connect(), None
             except ObitoXClientError as error:
                 if error.status is not None and error.status not in RECONNECT_STATUSES:
                     raise
