@@ -43,7 +43,18 @@ MEDIA_PATTERN = (
 #: An extension, with or without its dot: ``png``, ``.tar.gz``.
 EXTENSION_PATTERN = r"^\.?[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}\Z"
 #: The events a webhook endpoint can subscribe to (``OBITOX_WEBHOOKS[...]["events"]``).
-WEBHOOK_EVENTS = ("upload.completed", "upload.aborted", "upload.rejected", "upload.expired")
+WEBHOOK_EVENTS = (
+    "upload.completed",
+    "upload.aborted",
+    "upload.rejected",
+    "upload.expired",
+    "upload.deleted",
+    "group.completed",
+    "group.failed",
+    "group.cancelled",
+)
+#: Download links (``GET /uploads/<id>/download``) live at most an hour (DESIGN §11).
+MAX_DOWNLOAD_EXPIRY = 3600
 #: Standard Webhooks secrets: ``whsec_`` and the base64 of 24 to 64 random bytes.
 WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 WEBHOOK_SECRET_BYTES = (24, 64)
@@ -102,6 +113,7 @@ class ConfigVars:
     EVENTS = "OBITOX_EVENTS"
     EVENTS_RETENTION = "OBITOX_EVENTS_RETENTION"
     EVENTS_HEARTBEAT = "OBITOX_EVENTS_HEARTBEAT"
+    DOWNLOAD_EXPIRY = "OBITOX_DOWNLOAD_EXPIRY"
 
 
 #: Defaults, applied with ``app.config.setdefault``. ``STATE_BACKEND`` is resolved
@@ -129,6 +141,7 @@ DEFAULTS: dict[str, Any] = {
     ConfigVars.MULTIPART_THRESHOLD: 100 * MiB,
     ConfigVars.PART_SIZE: 8 * MiB,
     ConfigVars.UPLOAD_TTL: 7 * 24 * 3600,
+    ConfigVars.DOWNLOAD_EXPIRY: 300,
     ConfigVars.VERIFY_CONTENT: True,
     ConfigVars.MAX_REQUEST_SIZE: 1 * MiB,
     ConfigVars.WEBHOOKS: [],
@@ -215,6 +228,8 @@ class Settings:
     events_retention: int = 1000
     #: Seconds between the comment lines that keep an idle event stream open.
     events_heartbeat: int = 15
+    #: Seconds a download link lives (at most an hour).
+    download_expiry: int = 300
 
 
 def _int(
@@ -697,4 +712,7 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
         events=_bool(config, ConfigVars.EVENTS),
         events_retention=_int(config, ConfigVars.EVENTS_RETENTION, minimum=1, maximum=1_000_000),
         events_heartbeat=_int(config, ConfigVars.EVENTS_HEARTBEAT, minimum=1, maximum=300),
+        download_expiry=_int(
+            config, ConfigVars.DOWNLOAD_EXPIRY, minimum=1, maximum=MAX_DOWNLOAD_EXPIRY
+        ),
     )

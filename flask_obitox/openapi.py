@@ -19,10 +19,14 @@ from marshmallow import RAISE, fields, validate
 from . import schemas
 from .config import S3_MAX_PARTS
 from .errors import STATUS_BY_CODE
+from .state import KINDS, STATUSES
+from .state.capabilities import GROUP_STATUSES
 
 #: What an upload that is finished but unusable answers: aborted, expired, or rejected
 #: (its content did not match).
-_FINISHED = ["UPLOAD_ABORTED", "UPLOAD_EXPIRED", "CONTENT_MISMATCH"]
+_FINISHED = ["UPLOAD_ABORTED", "UPLOAD_EXPIRED", "CONTENT_MISMATCH", "UPLOAD_CLOSED"]
+#: What joining a group may answer: unknown (or another owner's), or closed.
+_JOIN = ["GROUP_NOT_FOUND", "GROUP_CLOSED"]
 
 #: (path, method, summary, request schema, {status: (description, response schema)}, error codes)
 ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[str]]] = [
@@ -30,15 +34,24 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
         "/uploads",
         "post",
         "Sign one upload: validate the file and return a presigned PUT URL.",
-        "FileSpecSchema",
+        "UploadRequestSchema",
         {201: ("The signed upload.", "SignedUploadSchema")},
         [
             "INVALID_INPUT",
             "FILE_TOO_LARGE",
             "VALIDATION_FAILED",
+            *_JOIN,
             "STATE_UNAVAILABLE",
             "STORAGE_UNAVAILABLE",
         ],
+    ),
+    (
+        "/uploads",
+        "get",
+        "The caller's uploads, newest first, filtered by status, kind and group.",
+        None,
+        {200: ("One page of uploads.", "UploadPageSchema")},
+        ["INVALID_INPUT", "STATE_UNAVAILABLE"],
     ),
     (
         "/uploads/batch",
@@ -46,7 +59,7 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
         "Sign up to OBITOX_BATCH_MAX_FILES uploads; each file succeeds or fails on its own.",
         "BatchRequestSchema",
         {200: ("Signed uploads and per-file errors, in request order.", "BatchResponseSchema")},
-        ["INVALID_INPUT", "BATCH_TOO_LARGE", "STATE_UNAVAILABLE", "STORAGE_UNAVAILABLE"],
+        ["INVALID_INPUT", "BATCH_TOO_LARGE", *_JOIN, "STATE_UNAVAILABLE", "STORAGE_UNAVAILABLE"],
     ),
     (
         "/uploads/{uploadId}/complete",
@@ -72,6 +85,89 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
         ["UPLOAD_NOT_FOUND", "UPLOAD_EXPIRED", "STATE_UNAVAILABLE"],
     ),
     (
+        "/uploads/{uploadId}",
+        "delete",
+        "Delete an upload: an open one is aborted in storage, a completed one's object (and "
+        "derived objects) deleted; status deleted. Idempotent.",
+        None,
+        {200: ("The deleted upload.", "UploadStatusSchema")},
+        ["UPLOAD_NOT_FOUND", "STATE_UNAVAILABLE", "STORAGE_UNAVAILABLE"],
+    ),
+    (
+        "/uploads/{uploadId}/download",
+        "get",
+        "Download a completed upload: a redirect to a presigned GET (OBITOX_DOWNLOAD_EXPIRY), "
+        "or with Accept: application/json its URL.",
+        None,
+        {
+            200: ("With Accept: application/json, the presigned URL.", "DownloadLinkSchema"),
+            302: ("Location is the presigned GET.", ""),
+        },
+        ["INVALID_INPUT", "UPLOAD_NOT_FOUND", "UPLOAD_NOT_COMPLETE", "STATE_UNAVAILABLE"],
+    ),
+    (
+        "/uploads/{uploadId}/progress",
+        "post",
+        "Report how far an upload got (display only; uploadedBytes never goes down).",
+        "ProgressRequestSchema",
+        {202: ("The report as merged.", "ProgressAckSchema")},
+        ["INVALID_INPUT", "UPLOAD_NOT_FOUND", "UPLOAD_CLOSED", "STATE_UNAVAILABLE"],
+    ),
+    (
+        "/groups",
+        "post",
+        "Create a group of uploads: pending, not sealed.",
+        "GroupRequestSchema",
+        {201: ("The group.", "GroupViewSchema")},
+        ["INVALID_INPUT", "STATE_UNAVAILABLE"],
+    ),
+    (
+        "/groups",
+        "get",
+        "The caller's groups, newest first, filtered by status.",
+        None,
+        {200: ("One page of groups.", "GroupPageSchema")},
+        ["INVALID_INPUT", "STATE_UNAVAILABLE"],
+    ),
+    (
+        "/groups/{groupId}",
+        "get",
+        "A group of the caller's and its uploads, in the order they joined.",
+        None,
+        {200: ("The group.", "GroupDetailSchema")},
+        ["GROUP_NOT_FOUND", "STATE_UNAVAILABLE"],
+    ),
+    (
+        "/groups/{groupId}/seal",
+        "post",
+        "Seal a group: it takes no more uploads. Idempotent.",
+        "CompleteRequestSchema",
+        {200: ("The group.", "GroupViewSchema")},
+        ["INVALID_INPUT", "GROUP_NOT_FOUND", "STATE_UNAVAILABLE"],
+    ),
+    (
+        "/groups/{groupId}/cancel",
+        "post",
+        "Cancel a group: every unfinished upload in it is aborted. Idempotent.",
+        "CompleteRequestSchema",
+        {200: ("The group.", "GroupViewSchema")},
+        [
+            "INVALID_INPUT",
+            "GROUP_NOT_FOUND",
+            "GROUP_CLOSED",
+            "STATE_UNAVAILABLE",
+            "STORAGE_UNAVAILABLE",
+        ],
+    ),
+    (
+        "/groups/{groupId}",
+        "delete",
+        "Delete a group: cancel it, then delete every upload's object. Idempotent.",
+        None,
+        {200: ("The deleted group.", "GroupViewSchema")},
+        ["GROUP_NOT_FOUND", "STATE_UNAVAILABLE", "STORAGE_UNAVAILABLE"],
+    ),
+    (
         "/multipart",
         "post",
         "Start a resumable multipart upload (one CreateMultipartUpload); the uploadId is "
@@ -82,6 +178,7 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
             "INVALID_INPUT",
             "FILE_TOO_LARGE",
             "VALIDATION_FAILED",
+            *_JOIN,
             "STATE_UNAVAILABLE",
             "STORAGE_UNAVAILABLE",
         ],
@@ -293,6 +390,7 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
 #: Bodies with no required field: ``{}`` will do (an empty body too, with
 #: ``Content-Type: application/json``, which every POST needs).
 _EMPTY_BODIES = {"CompleteRequest", "MultipartCompleteRequest", "CorsSetupRequest"}
+_GROUP_ID = {"groupId": "$response.body#/groupId"}
 _COMPANION_KEY = {
     "in": "query",
     "name": "key",
@@ -300,9 +398,46 @@ _COMPANION_KEY = {
     "description": "The object key the upload was given (Companion identifies uploads by it).",
     "schema": {"type": "string", "minLength": 1},
 }
+
+
 #: Query parameters, by path. The Companion routes take the same file rules as the
 #: native ones, from the same schema.
+def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"in": "query", "name": name, "description": description, "schema": schema}
+
+
+_LIMIT = _query(
+    "limit", "Rows per page (default 50).", {"type": "integer", "minimum": 1, "maximum": 100}
+)
+_CURSOR = _query(
+    "cursor",
+    "A nextCursor this listing handed out (any other is a 400).",
+    {"type": "string", "minLength": 1, "maxLength": 1000},
+)
 _QUERY_PARAMETERS: dict[str, list[dict[str, Any]]] = {
+    "/uploads": [
+        _query("status", "Only uploads with this status.", {"enum": sorted(STATUSES)}),
+        _query("kind", "Only uploads of this kind.", {"enum": sorted(KINDS)}),
+        _query(
+            "groupId",
+            "Only uploads in this group.",
+            {"type": "string", "minLength": 1, "maxLength": 64},
+        ),
+        _LIMIT,
+        _CURSOR,
+    ],
+    "/groups": [
+        _query("status", "Only groups with this status.", {"enum": sorted(GROUP_STATUSES)}),
+        _LIMIT,
+        _CURSOR,
+    ],
+    "/uploads/{uploadId}/download": [
+        _query(
+            "inline",
+            "1 (or true): Content-Disposition inline, to show it rather than save it.",
+            {"anyOf": [{"type": "boolean"}, {"enum": ["0", "1", "true", "false"]}]},
+        )
+    ],
     "/cors/verify": [
         {
             "in": "query",
@@ -372,6 +507,17 @@ _LINKS: dict[tuple[str, str], tuple[int, list[tuple[str, str, str, dict[str, str
         [
             ("status", "get", "/uploads/{uploadId}", _UPLOAD_ID),
             ("complete", "post", "/uploads/{uploadId}/complete", _UPLOAD_ID),
+            ("progress", "post", "/uploads/{uploadId}/progress", _UPLOAD_ID),
+            ("delete", "delete", "/uploads/{uploadId}", _UPLOAD_ID),
+        ],
+    ),
+    ("post", "/groups"): (
+        201,
+        [
+            ("status", "get", "/groups/{groupId}", _GROUP_ID),
+            ("seal", "post", "/groups/{groupId}/seal", _GROUP_ID),
+            ("cancel", "post", "/groups/{groupId}/cancel", _GROUP_ID),
+            ("delete", "delete", "/groups/{groupId}", _GROUP_ID),
         ],
     ),
     ("post", "/uploads/batch"): (
@@ -498,6 +644,10 @@ def _operation(
         operation["parameters"] = [
             {"in": "path", "name": "uploadId", "required": True, "schema": {"type": "string"}}
         ]
+    if "{groupId}" in path:
+        operation["parameters"] = [
+            {"in": "path", "name": "groupId", "required": True, "schema": {"type": "string"}}
+        ]
     if "{partNumber}" in path:
         operation["parameters"].append(
             {
@@ -527,7 +677,13 @@ def _operation(
                 "with Content-Type: application/json."
             )
     for status, (description, schema) in responses.items():
-        body: str | dict[str, str] = schema or {"type": "object"}
+        if not schema:  # a redirect
+            operation["responses"][str(status)] = {
+                "description": description,
+                "headers": {"Location": {"required": True, "schema": {"type": "string"}}},
+            }
+            continue
+        body: str | dict[str, str] = schema
         if schema.endswith("[]"):  # a bare array (Companion's list of parts)
             body = {"type": "array", "items": schema[:-2]}
         content = {"application/json": {"schema": body}}
@@ -580,7 +736,9 @@ def openapi_spec(url_prefix: str) -> dict[str, Any]:
         names += [request_schema] if request_schema else []
         names += [name.removesuffix("[]") for _description, name in responses.values() if name]
     for name in dict.fromkeys(names):
-        spec.components.schema(name.removesuffix("Schema"), schema=getattr(schemas, name))
+        component = name.removesuffix("Schema")
+        if component not in spec.components.schemas:  # registered as another's nested
+            spec.components.schema(component, schema=getattr(schemas, name))
     operations: dict[str, dict[str, Any]] = {}
     for path, method, summary, request_schema, responses, codes in ROUTES:
         req = request_schema.removesuffix("Schema") if request_schema else None

@@ -21,6 +21,8 @@ from .config import (
     S3_MAX_SINGLE_PUT,
     S3_MIN_PART_SIZE,
 )
+from .state import KINDS, STATUSES
+from .state.capabilities import GROUP_STATUSES, MAX_PAGE_SIZE
 
 #: S3 limits user metadata to 2 KB (keys and values together).
 METADATA_MAX_BYTES = 2048
@@ -102,6 +104,27 @@ class _FileFieldsSchema(Schema):
     validation = fields.Nested(ValidationRulesSchema)
 
 
+def _metadata_field(description: str) -> fields.Dict:
+    return fields.Dict(
+        keys=fields.String(
+            validate=validate.Regexp(r"^[A-Za-z0-9_-]{1,128}\Z", error="letters, digits, - and _")
+        ),
+        values=fields.String(
+            validate=validate.Regexp(_PRINTABLE_ASCII, error="printable ASCII only")
+        ),
+        validate=_metadata_size,
+        **_doc(description),
+    )
+
+
+#: A group id (or an upload id): what ``new_upload_ids`` makes, and a bound on the rest.
+_ID = validate.Length(min=1, max=64)
+
+
+def _group_id(description: str) -> fields.String:
+    return fields.String(validate=_ID, **_doc(description))
+
+
 class FileSpecSchema(_FileFieldsSchema):
     """One file to upload."""
 
@@ -118,8 +141,22 @@ class FileSpecSchema(_FileFieldsSchema):
     )
 
 
+class UploadRequestSchema(FileSpecSchema):
+    """``POST /uploads``: one file, optionally joining a group."""
+
+    groupId = _group_id("Join this group of the caller's (open and not sealed).")
+
+
 class CompleteRequestSchema(Schema):
     """``POST /uploads/<id>/complete`` takes no fields: send ``{}`` (or nothing) as JSON."""
+
+
+class GroupRequestSchema(Schema):
+    """``POST /groups``, and a batch's ``group``."""
+
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    description = fields.String(validate=validate.Length(max=2000))
+    metadata = _metadata_field("The group's own metadata (keys lower-cased).")
 
 
 class BatchRequestSchema(Schema):
@@ -130,6 +167,11 @@ class BatchRequestSchema(Schema):
     )
     validation = fields.Nested(ValidationRulesSchema)
     networkType = fields.String(validate=validate.OneOf(NETWORK_TYPES))
+    groupId = _group_id("Every signed file joins this group of the caller's.")
+    group = fields.Nested(
+        GroupRequestSchema,
+        **_doc("A new group holding exactly this batch's signed files, sealed."),
+    )
 
 
 class BatchEnvelopeSchema(Schema):
@@ -139,6 +181,11 @@ class BatchEnvelopeSchema(Schema):
     files = fields.List(fields.Raw(allow_none=True), required=True)
     validation = fields.Nested(ValidationRulesSchema)
     networkType = fields.String(validate=validate.OneOf(NETWORK_TYPES))
+    groupId = _group_id("Every signed file joins this group of the caller's.")
+    group = fields.Nested(
+        GroupRequestSchema,
+        **_doc("A new group holding exactly this batch's signed files, sealed."),
+    )
 
 
 class SignedUploadSchema(Schema):
@@ -176,6 +223,7 @@ class BatchResponseSchema(Schema):
     failed = fields.Integer(required=True)
     uploads = fields.List(fields.Nested(BatchUploadSchema), required=True)
     errors = fields.List(fields.Nested(BatchErrorSchema), required=True)
+    groupId = fields.String(**_doc("The group the signed files joined (or that was made)."))
 
 
 class AbortedSchema(Schema):
@@ -215,11 +263,118 @@ class UploadStatusSchema(Schema):
     )
     etag = fields.String(allow_none=True)
     reason = fields.String(allow_none=True, **_doc("Why a rejected upload was rejected."))
+    groupId = fields.String(required=True, allow_none=True, **_doc("Its group, or null."))
+    uploadedBytes = fields.Integer(
+        required=True, **_doc("All of them once completed, else the owner's last report.")
+    )
+    percentage = fields.Float(required=True)
+    totalParts = fields.Integer(required=True, allow_none=True, **_doc("Multipart only."))
+    completedParts = fields.Integer(
+        required=True, allow_none=True, **_doc("Multipart only: parts reported uploaded.")
+    )
+
+
+class UploadPageSchema(Schema):
+    uploads = fields.List(fields.Nested(UploadStatusSchema), required=True)
+    nextCursor = fields.String(
+        required=True, allow_none=True, **_doc("Pass as cursor for the next page; null at the end.")
+    )
+
+
+class GroupViewSchema(Schema):
+    groupId = fields.String(required=True)
+    name = fields.String(required=True)
+    description = fields.String(required=True, allow_none=True)
+    metadata = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
+    status = fields.String(
+        required=True,
+        **_doc("pending, in_progress, completed, failed, cancelled or deleted"),
+    )
+    sealed = fields.Boolean(required=True)
+    totalFiles = fields.Integer(required=True)
+    completedFiles = fields.Integer(required=True)
+    failedFiles = fields.Integer(required=True)
+    totalBytes = fields.Integer(required=True)
+    uploadedBytes = fields.Integer(required=True)
+    percentage = fields.Float(required=True)
+    createdAt = fields.String(required=True)
+    updatedAt = fields.String(required=True)
+
+
+class GroupDetailSchema(GroupViewSchema):
+    uploads = fields.List(
+        fields.Nested(UploadStatusSchema), required=True, **_doc("In the order they joined.")
+    )
+
+
+class GroupPageSchema(Schema):
+    groups = fields.List(fields.Nested(GroupViewSchema), required=True)
+    nextCursor = fields.String(required=True, allow_none=True)
+
+
+class UploadListQuerySchema(Schema):
+    """``GET /uploads``'s query."""
+
+    status = fields.String(validate=validate.OneOf(sorted(STATUSES)))
+    kind = fields.String(validate=validate.OneOf(sorted(KINDS)))
+    groupId = fields.String(validate=_ID)
+    limit = fields.Integer(validate=validate.Range(min=1, max=MAX_PAGE_SIZE))
+    cursor = fields.String(validate=validate.Length(min=1, max=1000))
+
+
+class GroupListQuerySchema(Schema):
+    """``GET /groups``'s query."""
+
+    status = fields.String(validate=validate.OneOf(sorted(GROUP_STATUSES)))
+    limit = fields.Integer(validate=validate.Range(min=1, max=MAX_PAGE_SIZE))
+    cursor = fields.String(validate=validate.Length(min=1, max=1000))
+
+
+class DownloadQuerySchema(Schema):
+    """``GET /uploads/<id>/download``'s query."""
+
+    inline = fields.Boolean(**_doc("Show it in the browser instead of saving it."))
+
+
+class DownloadLinkSchema(Schema):
+    url = fields.String(required=True, **_doc("A presigned GET (OBITOX_DOWNLOAD_EXPIRY)."))
+    expiresAt = fields.String(required=True)
+
+
+class PartReportSchema(Schema):
+    partNumber = fields.Integer(
+        strict=True, required=True, validate=validate.Range(min=1, max=S3_MAX_PARTS)
+    )
+    status = fields.String(
+        required=True, validate=validate.OneOf(["uploading", "uploaded", "failed"])
+    )
+    etag = fields.String(validate=validate.Length(min=1, max=200))
+
+
+class ProgressRequestSchema(Schema):
+    """``POST /uploads/<id>/progress``: the owner's own report, for display only."""
+
+    uploadedBytes = fields.Integer(strict=True, required=True, validate=validate.Range(min=0))
+    parts = fields.List(fields.Nested(PartReportSchema), validate=validate.Length(max=S3_MAX_PARTS))
+
+
+class ProgressAckSchema(Schema):
+    uploadId = fields.String(required=True)
+    uploadedBytes = fields.Integer(required=True, **_doc("The highest report (never goes down)."))
+    percentage = fields.Float(required=True)
+
+
+class PartStateSchema(Schema):
+    partNumber = fields.Integer(required=True)
+    size = fields.Integer(required=True, allow_none=True)
+    status = fields.String(required=True, **_doc("pending, uploading, uploaded or failed"))
+    etag = fields.String(**_doc("Storage's, once it holds the part."))
 
 
 class MultipartRequestSchema(_FileFieldsSchema):
     """``POST /multipart``: a file of up to ``OBITOX_MAX_MULTIPART_SIZE`` bytes."""
 
+    groupId = _group_id("Join this group of the caller's (open and not sealed).")
     partSize = fields.Integer(
         strict=True,
         validate=validate.Range(min=1),
@@ -286,6 +441,11 @@ class ResumeViewSchema(Schema):
     uploadedBytes = fields.Integer(required=True)
     totalBytes = fields.Integer(required=True)
     percentage = fields.Float(required=True)
+    parts = fields.List(
+        fields.Nested(PartStateSchema),
+        required=True,
+        **_doc("Every part; what storage holds (ListParts) wins over the owner's reports."),
+    )
 
 
 class ClaimedPartSchema(Schema):

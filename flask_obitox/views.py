@@ -26,6 +26,7 @@ install_error_handlers(bp)
 
 # Compiled once: marshmallow's own load/dump is the fallback and the oracle.
 load_file_spec = compile_loader(schemas.FileSpecSchema())
+load_upload_request = compile_loader(schemas.UploadRequestSchema())
 load_batch = compile_loader(schemas.BatchEnvelopeSchema())
 load_no_fields = compile_loader(schemas.CompleteRequestSchema())
 dump_signed = compile_dumper(schemas.SignedUploadSchema())
@@ -40,6 +41,17 @@ dump_signed_parts = compile_dumper(schemas.SignedPartsSchema())
 dump_resume_view = compile_dumper(schemas.ResumeViewSchema())
 dump_multipart_completed = compile_dumper(schemas.MultipartCompletedSchema())
 dump_aborted = compile_dumper(schemas.AbortedSchema())
+load_group_request = schemas.GroupRequestSchema().load
+dump_group = compile_dumper(schemas.GroupViewSchema())
+dump_group_detail = compile_dumper(schemas.GroupDetailSchema())
+dump_group_page = compile_dumper(schemas.GroupPageSchema())
+dump_upload_page = compile_dumper(schemas.UploadPageSchema())
+load_upload_query = schemas.UploadListQuerySchema().load
+load_group_query = schemas.GroupListQuerySchema().load
+load_download_query = schemas.DownloadQuerySchema().load
+dump_download = compile_dumper(schemas.DownloadLinkSchema())
+load_progress = compile_loader(schemas.ProgressRequestSchema())
+dump_progress = compile_dumper(schemas.ProgressAckSchema())
 load_cors_setup = schemas.CorsSetupRequestSchema().load
 dump_cors_setup = schemas.CorsSetupSchema().dump
 dump_cors_verify = schemas.CorsVerifySchema().dump
@@ -61,10 +73,15 @@ def load_batch_entry(data: Any) -> dict[str, Any] | InvalidEntry:
 # -- single uploads ----------------------------------------------------------------------
 
 
+def query_args(loader: Any) -> dict[str, Any]:
+    """The query string through a schema's ``loader`` (400 naming every parameter)."""
+    return load(loader, request.args.to_dict(), subject="The query")
+
+
 @bp.post("/uploads")
 def create_upload() -> Response:
     ext, owner = caller()
-    spec = load(load_file_spec, json_body(ext))
+    spec = load(load_upload_request, json_body(ext))
     return respond(dump_signed(ext.service.sign_upload(owner, spec)), 201)
 
 
@@ -78,6 +95,8 @@ def create_batch() -> Response:
         load_batch_entry,
         validation=body.get("validation"),
         network_type=body.get("networkType"),
+        group_id=body.get("groupId"),
+        group=body.get("group"),
     )
     return respond(dump_batch(answer))
 
@@ -95,6 +114,97 @@ def complete_upload(upload_id: str) -> Response:
 def get_upload(upload_id: str) -> Response:
     ext, owner = caller()
     return respond(dump_status(ext.service.get_upload(owner, upload_id)))
+
+
+@bp.get("/uploads")
+def list_uploads() -> Response:
+    ext, owner = caller()
+    args = query_args(load_upload_query)
+    answer = ext.service.list_uploads(
+        owner,
+        status=args.get("status"),
+        kind=args.get("kind"),
+        group_id=args.get("groupId"),
+        limit=args.get("limit", 50),
+        cursor=args.get("cursor"),
+    )
+    return respond(dump_upload_page(answer))
+
+
+@bp.delete("/uploads/<upload_id>")
+def delete_upload(upload_id: str) -> Response:
+    ext, owner = caller()
+    return respond(dump_status(ext.service.delete_upload(owner, upload_id)))
+
+
+@bp.get("/uploads/<upload_id>/download")
+def download_upload(upload_id: str) -> Response:
+    ext, owner = caller()
+    inline = query_args(load_download_query).get("inline", False)
+    link = ext.service.download_link(owner, upload_id, inline=inline)
+    if request.accept_mimetypes.best_match(["text/html", "application/json"]) == "application/json":
+        response = respond(dump_download(link))
+    else:
+        response = current_app.response_class(status=302, headers={"Location": link["url"]})
+    # The URL is a bearer credential for the object: no cache may keep it.
+    response.headers["Cache-Control"] = "no-store"
+    response.vary.add("Accept")
+    return response
+
+
+@bp.post("/uploads/<upload_id>/progress")
+def report_progress(upload_id: str) -> Response:
+    ext, owner = caller()
+    body = load(load_progress, json_body(ext))
+    parts = {part["partNumber"]: part["status"] for part in body.get("parts", ())}
+    answer = ext.service.report_progress(owner, upload_id, body["uploadedBytes"], parts)
+    return respond(dump_progress(answer), 202)
+
+
+# -- groups ------------------------------------------------------------------------------
+
+
+@bp.post("/groups")
+def create_group() -> Response:
+    ext, owner = caller()
+    spec = load(load_group_request, json_body(ext))
+    return respond(dump_group(ext.service.create_group(owner, spec)), 201)
+
+
+@bp.get("/groups")
+def list_groups() -> Response:
+    ext, owner = caller()
+    args = query_args(load_group_query)
+    answer = ext.service.list_groups(
+        owner, status=args.get("status"), limit=args.get("limit", 50), cursor=args.get("cursor")
+    )
+    return respond(dump_group_page(answer))
+
+
+@bp.get("/groups/<group_id>")
+def get_group(group_id: str) -> Response:
+    ext, owner = caller()
+    return respond(dump_group_detail(ext.service.get_group(owner, group_id)))
+
+
+@bp.post("/groups/<group_id>/seal")
+def seal_group(group_id: str) -> Response:
+    ext, owner = caller()
+    load(load_no_fields, json_body(ext, empty={}))
+    return respond(dump_group(ext.service.seal_group(owner, group_id)))
+
+
+@bp.post("/groups/<group_id>/cancel")
+def cancel_group(group_id: str) -> Response:
+    ext, owner = caller()
+    load(load_no_fields, json_body(ext, empty={}))
+    return respond(dump_group(ext.service.cancel_group(owner, group_id)))
+
+
+@bp.delete("/groups/<group_id>")
+def delete_group(group_id: str) -> Response:
+    ext, owner = caller()
+    return respond(dump_group(ext.service.delete_group(owner, group_id)))
 
 
 # -- multipart uploads -------------------------------------------------------------------

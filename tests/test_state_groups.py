@@ -191,6 +191,43 @@ def test_status_compare_and_set(backend: Any) -> None:
     assert backend.get_group(group.group_id) == moved
 
 
+def test_every_group_write_has_a_new_revision(backend: Any) -> None:
+    group = new_group(backend)
+    sealed = backend.seal(group.group_id)
+    assert sealed.revision is not None
+    assert backend.get_group(group.group_id).revision == sealed.revision
+    assert backend.seal(group.group_id).revision == sealed.revision  # nothing changed
+    moved = backend.update_group_status(group.group_id, {"pending"}, "in_progress")
+    assert moved.revision not in (None, sealed.revision)
+    assert backend.get_group(group.group_id) == moved
+
+
+def test_redis_same_tick_writers_of_the_same_change_have_one_winner(
+    redis_backend: RedisStateBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two callers that read the group before either wrote, and write the same change in
+    the same clock tick: without a revision both would write identical bytes, and the
+    second compare-and-set would find "its own" write and claim to have won too."""
+    group = new_group(redis_backend, status="in_progress")
+    monkeypatch.setattr(time, "time", lambda: 1_800_000_000.0)
+    original = redis_backend._cas
+    winners: list[Any] = []
+
+    def cas_after_a_rival(*args: Any, **kwargs: Any) -> Any:
+        if not winners:  # the rival read the same group and writes first
+            monkeypatch.setattr(redis_backend, "_cas", original)
+            winners.append(
+                redis_backend.update_group_status(group.group_id, {"in_progress"}, "completed")
+            )
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(redis_backend, "_cas", cas_after_a_rival)
+    mine = redis_backend.update_group_status(group.group_id, {"in_progress"}, "completed")
+    assert winners[0] is not None
+    assert mine is None
+    assert redis_backend.get_group(group.group_id) == winners[0]
+
+
 def test_list_groups_newest_first_by_status_with_a_cursor(backend: Any) -> None:
     now = time.time()
     groups = [new_group(backend, created_at=now - 10 + i) for i in range(7)]

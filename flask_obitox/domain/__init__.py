@@ -2,7 +2,8 @@
 
 Split by lifecycle, one module each: :mod:`.signing` (single uploads, batches, Uppy's
 POST), :mod:`.multipart`, :mod:`.settling` (ownership, verification and the status
-race), :mod:`.cleanup`, :mod:`.bucket` (CORS, lifecycle), :mod:`.events` (live events); :mod:`.render` draws an upload the one way every reader sees
+race), :mod:`.groups`, :mod:`.removal` (listing, deletion, download), :mod:`.progress`,
+:mod:`.cleanup`, :mod:`.bucket` (CORS, lifecycle), :mod:`.events` (live events); :mod:`.render` draws an upload the one way every reader sees
 it, and :mod:`.results` types every answer. :class:`UploadService` is all of them for
 one app (``app.extensions["obitox"].service``).
 """
@@ -14,8 +15,11 @@ from .bucket import Bucket
 from .cleanup import Cleanup, CleanupReport
 from .common import isoformat, new_upload_ids, part_layout, part_length
 from .events import EVENT_TYPES, EventFeed, LiveEvents
+from .groups import Grouping
 from .multipart import Multipart
-from .render import effective_status, render_upload
+from .progress import Progress
+from .removal import Removal
+from .render import effective_status, render_group, render_upload
 from .settling import Settling
 from .signing import InvalidEntry, Signing
 
@@ -26,11 +30,14 @@ __all__ = [
     "CleanupReport",
     "DomainBase",
     "EventFeed",
+    "Grouping",
     "HostHooks",
     "InvalidEntry",
     "KeyBuilder",
     "LiveEvents",
     "Multipart",
+    "Progress",
+    "Removal",
     "Settling",
     "Signing",
     "StorageResolver",
@@ -40,10 +47,11 @@ __all__ = [
     "new_upload_ids",
     "part_layout",
     "part_length",
+    "render_group",
     "render_upload",
 ]
 
 
-class UploadService(Signing, Multipart, Cleanup, Bucket, LiveEvents):
-    """Every upload operation of one app: signing, multipart, settling, cleanup, the
-    bucket behind them, and live events."""
+class UploadService(Signing, Multipart, Removal, Progress, Cleanup, Bucket, LiveEvents):
+    """Every upload operation of one app: signing, multipart, settling, groups,
+    listing and removal, progress, cleanup, the bucket behind them, and live events."""

@@ -9,8 +9,8 @@ from .. import signals
 from ..errors import ServiceUnavailable
 from ..state import UploadRecord
 from ..storage.client import PendingMultipart
-from .base import DomainBase
 from .common import OPEN
+from .groups import Grouping
 
 
 @dataclasses.dataclass(slots=True)
@@ -22,7 +22,7 @@ class CleanupReport:
     errors: list[str] = dataclasses.field(default_factory=list)
 
 
-class Cleanup(DomainBase):
+class Cleanup(Grouping):
     """``flask obitox cleanup`` and :func:`flask_obitox.jobs.cleanup`."""
 
     def cleanup(
@@ -58,8 +58,9 @@ class Cleanup(DomainBase):
                     record = updated
                     report.expired.append(record)
                     self.send(signals.upload_expired, upload=record)
+                    self.member_settled(record)
                 try:
-                    self._free_storage(record)
+                    self.release_storage(record)
                 except ServiceUnavailable as error:
                     report.errors.append(f"{upload_id}: {error.detail}")
                     continue
@@ -73,14 +74,6 @@ class Cleanup(DomainBase):
             except ServiceUnavailable as error:
                 report.errors.append(f"listing multipart uploads: {error.detail}")
         return report
-
-    def _free_storage(self, record: UploadRecord) -> None:
-        storage = self.storage_for(record.owner, record.bucket)
-        if record.kind == "multipart":
-            assert record.s3_upload_id is not None
-            storage.abort_multipart(record.key, record.s3_upload_id)
-        elif self.has_default_key(record):
-            storage.delete(record.key)
 
     def _abort_orphans(self, now: float, report: CleanupReport) -> None:
         storage = self.storages.get(self.default_storage)

@@ -102,3 +102,12 @@ def invalid_parts(upload_id: str, message: str, **details: Any) -> ObitoXError:
 
 def not_complete(upload_id: str, message: str, **details: Any) -> ObitoXError:
     return ObitoXError("UPLOAD_NOT_COMPLETE", message, details={"uploadId": upload_id, **details})
+
+
+def upload_closed(upload_id: str, status: str) -> ObitoXError:
+    """The upload is finished (``status``) and this operation needs an open one."""
+    return ObitoXError(
+        "UPLOAD_CLOSED",
+        f"The upload is {status}: it takes no more changes.",
+        details={"uploadId": upload_id, "status": status},
+    )

@@ -33,6 +33,7 @@ from .common import (
     part_layout,
     part_length,
 )
+from .progress import part_states
 from .results import Aborted, CompletedUpload, MultipartCreated, ResumeView, SignedPart, SignedParts
 from .settling import Settling
 from .signing import Signing
@@ -83,6 +84,9 @@ class Multipart(Settling):
             self.reject(owner, spec.get("filename"), error, stage="validation")
             raise
         self.check_open_caps(owner, layout["size"])
+        group_id = spec.get("groupId")
+        if group_id is not None:
+            self.joinable_group(owner, group_id)
         upload_id = new_upload_ids(1)[0]
         key = self.build_key(owner, file.filename, upload_id, file.metadata)
         s3_upload_id = storage.create_multipart(key, file.content_type, file.metadata)
@@ -97,11 +101,13 @@ class Multipart(Settling):
             s3_upload_id=s3_upload_id,
             validation=rules.client_rules or None,
             network_type=spec.get("networkType"),
+            group_id=group_id,
             **layout,
         )
         try:
-            self.state.create(record, self.record_ttl)
-        except ServiceUnavailable:
+            with self.joining(group_id):
+                self.state.create(record, self.record_ttl)
+        except (ServiceUnavailable, ObitoXError):
             # No half-written upload: give storage its upload back (if that fails too,
             # ``flask obitox cleanup`` aborts the orphan once it is older than the TTL).
             with contextlib.suppress(ServiceUnavailable):
@@ -392,8 +398,10 @@ class Multipart(Settling):
         if answer is not None:
             return answer
         if storage.head(record.key) is None:
-            if self.state.update(upload_id, OPEN, status="aborted") is not None:
-                self.send(signals.upload_aborted, upload=current)
+            settled = self.state.update(upload_id, OPEN, status="aborted")
+            if settled is not None:
+                self.send(signals.upload_aborted, upload=settled)
+                self.member_settled(settled)
             raise aborted(upload_id)
         return self._finish_assembled(record, storage)
 
@@ -414,6 +422,7 @@ class Multipart(Settling):
                 self.reject(
                     record.owner, record.filename, error, stage="verification", upload=updated
                 )
+                self.member_settled(updated)
             assert record.s3_upload_id is not None
             storage.abort_multipart(record.key, record.s3_upload_id)
             raise
@@ -444,6 +453,7 @@ class Multipart(Settling):
             if updated is None:  # the status moved on meanwhile: answer by the new one
                 return self.abort_multipart(owner, upload_id, key=key)
             self.send(signals.upload_aborted, upload=updated)
+            self.member_settled(updated)
         assert record.s3_upload_id is not None
         self.storage_for(owner, record.bucket).abort_multipart(record.key, record.s3_upload_id)
         return {
@@ -469,6 +479,7 @@ def _resume_view(
         "remainingParts": remaining,
         "uploadedBytes": uploaded_bytes,
         "totalBytes": record.size,
+        "parts": part_states(record, uploaded),
         "percentage": 100.0
         if record.status == "completed"
         else round(100.0 * uploaded_bytes / record.size, 2)

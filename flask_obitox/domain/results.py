@@ -37,6 +37,7 @@ class BatchResult(TypedDict):
     failed: int
     uploads: list[SignedUpload]
     errors: list[BatchError]
+    groupId: NotRequired[str]  # the batch joined or made a group
 
 
 class SignedPost(TypedDict):
@@ -76,6 +77,62 @@ class UploadView(TypedDict):
     expiresAt: str
     etag: str | None
     reason: str | None
+    groupId: str | None
+    uploadedBytes: int
+    percentage: float
+    totalParts: int | None  # multipart only
+    completedParts: int | None  # multipart only
+
+
+class UploadPage(TypedDict):
+    uploads: list[UploadView]
+    nextCursor: str | None
+
+
+class GroupView(TypedDict):
+    """A group as every reader sees it (``GET /groups/<id>`` adds its ``uploads``)."""
+
+    groupId: str
+    name: str
+    description: str | None
+    metadata: dict[str, str]
+    status: str
+    sealed: bool
+    totalFiles: int
+    completedFiles: int
+    failedFiles: int
+    totalBytes: int
+    uploadedBytes: int
+    percentage: float
+    createdAt: str
+    updatedAt: str
+
+
+class GroupDetail(GroupView):
+    uploads: list[UploadView]
+
+
+class GroupPage(TypedDict):
+    groups: list[GroupView]
+    nextCursor: str | None
+
+
+class ProgressAck(TypedDict):
+    uploadId: str
+    uploadedBytes: int
+    percentage: float
+
+
+class DownloadLink(TypedDict):
+    url: str
+    expiresAt: str
+
+
+class PartState(TypedDict):
+    partNumber: int
+    size: int | None  # None: the client lays out its parts and storage has not got it
+    status: str  # pending | uploading | uploaded | failed
+    etag: NotRequired[str]
 
 
 class MultipartCreated(TypedDict):
@@ -117,6 +174,7 @@ class ResumeView(TypedDict):
     uploadedBytes: int
     totalBytes: int
     percentage: float
+    parts: list[PartState]
 
 
 class Aborted(TypedDict):

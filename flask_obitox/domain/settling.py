@@ -20,8 +20,8 @@ from ..state.capabilities import KeyIndex
 from ..storage import Storage
 from ..storage.client import ObjectInfo
 from ..validation import HEAD_BYTES, verify_content
-from .base import DomainBase
-from .common import OPEN, aborted, mismatch, not_complete, not_found
+from .common import OPEN, aborted, mismatch, not_complete, not_found, upload_closed
+from .groups import Grouping
 from .render import render_upload
 from .results import CompletedUpload, UploadView
 
@@ -30,7 +30,7 @@ class ObjectChanged(Exception):
     """The object was replaced or deleted between its HEAD and its ranged GET."""
 
 
-class Settling(DomainBase):
+class Settling(Grouping):
     """Ownership, verification and the status race (exactly one ``completed``)."""
 
     def settled(self, record: UploadRecord) -> CompletedUpload | None:
@@ -45,6 +45,8 @@ class Settling(DomainBase):
             )
         if record.status == "aborted":
             raise aborted(record.upload_id)
+        if record.status == "deleted":
+            raise upload_closed(record.upload_id, "deleted")
         if record.status == "expired" or self.is_past_ttl(record):
             raise ObitoXError(
                 "UPLOAD_EXPIRED",
@@ -208,6 +210,7 @@ class Settling(DomainBase):
             self.free_after_lost_race(record, storage)
             return self.settle_race(record.upload_id)
         self.send(signals.upload_completed, upload=updated)
+        self.member_settled(updated)
         return cast("CompletedUpload", result)
 
     def free_after_lost_race(self, record: UploadRecord, storage: Storage) -> None:
@@ -217,7 +220,7 @@ class Settling(DomainBase):
         if record.kind != "multipart":
             return
         current = self.state.get(record.upload_id)
-        if current is not None and current.status in ("aborted", "expired"):
+        if current is not None and current.status in ("aborted", "expired", "deleted"):
             storage.delete(record.key)
 
     def reject_stored(self, record: UploadRecord, storage: Storage, reason: str) -> CompletedUpload:
@@ -237,5 +240,6 @@ class Settling(DomainBase):
             return self.settle_race(record.upload_id)
         error = mismatch(record.upload_id, reason)
         self.reject(record.owner, record.filename, error, stage="verification", upload=updated)
+        self.member_settled(updated)
         storage.delete(record.key)
         raise error

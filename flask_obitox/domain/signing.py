@@ -14,11 +14,14 @@ from typing import Any, NamedTuple
 from .. import signals
 from ..errors import ObitoXError
 from ..state import UploadRecord
+from ..state.capabilities import GroupRecord
 from ..storage import Storage
 from ..storage.signer import PutObjectSpec
 from ..validation import RuleSet, sanitize_filename
-from .base import CheckedFile, DomainBase
+from .base import CheckedFile
 from .common import UNSIGNABLE_CONTENT_TYPE, isoformat, new_upload_ids
+from .groups import Grouping
+from .render import render_group
 from .results import BatchError, BatchResult, SignedPost, SignedUpload
 
 
@@ -49,7 +52,7 @@ def batch_error(index: int, filename: str | None, error: ObitoXError) -> BatchEr
     }
 
 
-class Signing(DomainBase):
+class Signing(Grouping):
     """``POST /uploads``, ``POST /uploads/batch`` and Companion's ``GET /s3/params``."""
 
     @staticmethod
@@ -81,6 +84,7 @@ class Signing(DomainBase):
         storage: Storage,
         upload_id: str,
         now: float,
+        group_id: str | None = None,
     ) -> Planned:
         """Validate one file and decide its key, expiry and signed headers (no I/O)."""
         file = self.checked_file(spec, rules)
@@ -110,6 +114,7 @@ class Signing(DomainBase):
             now=now,
             checksum_sha256=checksum,
             validation=rules.client_rules or None,
+            group_id=group_id,
         )
         put = PutObjectSpec(key, content_type, size, expires_in, checksum, metadata, if_none_match)
         return Planned(record, put, headers, expires_in)
@@ -139,14 +144,19 @@ class Signing(DomainBase):
         """``POST /uploads``: validate one file and return its presigned PUT."""
         storage = self.storage_for(owner)
         now = time.time()
+        group_id = spec.get("groupId")
         try:
             rules = self.rules(spec.get("validation"))
-            plan = self.plan(owner, spec, rules, None, storage, new_upload_ids(1)[0], now)
+            upload_id = new_upload_ids(1)[0]
+            plan = self.plan(owner, spec, rules, None, storage, upload_id, now, group_id)
         except ObitoXError as error:
             self.reject(owner, spec.get("filename"), error, stage="validation")
             raise
+        if group_id is not None:
+            self.joinable_group(owner, group_id)
         [answer] = self.sign_planned(storage, [plan], now)
-        self.state.create(plan.record, self.record_ttl)
+        with self.joining(group_id):
+            self.state.create(plan.record, self.record_ttl)
         self.send(signals.upload_signed, upload=plan.record)
         return answer
 
@@ -171,6 +181,8 @@ class Signing(DomainBase):
         *,
         validation: Mapping[str, Any] | None = None,
         network_type: str | None = None,
+        group_id: str | None = None,
+        group: Mapping[str, Any] | None = None,
     ) -> BatchResult:
         """``POST /uploads/batch``: each file on its own; one state round trip for all.
 
@@ -178,8 +190,20 @@ class Signing(DomainBase):
         of one (a loaded spec, or an :class:`InvalidEntry` for one that does not load),
         so an oversize batch is refused before any entry is parsed, and a malformed
         entry fails alone and keeps its index.
+
+        ``group_id``: every signed file joins that group of the caller's. ``group``
+        (``{name, description?, metadata?}``): a new group holding exactly the signed
+        files, sealed (made only when a file is signed; the answer then has its id).
         """
         self.check_batch_size(len(entries))
+        if group_id is not None and group is not None:
+            raise ObitoXError(
+                "INVALID_INPUT",
+                "Send groupId (join a group) or group (make one), not both.",
+                details={"field": "group"},
+            )
+        if group_id is not None:
+            self.joinable_group(owner, group_id)
         storage = self.storage_for(owner)
         batch_rules = self.rules(validation)
         now = time.time()
@@ -196,7 +220,9 @@ class Signing(DomainBase):
             file_rules = spec.get("validation")
             try:
                 rules = batch_rules.tighten(file_rules) if file_rules else batch_rules
-                plan = self.plan(owner, spec, rules, network_type, storage, upload_ids[index], now)
+                plan = self.plan(
+                    owner, spec, rules, network_type, storage, upload_ids[index], now, group_id
+                )
             except ObitoXError as error:
                 errors.append(batch_error(index, spec["filename"], error))
                 rejected.append((spec["filename"], error))
@@ -204,9 +230,17 @@ class Signing(DomainBase):
             planned.append(plan)
             indexes.append(index)
         uploads: list[SignedUpload] = []
+        made: GroupRecord | None = None
         if planned:
             uploads = self.sign_planned(storage, planned, now)
-            self.state.create_many([p.record for p in planned], self.record_ttl)
+            if group is not None:
+                made = self.new_group(owner, group)
+                for plan in planned:
+                    plan.record.group_id = made.group_id
+            with self.joining(made.group_id if made is not None else group_id):
+                self.state.create_many([p.record for p in planned], self.record_ttl)
+            if made is not None:
+                made = self.groups.seal(made.group_id) or made
         for answer, plan, index in zip(uploads, planned, indexes, strict=True):
             answer["index"] = index
             answer["filename"] = plan.record.filename
@@ -214,13 +248,20 @@ class Signing(DomainBase):
             self.send(signals.upload_signed, upload=plan.record)
         for filename, refused in rejected:
             self.reject(owner, filename, refused, stage="validation")
-        return {
+        result: BatchResult = {
             "total": len(entries),
             "successful": len(planned),
             "failed": len(errors),
             "uploads": uploads,
             "errors": errors,
         }
+        if made is not None:
+            view = render_group(made, [p.record for p in planned])
+            self.send(signals.group_created, group=made, view=view)
+            result["groupId"] = made.group_id
+        elif group_id is not None:
+            result["groupId"] = group_id
+        return result
 
     def sign_post(self, owner: str, spec: Mapping[str, Any]) -> SignedPost:
         """Companion's ``GET /s3/params``: validate like ``POST /uploads`` (all but the

@@ -22,6 +22,7 @@ from .capabilities import (
     KeyIndex,
     OwnerIndex,
     Page,
+    ProgressReports,
 )
 from .memory import MemoryStateBackend
 from .redis import RedisStateBackend
@@ -45,6 +46,7 @@ __all__ = [
     "MemoryStateBackend",
     "OwnerIndex",
     "Page",
+    "ProgressReports",
     "RedisStateBackend",
     "StateBackend",
     "UploadRecord",

@@ -60,6 +60,13 @@ class UploadRecord:
     #: A random token written with every change: no two callers' compare-and-sets write
     #: the same bytes, so a retried one that finds its own write knows it won.
     revision: str | None = None
+    #: The owner's own report of how many bytes it sent (display only; never goes down).
+    uploaded_bytes: int = 0
+    #: The owner's reports per part number (as a string): ``uploading``, ``uploaded`` or
+    #: ``failed``. Storage's ListParts wins over them wherever it knows a part.
+    part_reports: dict[str, str] | None = None
+    #: Keys of objects made from this upload (processing): deleted with it.
+    derived: list[str] | None = None
 
     @property
     def deferred(self) -> bool:

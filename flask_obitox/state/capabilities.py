@@ -16,10 +16,13 @@ tusd composes stores. Each capability has its own contract test suite
 - :class:`EventFanIn`: many events appended in one round trip, and one blocked read
   over many owners' events (what one reader per process needs to feed every open
   event stream).
+- :class:`ProgressReports`: an owner's progress report merged into a record atomically.
 """
 
 from __future__ import annotations
 
+import secrets
+import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
@@ -43,6 +46,8 @@ __all__ = [
     "KeyIndex",
     "OwnerIndex",
     "Page",
+    "ProgressReports",
+    "merge_progress",
 ]
 
 #: Every status a group can be in.
@@ -105,6 +110,10 @@ class GroupRecord:
     description: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     sealed: bool = False
+    #: A random token written with every change, as :attr:`UploadRecord.revision`: no
+    #: two callers' compare-and-sets write the same bytes (even within one clock tick),
+    #: so a retried one that finds its own write knows it won, and no other caller can.
+    revision: str | None = None
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)
@@ -120,6 +129,42 @@ class GroupRecord:
 
 
 _GROUP_FIELDS: frozenset[str] = frozenset(f.name for f in fields(GroupRecord))
+
+
+def apply_group_changes(group: GroupRecord, changes: dict[str, Any]) -> None:
+    """Apply ``changes`` to ``group`` in place, with a new ``updated_at`` and revision."""
+    for name, value in changes.items():
+        setattr(group, name, value)
+    group.updated_at = time.time()
+    group.revision = secrets.token_hex(8)
+
+
+#: The statuses a client may report for a part.
+PART_REPORT_STATUSES: frozenset[str] = frozenset({"uploading", "uploaded", "failed"})
+
+
+def merge_progress(
+    record: UploadRecord, uploaded_bytes: int, parts: Mapping[int, str]
+) -> dict[str, Any]:
+    """The changes a progress report makes to ``record`` (``{}`` when none): the byte
+    count only ever grows (a lower report keeps the higher one), a part reported
+    ``uploaded`` stays so (a late ``uploading`` report of it is stale), and a
+    ``pending`` upload becomes ``uploading`` once bytes are reported."""
+    changes: dict[str, Any] = {}
+    if uploaded_bytes > record.uploaded_bytes:
+        changes["uploaded_bytes"] = uploaded_bytes
+    reports = dict(record.part_reports or {})
+    for number, status in parts.items():
+        if status not in PART_REPORT_STATUSES:
+            raise ValueError(f"unknown part status {status!r}")
+        name = str(number)
+        if reports.get(name) != "uploaded":
+            reports[name] = status
+    if reports != (record.part_reports or {}):
+        changes["part_reports"] = reports
+    if record.status == "pending" and max(uploaded_bytes, record.uploaded_bytes) > 0:
+        changes["status"] = "uploading"
+    return changes
 
 
 def check_limit(limit: int) -> None:
@@ -245,6 +290,27 @@ class Groups(Protocol):
     ) -> Page[GroupRecord]:
         """``owner``'s groups, newest first; same cursor rules as
         :meth:`OwnerIndex.list_uploads`."""
+        ...
+
+
+@runtime_checkable
+class ProgressReports(Protocol):
+    """An owner's progress report (DESIGN §12) merged into its record in one atomic step,
+    so concurrent reports never lose one another and the byte count never goes down."""
+
+    def report_progress(
+        self,
+        upload_id: str,
+        expect_status: Collection[str],
+        uploaded_bytes: int,
+        parts: Mapping[int, str],
+        *,
+        current: UploadRecord | None = None,
+    ) -> UploadRecord | None:
+        """Merge the report (:func:`merge_progress`) into the record if its status is in
+        ``expect_status``, and return the record as it now stands (unchanged, and not
+        written, when the report adds nothing); ``None`` when the record is gone or its
+        status is not expected. ``current``: as for ``StateBackend.update``."""
         ...
 
 

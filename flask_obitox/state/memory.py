@@ -41,8 +41,10 @@ from .capabilities import (
     GroupRecord,
     InvalidCursor,
     Page,
+    apply_group_changes,
     check_group_status,
     check_limit,
+    merge_progress,
 )
 from .cursor import (
     decode_cursor,
@@ -219,6 +221,30 @@ class MemoryStateBackend(GroupChanges):
                 self._expiry[upload_id] = new.expires_at
         return new
 
+    def report_progress(
+        self,
+        upload_id: str,
+        expect_status: Collection[str],
+        uploaded_bytes: int,
+        parts: Mapping[int, str],
+        *,
+        current: UploadRecord | None = None,
+    ) -> UploadRecord | None:
+        expect_status = expected_statuses(expect_status)
+        with self._lock:
+            entry = self._live(upload_id, time.monotonic())
+            if entry is None:
+                return None
+            record = UploadRecord.from_json(entry[1])
+            if record.status not in expect_status:
+                return None
+            changes = merge_progress(record, uploaded_bytes, parts)
+            if not changes:
+                return record
+            new = apply_changes(record, changes, time.time())
+            self._records[upload_id] = (entry[0], new.to_json())
+        return new
+
     def delete(self, upload_id: str) -> None:
         with self._lock:
             self._forget_upload(upload_id)
@@ -350,9 +376,7 @@ class MemoryStateBackend(GroupChanges):
                 return None
             if all(getattr(group, name) == value for name, value in changes.items()):
                 return group  # sealing a sealed group changes nothing
-            for name, value in changes.items():
-                setattr(group, name, value)
-            group.updated_at = time.time()
+            apply_group_changes(group, changes)
             self._groups[group_id] = (entry[0], group.to_json())
             return group
 

@@ -22,7 +22,7 @@ names the server without its password.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, cast
 
 import redis
@@ -39,7 +39,7 @@ from .base import (
     check_ttl,
     expected_statuses,
 )
-from .capabilities import GroupClosed, GroupNotFound, Page, check_limit
+from .capabilities import GroupClosed, GroupNotFound, Page, check_limit, merge_progress
 from .cursor import index_member, time_bound
 from .redis_base import MAX_CAS_ATTEMPTS, ROW, SKIP, STALE, UNAVAILABLE_ERRORS, text
 from .redis_events import RedisEvents
@@ -291,6 +291,44 @@ class RedisStateBackend(RedisGroups, RedisEvents):
                     return new
         raise StateUnavailable(
             f"Redis at {self.url}: update of {upload_id!r} lost {MAX_CAS_ATTEMPTS} races in a row"
+        )
+
+    def report_progress(
+        self,
+        upload_id: str,
+        expect_status: Collection[str],
+        uploaded_bytes: int,
+        parts: Mapping[int, str],
+        *,
+        current: UploadRecord | None = None,
+    ) -> UploadRecord | None:
+        """``update``'s compare-and-swap, with the changes worked out again from each
+        record read (a concurrent report makes the next round merge into its write):
+        one round trip with ``current``, none more when the report adds nothing."""
+        expect_status = expected_statuses(expect_status)
+        key = self.key(upload_id)
+        with self._guard("report_progress"):
+            old: bytes | str
+            for _ in range(MAX_CAS_ATTEMPTS):
+                if current is not None and current.status in expect_status:
+                    record, old = current, current.to_json()
+                    current = None
+                else:
+                    current = None
+                    stored: bytes | str | None = self._client.get(key)
+                    if stored is None:
+                        return None
+                    record, old = UploadRecord.from_json(stored), stored
+                    if record.status not in expect_status:
+                        return None
+                changes = merge_progress(record, uploaded_bytes, parts)
+                if not changes:
+                    return record
+                new = apply_changes(record, changes, time.time())
+                if self._swap(key, old, record, new):
+                    return new
+        raise StateUnavailable(
+            f"Redis at {self.url}: progress of {upload_id!r} lost {MAX_CAS_ATTEMPTS} races in a row"
         )
 
     def _swap(self, key: str, old: bytes | str, record: UploadRecord, new: UploadRecord) -> bool:

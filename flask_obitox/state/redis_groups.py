@@ -24,6 +24,7 @@ from .capabilities import (
     GroupNotFound,
     GroupRecord,
     Page,
+    apply_group_changes,
     check_group_status,
     check_limit,
 )
@@ -118,9 +119,7 @@ class RedisGroups(GroupChanges, RedisBase):
                 before = group.status
                 if all(getattr(group, name) == value for name, value in changes.items()):
                     return group  # sealing a sealed group changes nothing
-                for name, value in changes.items():
-                    setattr(group, name, value)
-                group.updated_at = time.time()
+                apply_group_changes(group, changes)
                 if self._cas(keys=[key], args=[old, group.to_json()]) == 1:
                     if group.status != before:
                         self._move_member(

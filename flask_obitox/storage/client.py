@@ -237,6 +237,18 @@ class Storage:
         with self._calling():
             self.client.delete_object(Bucket=self.bucket, Key=key)
 
+    def presign_download(self, key: str, *, content_disposition: str, expires_in: int) -> str:
+        """A presigned GET of ``key`` answered with ``content_disposition``."""
+        try:
+            return self.presigner.presign_get_object(
+                self.bucket,
+                key,
+                expires_in=expires_in,
+                response_content_disposition=content_disposition,
+            )
+        except STORAGE_ERRORS as error:
+            raise self.unavailable(error) from error
+
     def object_url(self, key: str) -> str:
         """The object's unsigned URL (its ``Location``); pure CPU after the first call."""
         with self._calling():

@@ -588,12 +588,20 @@ class SigV4Presigner:
         key: str,
         *,
         expires_in: int,
+        response_content_disposition: str | None = None,
         now: datetime.datetime | None = None,
     ) -> str:
-        """Same URL as ``generate_presigned_url("get_object", Params={"Bucket", "Key"})``."""
+        """Same URL as ``generate_presigned_url("get_object", Params={"Bucket", "Key"[,
+        "ResponseContentDisposition"]})``: storage answers the GET with that
+        ``Content-Disposition`` (a download's file name)."""
         _check_key(key)
         _check_expires(expires_in)
-        return self._presign("GET", bucket, key, expires_in, {}, None, now)
+        params = (
+            None
+            if response_content_disposition is None
+            else {"response-content-disposition": response_content_disposition}
+        )
+        return self._presign("GET", bucket, key, expires_in, {}, params, now)
 
     def target(self, bucket: str) -> _BucketTarget:
         """``bucket``'s URL base and credential scope, learnt from botocore once."""

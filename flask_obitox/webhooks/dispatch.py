@@ -23,7 +23,7 @@ import dataclasses
 import hashlib
 import logging
 import threading
-from collections.abc import MutableSequence
+from collections.abc import Mapping, MutableSequence
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -38,13 +38,18 @@ from .. import signals
 from ..appstate import get_state
 from ..config import ConfigError, ConfigVars, Settings, webhook_endpoint, webhook_secret_key
 from ..redis_client import redis_from_url
-from ..state import UploadRecord
+from ..state import GroupRecord, UploadRecord
 from ..state.redis import redact_url
 from .events import (
+    GROUP_CANCELLED,
+    GROUP_COMPLETED,
+    GROUP_FAILED,
     UPLOAD_ABORTED,
     UPLOAD_COMPLETED,
+    UPLOAD_DELETED,
     UPLOAD_EXPIRED,
     Message,
+    group_message,
     rejected_message,
     upload_message,
 )
@@ -385,6 +390,35 @@ def on_upload_expired(sender: Flask, upload: UploadRecord, **extra: Any) -> None
     _dispatch_upload(sender, UPLOAD_EXPIRED, upload)
 
 
+def on_upload_deleted(sender: Flask, upload: UploadRecord, **extra: Any) -> None:
+    _dispatch_upload(sender, UPLOAD_DELETED, upload)
+
+
+def _dispatch_group(app: Flask, event: str, group: GroupRecord, view: Mapping[str, Any]) -> None:
+    webhooks = webhooks_for(app)
+    if webhooks.subscribers(event):
+        include_owner = webhooks.settings.webhook_include_owner
+        _dispatch(app, webhooks, group_message(event, group, view, include_owner=include_owner))
+
+
+def on_group_completed(
+    sender: Flask, group: GroupRecord, view: Mapping[str, Any], **extra: Any
+) -> None:
+    _dispatch_group(sender, GROUP_COMPLETED, group, view)
+
+
+def on_group_failed(
+    sender: Flask, group: GroupRecord, view: Mapping[str, Any], **extra: Any
+) -> None:
+    _dispatch_group(sender, GROUP_FAILED, group, view)
+
+
+def on_group_cancelled(
+    sender: Flask, group: GroupRecord, view: Mapping[str, Any], **extra: Any
+) -> None:
+    _dispatch_group(sender, GROUP_CANCELLED, group, view)
+
+
 def on_upload_rejected(
     sender: Flask,
     *,
@@ -422,3 +456,7 @@ def connect_signals(app: Flask) -> None:
     signals.upload_aborted.connect(on_upload_aborted, sender=app)
     signals.upload_rejected.connect(on_upload_rejected, sender=app)
     signals.upload_expired.connect(on_upload_expired, sender=app)
+    signals.upload_deleted.connect(on_upload_deleted, sender=app)
+    signals.group_completed.connect(on_group_completed, sender=app)
+    signals.group_failed.connect(on_group_failed, sender=app)
+    signals.group_cancelled.connect(on_group_cancelled, sender=app)

@@ -3,31 +3,40 @@
 
 Every message body is ``{"type", "timestamp", "data"}``:
 
-- ``type``: ``upload.completed``, ``upload.aborted``, ``upload.rejected`` or
-  ``upload.expired``;
+- ``type``: ``upload.completed``, ``upload.aborted``, ``upload.rejected``,
+  ``upload.expired``, ``upload.deleted``, ``group.completed``, ``group.failed`` or
+  ``group.cancelled``;
 - ``timestamp``: when the event happened, ISO 8601 UTC to the millisecond (the one
   timestamp format of the API, :func:`flask_obitox.domain.isoformat`);
 - ``data``: the upload exactly as ``GET /uploads/<id>`` shows it
   (:func:`flask_obitox.domain.render_upload`). ``upload.rejected`` adds ``reason``,
-  ``stage`` and ``code``. ``owner`` is there only with ``OBITOX_WEBHOOK_INCLUDE_OWNER``.
+  ``stage`` and ``code``. A group event's ``data`` is the group exactly as
+  ``GET /groups/<id>`` shows it, without ``uploads``
+  (:func:`flask_obitox.domain.render_group`). ``owner`` is there only with
+  ``OBITOX_WEBHOOK_INCLUDE_OWNER``.
 
 The message id (the ``webhook-id`` header) is derived from the event type and the
-upload id, so the same event always gets the same id: with the deterministic job id
+upload (or group) id, so the same event always gets the same id: with the deterministic job id
 built from it, a second enqueue of the same event is refused by RQ.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ..domain.messages import Message, build_message, message_id
 from ..domain.render import render_upload
-from ..state import UploadRecord
+from ..state import GroupRecord, UploadRecord
 
 UPLOAD_COMPLETED = "upload.completed"
 UPLOAD_ABORTED = "upload.aborted"
 UPLOAD_REJECTED = "upload.rejected"
 UPLOAD_EXPIRED = "upload.expired"
+UPLOAD_DELETED = "upload.deleted"
+GROUP_COMPLETED = "group.completed"
+GROUP_FAILED = "group.failed"
+GROUP_CANCELLED = "group.cancelled"
 
 __all__ = [
     "UPLOAD_ABORTED",
@@ -49,6 +58,17 @@ def upload_data(upload: UploadRecord, *, include_owner: bool) -> dict[str, Any]:
     if include_owner:
         data["owner"] = upload.owner
     return data
+
+
+def group_message(
+    event: str, group: GroupRecord, view: Mapping[str, Any], *, include_owner: bool
+) -> Message:
+    """``group.completed``, ``group.failed`` or ``group.cancelled``: each happens once
+    per group, so its id is the group's and the event's."""
+    data: dict[str, Any] = dict(view)
+    if include_owner:
+        data["owner"] = group.owner
+    return build_message(event, data, upload_id=group.group_id)
 
 
 def upload_message(event: str, upload: UploadRecord, *, include_owner: bool) -> Message:

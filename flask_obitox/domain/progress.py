@@ -1,0 +1,118 @@
+"""The owner's progress reports and the part grid (DESIGN §12).
+
+A report is for display only: completion still trusts storage alone. It is merged into
+the record in one atomic step (:class:`~flask_obitox.state.capabilities.ProgressReports`):
+``uploadedBytes`` never goes down (a lower report is accepted and keeps the higher
+value) and never passes the upload's size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from .. import signals
+from ..errors import ObitoXError
+from ..state import UploadRecord
+from ..state.capabilities import ProgressReports
+from ..storage.client import PartInfo
+from .common import OPEN, not_found, part_length, upload_closed
+from .groups import Grouping
+from .render import effective_status, render_upload
+from .results import PartState, ProgressAck
+
+
+def part_states(record: UploadRecord, held: Sequence[PartInfo]) -> list[PartState]:
+    """Every part of a multipart upload with its status: what storage holds (ListParts)
+    is ``uploaded`` whatever was reported; the others as the owner last reported them,
+    else ``pending``. A client-laid-out upload has as many parts as storage holds or
+    were reported."""
+    by_number = {part.part_number: part for part in held}
+    reports = {int(n): status for n, status in (record.part_reports or {}).items()}
+    if record.status == "completed" and record.total_parts is not None:
+        reports = dict.fromkeys(range(1, record.total_parts + 1), "uploaded")
+    total = record.total_parts
+    if total is None:
+        total = max([*by_number, *reports, 0])
+    parts: list[PartState] = []
+    for number in range(1, total + 1):
+        stored = by_number.get(number)
+        if stored is not None:
+            parts.append(
+                {
+                    "partNumber": number,
+                    "size": stored.size,
+                    "status": "uploaded",
+                    "etag": stored.etag,
+                }
+            )
+            continue
+        size = part_length(record, number) if record.total_parts is not None else None
+        status = reports.get(number, "pending")
+        if status == "uploaded" and record.status != "completed":
+            # Reported, but storage does not hold it: the report was wrong or early.
+            status = "uploading"
+        parts.append({"partNumber": number, "size": size, "status": status})
+    return parts
+
+
+class Progress(Grouping):
+    """``POST /uploads/<id>/progress``."""
+
+    def report_progress(
+        self, owner: str, upload_id: str, uploaded: int, parts: Mapping[int, str]
+    ) -> ProgressAck:
+        """Merge the owner's report into its upload; ``upload-progress`` when it changed
+        anything (and ``group-progress`` for its group)."""
+        record = self.owned(owner, upload_id)
+        status = effective_status(record)
+        if status not in OPEN:
+            raise upload_closed(upload_id, status)
+        limit = self.rules_of(record).max_size if record.deferred else record.size
+        if uploaded > limit:
+            raise ObitoXError(
+                "INVALID_INPUT",
+                f"uploadedBytes {uploaded} exceeds the upload's size ({limit} bytes).",
+                details={"field": "uploadedBytes", "limit": limit},
+            )
+        if parts:
+            self._check_part_numbers(record, parts)
+        state = self.state
+        if not isinstance(state, ProgressReports):
+            raise ObitoXError(
+                "NOT_FOUND", "This app's state backend keeps no progress.", details={}
+            )
+        updated = state.report_progress(upload_id, OPEN, uploaded, parts, current=record)
+        if updated is None:  # settled meanwhile
+            current = self.state.get(upload_id)
+            if current is None:
+                raise not_found(upload_id)
+            raise upload_closed(upload_id, effective_status(current))
+        if updated.revision != record.revision:
+            self.send(signals.upload_progress, upload=updated)
+            started = record.status == "pending" and updated.status != "pending"
+            if record.group_id and (started or signals.group_progress.receivers):
+                self.member_settled(updated)
+        view = render_upload(updated)
+        return {
+            "uploadId": upload_id,
+            "uploadedBytes": view["uploadedBytes"],
+            "percentage": view["percentage"],
+        }
+
+    @staticmethod
+    def _check_part_numbers(record: UploadRecord, parts: Mapping[int, str]) -> None:
+        if record.kind != "multipart":
+            raise ObitoXError(
+                "INVALID_INPUT",
+                "parts belong to multipart uploads; this is a single upload.",
+                details={"field": "parts"},
+            )
+        total = record.total_parts
+        if total is not None:
+            outside = sorted(n for n in parts if not 1 <= n <= total)
+            if outside:
+                raise ObitoXError(
+                    "INVALID_INPUT",
+                    f"Part numbers must be between 1 and {total} (totalParts); got {outside[:10]}.",
+                    details={"field": "parts", "invalid": outside[:100], "totalParts": total},
+                )
