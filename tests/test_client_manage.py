@@ -415,3 +415,51 @@ def test_cli_commands_need_a_server(
 def test_cli_ls_of_an_unreachable_server_fails(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["ls", "--server", "http://127.0.0.1:1", "--retries", "0"]) == 1
     assert "CONNECTION_ERROR" in capsys.readouterr().err
+
+
+def test_cli_group_of_small_and_multipart_files(
+    server: str,
+    alice: ObitoXClient,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    log: EventLog,
+) -> None:
+    (small,) = text_files(tmp_path, 1)
+    big = data_file(tmp_path / "big.bin", 6 * MiB)
+    command = cli("upload", str(small), str(big), "--group", "mixed", server=server)
+    command += ["--multipart-threshold", "6MiB", "--part-size", "5MiB", "--no-progress"]
+    assert main(command) == 0
+    group_id = capsys.readouterr().out.splitlines()[-1].split()[1]
+    # Created first, joined by both kinds, sealed after the last file.
+    assert ("POST", "/obitox/groups") in log.api_calls
+    assert log.api_calls[-1] == ("POST", f"/obitox/groups/{group_id}/seal")
+    view = alice.get_group(group_id)
+    assert (view["status"], view["totalFiles"]) == ("completed", 2)
+    assert sorted(u["kind"] for u in view["uploads"]) == ["multipart", "single"]
+
+    # get without -o: the upload's filename, in the current directory.
+    download_dir = tmp_path / "here"
+    download_dir.mkdir()
+    monkeypatch.chdir(download_dir)
+    multipart = next(u for u in view["uploads"] if u["kind"] == "multipart")
+    assert main(cli("get", multipart["uploadId"], server=server)) == 0
+    assert (download_dir / "big.bin").read_bytes() == big.read_bytes()
+
+
+def test_cli_ls_table_of_nothing_and_rm_of_nothing_found(
+    server: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(cli("ls", "--status", "completed", server=server)) == 0
+    assert capsys.readouterr().out.split() == [
+        "UPLOAD",
+        "ID",
+        "STATUS",
+        "KIND",
+        "SIZE",
+        "DONE",
+        "CREATED",
+        "FILENAME",
+    ]
+    assert main(cli("rm", "nope", server=server)) == 1
+    assert "UPLOAD_NOT_FOUND" in capsys.readouterr().err
