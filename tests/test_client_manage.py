@@ -369,7 +369,10 @@ def test_cli_upload_group_ls_get_rm(
 
     assert main(cli("ls", "--group", group_id, "--json", server=server)) == 0
     listed = json.loads(capsys.readouterr().out)
-    assert [u["uploadId"] for u in listed] == ids[::-1]
+    # One batch: signed in the same instant, so newest first says nothing among them.
+    assert sorted(u["uploadId"] for u in listed) == sorted(ids)
+    created = [u["createdAt"] for u in listed]
+    assert created == sorted(created, reverse=True)
     assert {u["groupId"] for u in listed} == {group_id}
 
     assert main(cli("ls", "--group", group_id, server=server)) == 0
@@ -384,7 +387,7 @@ def test_cli_upload_group_ls_get_rm(
         "CREATED",
         "FILENAME",
     ]
-    assert [row.split()[0] for row in table[1:]] == ids[::-1]
+    assert [row.split()[0] for row in table[1:]] == [u["uploadId"] for u in listed]
     assert all(row.split()[-1].startswith("note-") for row in table[1:])
 
     target = tmp_path / "got"

@@ -3,10 +3,11 @@ that fails never fails the upload. The clock is the reporter's own, so no test w
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from flask_obitox.client import ObitoXClientError
-from flask_obitox.client.reports import ProgressReporter
+from flask_obitox.client.reports import ProgressReporter, ReportSender
 
 
 class Clock:
@@ -100,3 +101,36 @@ def test_the_count_never_goes_down_nor_past_the_size() -> None:
     clock.now += 1
     reporter.add(5000)
     assert [r["uploadedBytes"] for r in server.reports] == [800, 1000]
+
+
+def test_reports_leave_from_the_sender_thread_never_blocking_the_upload() -> None:
+    clock = Clock()
+    arrived: list[dict[str, Any]] = []
+    release = threading.Event()
+    threads: set[str] = set()
+
+    def slow(upload_id: str, body: dict[str, Any]) -> None:
+        threads.add(threading.current_thread().name)
+        assert release.wait(30)
+        arrived.append(body)
+
+    sender = ReportSender()
+    reporter = ProgressReporter(slow, "m1", 100, clock=clock, sender=sender)
+    reporter.add(10)
+    reporter.part(1, "uploaded", "e1")  # returns while the server sits on it
+    reporter.add(10)
+    reporter.part(2, "uploaded", "e2")
+    assert arrived == []
+    release.set()
+    assert sender.drain()
+    assert threads == {"obitox-reports"}
+    # The first report was on its way; the news after it went together in one more.
+    parts = [[p["partNumber"] for p in body.get("parts", [])] for body in arrived]
+    assert parts in ([[1], [2]], [[1, 2]])
+    assert arrived[-1]["uploadedBytes"] == 20
+
+    reporter.close()
+    reporter.part(3, "uploaded", "e3")
+    assert sender.drain()
+    assert len(arrived) == len(parts)  # nothing after close
+    sender.close()

@@ -29,7 +29,7 @@ from .downloads import safe_filename, stream_to_file
 from .errors import ObitoXClientError, StaleResumeFile
 from .events import EventStream
 from .files import Cancelled, FileIdentity, FileSlice, guess_content_type, resolve
-from .reports import REPORT_TIMEOUT, ProgressReporter
+from .reports import REPORT_TIMEOUT, ProgressReporter, ReportSender
 
 #: Parts (or files) sent at once unless told otherwise.
 DEFAULT_CONCURRENCY = 4
@@ -427,11 +427,13 @@ class ObitoXClient:
         self.network_type = network_type
         self.batch_size = batch_size
         self.report_progress = report_progress
+        self._reports = ReportSender()
         self._api = _pooled_session(concurrency)
         self._api.headers.update(auth_headers or {})
         self._storage = _pooled_session(concurrency)
 
     def close(self) -> None:
+        self._reports.close()
         self._api.close()
         self._storage.close()
 
@@ -509,7 +511,9 @@ class ObitoXClient:
     def _reporter(self, upload_id: str, total: int, sent: int = 0) -> ProgressReporter | None:
         if not self.report_progress:
             return None
-        return ProgressReporter(self._send_report, upload_id, total, uploaded_bytes=sent)
+        return ProgressReporter(
+            self._send_report, upload_id, total, uploaded_bytes=sent, sender=self._reports
+        )
 
     # -- PUTs to storage -----------------------------------------------------------
 
@@ -628,14 +632,19 @@ class ObitoXClient:
             )
         except (KeyError, TypeError, ValueError) as error:
             raise _bad_answer("the signing call", error) from None
-        self._put(
-            lambda _fresh: part,
-            path,
-            0,
-            _Reported(tracker, self._reporter(upload_id, identity.size)),
-            cancel,
-            describe={"uploadId": upload_id, "path": str(path)},
-        )
+        reporter = self._reporter(upload_id, identity.size)
+        try:
+            self._put(
+                lambda _fresh: part,
+                path,
+                0,
+                _Reported(tracker, reporter),
+                cancel,
+                describe={"uploadId": upload_id, "path": str(path)},
+            )
+        finally:
+            if reporter is not None:
+                reporter.close()
         identity.check(path)
         answer = self._call("POST", f"/uploads/{upload_id}/complete", {}, idempotent=True)
         return UploadResult.from_answer(path, answer)
@@ -1022,7 +1031,17 @@ class ObitoXClient:
             reporter = self._reporter(upload.token, upload.identity.size, tracker.bytes_sent)
             try:
                 etags = {n: p.etag for n, p in held.items()}
-                etags.update(self._send_parts(upload, remaining, concurrency, tracker, reporter))
+                try:
+                    etags.update(
+                        self._send_parts(upload, remaining, concurrency, tracker, reporter)
+                    )
+                except ObitoXClientError:
+                    if reporter is not None:
+                        reporter.drain()  # the failed part's report, before the error
+                    raise
+                finally:
+                    if reporter is not None:
+                        reporter.close()
                 upload.identity.check(upload.path)
                 return self._complete(upload, etags, resumed=resumed)
             except ObitoXClientError as error:

@@ -5,10 +5,17 @@ The server shows them to the uploader's other screens (the manager page, ``GET
 at most one about every second per file, plus one after each part of a multipart
 upload (with that part's status and ETag), one attempt each, never retried, and a
 report that fails is forgotten (its part statuses ride along with the next one).
+
+Reports leave from a :class:`ReportSender` thread, never from the threads sending
+bytes: a part's PUT never waits for a report's round trip (on a link of 100 ms, a
+report after each 8 MiB part would otherwise cost every part a tenth of a second).
+Reports due while one is queued merge into it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +29,43 @@ REPORT_INTERVAL = 1.0
 REPORT_TIMEOUT = 5.0
 
 Send = Callable[[str, dict[str, Any]], None]
+
+
+class ReportSender:
+    """One daemon thread sending reports in the order they were queued; started on the
+    first one, ended by :meth:`close`."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="obitox-reports", daemon=True
+                )
+                self._thread.start()
+        self._queue.put(job)
+
+    def drain(self, timeout: float = REPORT_TIMEOUT) -> bool:
+        """Wait (at most ``timeout``) until every report queued so far was sent."""
+        done = threading.Event()
+        self.submit(done.set)
+        return done.wait(timeout)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                self._queue.put(None)
+                self._thread = None
+
+    def _run(self) -> None:
+        while (job := self._queue.get()) is not None:
+            # Display only: nothing a report meets may stop the reports after it.
+            with contextlib.suppress(Exception):
+                job()
 
 
 class ProgressReporter:
@@ -38,6 +82,7 @@ class ProgressReporter:
         uploaded_bytes: int = 0,
         interval: float = REPORT_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
+        sender: ReportSender | None = None,
     ) -> None:
         self._send = send
         self.upload_id = upload_id
@@ -50,6 +95,9 @@ class ProgressReporter:
         self._reported = -1
         self._last = clock()
         self._parts: dict[int, dict[str, Any]] = {}
+        self._sender = sender
+        self._queued = False
+        self._closed = False
         #: Reports the server accepted, and reports that failed.
         self.sent = 0
         self.failed = 0
@@ -73,11 +121,34 @@ class ProgressReporter:
         if status != "uploading":
             self._report(wait=True)
 
+    def close(self) -> None:
+        """The upload is done: reports not sent yet never will be (*complete* says more)."""
+        with self._lock:
+            self._closed = True
+
+    def drain(self) -> None:
+        """Wait a moment for the reports already due (a failing upload's last word)."""
+        if self._sender is not None:
+            self._sender.drain()
+
     def _report(self, *, wait: bool) -> None:
+        if self._sender is None:
+            self._flush(wait=wait)
+            return
+        with self._lock:
+            if self._queued or self._closed:
+                return  # the queued report will carry this news too
+            self._queued = True
+        self._sender.submit(self._flush)
+
+    def _flush(self, *, wait: bool = True) -> None:
         if not self._sending.acquire(blocking=wait):
             return
         try:
             with self._lock:
+                self._queued = False
+                if self._closed:
+                    return
                 parts = sorted(self._parts.values(), key=lambda p: int(p["partNumber"]))
                 self._parts.clear()
                 uploaded = self._bytes
