@@ -119,6 +119,13 @@ CASES = [
         120,
     ),
     (
+        "bench_client.py",
+        ["--size-mib", "12", "--part-mib", "5", "--runs", "1", "--reports"],
+        "ratio obitox with reports / without",
+        120,
+    ),
+    ("bench_sse.py", ["--events", "50", "--rounds", "1"], "ratio naive / sse", 60),
+    (
         "bench_webhooks.py",
         ["--events", "20", "--latency-rounds", "3"],
         "SimpleWorker vs Worker",

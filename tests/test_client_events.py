@@ -293,3 +293,11 @@ def test_close_from_another_thread_ends_a_waiting_iteration(
     reader.join(30)
     release.set()
     assert outcome == [[]]
+
+
+def test_a_cr_at_the_end_of_a_chunk_ends_its_line_at_once() -> None:
+    decoder = SSEDecoder()
+    # Dispatched now, not when the next chunk (a heartbeat 15 s later) arrives.
+    assert decoder.feed(b"data: x\r\r") == [ServerSentEvent("", "message", "x")]
+    # The LF that follows is the CR's pair, not a blank line of its own.
+    assert decoder.feed(b"\ndata: y\n\n") == [ServerSentEvent("", "message", "y")]

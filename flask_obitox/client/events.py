@@ -19,6 +19,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import inspect
+import re
 import time
 from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ import urllib3.exceptions
 
 from .errors import ObitoXClientError
 
+#: A line ends at CRLF, LF or CR (CRLF first: it is one ending, not two).
+_LINE_END = re.compile(r"\r\n|\r|\n")
 #: Statuses worth reconnecting after: the server is restarting, overloaded or behind a
 #: gateway that lost it. Anything else (401, 404, 400...) will not pass by waiting.
 RECONNECT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -61,6 +64,7 @@ class SSEDecoder:
     def __init__(self, last_event_id: str = "") -> None:
         self._text = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._buffer = ""
+        self._after_cr = False
         self._started = False
         self._data: list[str] = []
         self._event = ""
@@ -70,32 +74,29 @@ class SSEDecoder:
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """The events that ``chunk`` completes (often none, sometimes several)."""
         text = self._text.decode(chunk)
-        if not self._started and text:
+        if not text:
+            return []
+        if not self._started:
             self._started = True
             text = text.removeprefix("\ufeff")
-        self._buffer += text
+        if self._after_cr:
+            # The CR that ended the last chunk ended its line; an LF now is its pair.
+            self._after_cr = False
+            text = text.removeprefix("\n")
+        buffer = self._buffer + text
         events: list[ServerSentEvent] = []
-        while True:
-            line, ending = self._next_line()
-            if ending is None:
-                return events
+        start = 0
+        # One pass over the text: slicing what is left after every line would copy a
+        # replay of a thousand events a thousand times.
+        for match in _LINE_END.finditer(buffer):
+            line = buffer[start : match.start()]
+            start = match.end()
             event = self._line(line)
             if event is not None:
                 events.append(event)
-
-    def _next_line(self) -> tuple[str, str | None]:
-        for index, char in enumerate(self._buffer):
-            if char == "\n":
-                line, self._buffer = self._buffer[:index], self._buffer[index + 1 :]
-                return line, "\n"
-            if char == "\r":
-                if index + 1 == len(self._buffer):
-                    # CR at the end of what arrived: a LF may follow in the next read.
-                    return "", None
-                skip = 2 if self._buffer[index + 1] == "\n" else 1
-                line, self._buffer = self._buffer[:index], self._buffer[index + skip :]
-                return line, "\r"
-        return "", None
+        self._after_cr = buffer.endswith("\r") and start == len(buffer)
+        self._buffer = buffer[start:]
+        return events
 
     def _line(self, line: str) -> ServerSentEvent | None:
         if not line:
