@@ -201,7 +201,7 @@ def one_run(args: argparse.Namespace) -> dict[str, float]:
         time.sleep(2.0)
         before = rss_kib(pid)
         streams = Timed(port, args.streams, args.owners)
-        streams.pump(lambda: len(streams.open) == args.streams, 120)  # type: ignore[union-attr]
+        streams.pump(lambda: len(streams.open) == args.streams, 120)
         time.sleep(1.0)
         after = rss_kib(pid)
         blocked = blocked_clients(client, prefix)
@@ -216,7 +216,7 @@ def one_run(args: argparse.Namespace) -> dict[str, float]:
             streams.waiting = set(streams.buffers)
             streams.started = time.perf_counter()
             state.append_events([(owner, event) for owner in owners])
-            streams.pump(lambda: not streams.waiting, 60)  # type: ignore[union-attr]
+            streams.pump(lambda: not streams.waiting, 60)
             if round_number == 0:
                 streams.latencies.clear()  # the first wakes everything up: not timed
             time.sleep(args.pause)
