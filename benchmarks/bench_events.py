@@ -28,7 +28,6 @@ import os
 import selectors
 import socket
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -37,6 +36,7 @@ from typing import Any
 
 import orjson
 import redis
+from children import Child, Children
 
 from flask_obitox import RedisStateBackend
 
@@ -77,7 +77,7 @@ def worker_pid(master: int) -> int:
     return int(children[0])
 
 
-def start_gunicorn(args: argparse.Namespace, port: int, prefix: str) -> subprocess.Popen[bytes]:
+def start_gunicorn(children: Children, args: argparse.Namespace, port: int, prefix: str) -> Child:
     worker = ["-k", "gevent", "--worker-connections", str(args.streams + 100)]
     if args.worker == "gthread":
         worker = ["-k", "gthread", "--threads", str(args.streams + 20)]
@@ -91,7 +91,8 @@ def start_gunicorn(args: argparse.Namespace, port: int, prefix: str) -> subproce
         "BENCH_FAN_IN": str(args.fan_in),
         "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
     }
-    process = subprocess.Popen(
+    gunicorn = children.start(
+        f"gunicorn {args.worker}",
         [
             sys.executable,
             "-m",
@@ -110,15 +111,8 @@ def start_gunicorn(args: argparse.Namespace, port: int, prefix: str) -> subproce
         cwd=HERE,
         env=env,
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return process
-        except OSError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("gunicorn did not start")
+    children.wait_for_port(gunicorn, port, timeout=60)
+    return gunicorn
 
 
 class Streams:
@@ -184,10 +178,10 @@ class Timed(Streams):
             del buffer[:]
 
 
-def one_run(args: argparse.Namespace) -> dict[str, float]:
+def one_run(children: Children, args: argparse.Namespace) -> dict[str, float]:
     prefix = f"obitox-test-events-bench-{uuid.uuid4().hex[:8]}"
     port = free_port()
-    gunicorn = start_gunicorn(args, port, prefix)
+    gunicorn = start_gunicorn(children, args, port, prefix)
     state = RedisStateBackend.from_url(args.redis_url, prefix=prefix)
     client = redis.Redis.from_url(args.redis_url)
     streams: Timed | None = None
@@ -232,11 +226,7 @@ def one_run(args: argparse.Namespace) -> dict[str, float]:
     finally:
         if streams is not None:
             streams.close()
-        gunicorn.terminate()
-        try:
-            gunicorn.wait(20)
-        except subprocess.TimeoutExpired:
-            gunicorn.kill()
+        children.stop(gunicorn)
         keys = list(client.scan_iter(match=f"{prefix}*"))
         if keys:
             client.delete(*keys)
@@ -266,9 +256,10 @@ def main() -> None:
         f"load average {load:.1f} on {os.cpu_count()} CPUs (shared machine)"
     )
     results = []
-    for run in range(args.runs):
-        result = one_run(args)
-        results.append(result)
+    with Children("bench-events") as children:
+        for _ in range(args.runs):
+            results.append(one_run(children, args))
+    for run, result in enumerate(results):
         print(
             f"run {run + 1}: p50 {result['p50']:.1f} ms, p99 {result['p99']:.1f} ms, "
             f"{result['kib_per_stream']:.1f} KiB RSS per stream, "
