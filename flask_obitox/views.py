@@ -8,7 +8,7 @@ the JSON error shape ``{"error", "message", "details"}`` (:mod:`flask_obitox.htt
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -258,7 +258,9 @@ def _event_param(name: str, value: str | None) -> str | None:
     return value
 
 
-def _server_sent(feed: EventFeed, opened: Any, closed: Any) -> Iterator[bytes]:
+def _server_sent(
+    feed: EventFeed, opened: Callable[[], object], closed: Callable[[], object]
+) -> Iterator[bytes]:
     """``feed`` as text/event-stream: one message per event, a comment per heartbeat."""
     opened()
     try:

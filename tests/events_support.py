@@ -157,3 +157,69 @@ class EventSource:
 
     def close(self) -> None:
         self.connection.close()
+
+
+class TcpProxy:
+    """A TCP proxy on 127.0.0.1 to ``target``: :meth:`cut` drops every connection and
+    refuses new ones (the server seems down), :meth:`restore` lets them through again.
+    The server behind keeps its data: only the path to it goes."""
+
+    def __init__(self, host: str, port: int) -> None:
+        import socket
+
+        self.target = (host, port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self._up = True
+        self._lock = threading.Lock()
+        self._sockets: list[Any] = []
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while not self._closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                if not self._up:
+                    client.close()
+                    continue
+                server = socket.create_connection(self.target)
+                self._sockets += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, source: Any, sink: Any) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for each in (source, sink):
+                with contextlib.suppress(OSError):
+                    each.close()
+
+    def cut(self) -> None:
+        import socket
+
+        with self._lock:
+            self._up = False
+            sockets, self._sockets = self._sockets, []
+        for each in sockets:
+            with contextlib.suppress(OSError):
+                each.shutdown(socket.SHUT_RDWR)
+                each.close()
+
+    def restore(self) -> None:
+        with self._lock:
+            self._up = True
+
+    def close(self) -> None:
+        self._closed = True
+        self.cut()
+        self.listener.close()

@@ -4,22 +4,34 @@ server, on the memory backend and on real Redis shared by two apps and an RQ wor
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+import redis
 import requests
 from events_support import (
     EventSource,
+    TcpProxy,
     create_app,
+    delete_prefix,
+    new_prefix,
     serving,
 )
 from flask import Flask
-from state_support import make_group, make_record
+from state_support import RoundTrips, make_group, make_record
+from webhook_support import delete_rq_keys
 
 from flask_obitox import signals
 from flask_obitox.domain import EVENT_TYPES, render_upload
+from flask_obitox.state import RedisStateBackend
 
 TESTS = Path(__file__).resolve().parent
 
@@ -263,3 +275,164 @@ def test_open_streams_gauge(s3: Any, streams: list[EventSource]) -> None:
         open_stream(streams, url, "bob")
         text = requests.get(f"{url}/obitox/metrics", timeout=20).text
         assert "obitox_event_streams_open 2.0" in text
+
+
+# -- real Redis: every process's events reach every stream ---------------------------
+
+
+@pytest.fixture
+def prefix(redis_url: str) -> Iterator[str]:
+    name = new_prefix()
+    yield name
+    delete_prefix(redis_url, name)
+
+
+def redis_config(redis_url: str, prefix: str, **extra: Any) -> dict[str, Any]:
+    return {"EVENTS_TEST_REDIS_URL": redis_url, "EVENTS_TEST_PREFIX": prefix, **extra}
+
+
+@pytest.mark.redis
+def test_an_event_through_app_a_reaches_a_stream_on_app_b(
+    s3: Any, redis_url: str, prefix: str, streams: list[EventSource]
+) -> None:
+    app_a = create_app(redis_config(redis_url, prefix))
+    app_b = create_app(redis_config(redis_url, prefix))
+    with serving(app_a) as url_a, serving(app_b) as url_b:
+        on_b = open_stream(streams, url_b, "alice")
+        other_on_b = open_stream(streams, url_b, "bob")
+        on_a = open_stream(streams, url_a, "alice")
+        uploads = batch(url_a, "alice", 3)
+        expected = [u["uploadId"] for u in uploads]
+        got_b = on_b.take(3)
+        assert [m["data"]["data"]["uploadId"] for m in got_b] == expected
+        assert [m["id"] for m in on_a.take(3)] == [m["id"] for m in got_b]
+        # Bob, followed by the same reader on B, gets only his own.
+        mine = batch(url_a, "bob", 1)
+        assert other_on_b.take(1)[0]["data"]["data"]["uploadId"] == mine[0]["uploadId"]
+        # A reconnect on the other app replays from the shared stream.
+        again = open_stream(streams, url_a, "alice", last_event_id=got_b[0]["id"])
+        assert [m["id"] for m in again.take(2)] == [m["id"] for m in got_b[1:]]
+
+
+@pytest.mark.redis
+def test_a_batch_publishes_its_events_in_one_round_trip(
+    s3: Any, redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = {
+        "files": [
+            {"filename": f"p{n}.png", "contentType": "image/png", "size": 100} for n in range(100)
+        ]
+    }
+    counts = {}
+    for events_on in (False, True):
+        app = create_app(redis_config(redis_url, prefix, OBITOX_EVENTS=events_on))
+        client = app.test_client()
+        client.post("/obitox/uploads/batch", json=body, headers={"X-User": "alice"})  # warm
+        with RoundTrips().counting(monkeypatch) as trips:
+            response = client.post("/obitox/uploads/batch", json=body, headers={"X-User": "alice"})
+        assert response.status_code == 200
+        counts[events_on] = trips.count
+    assert counts[True] == counts[False] + 1
+    state = RedisStateBackend.from_url(redis_url, prefix=prefix)
+    assert len(state.read_events("alice", count=1000)) == 200  # the warm-up batch and this one
+
+
+@pytest.mark.redis
+def test_an_event_from_an_rq_worker_process_reaches_the_stream(
+    redis_url: str,
+    prefix: str,
+    moto_server: str,
+    s3_server: Any,
+    tmp_path: Path,
+    streams: list[EventSource],
+) -> None:
+    queue = f"{prefix}-jobs"
+    config = redis_config(redis_url, prefix, OBITOX_ENDPOINT_URL=moto_server, OBITOX_RQ_QUEUE=queue)
+    app = create_app(config)
+    state = RedisStateBackend.from_url(redis_url, prefix=prefix)
+    past = time.time() - 3600
+    record = make_record(owner="alice", created_at=past - 60, updated_at=past, expires_at=past)
+    state.create(record, ttl=3600)
+    log = (tmp_path / "worker.log").open("wb")
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        with serving(app) as url:
+            source = open_stream(streams, url, "alice")
+            with app.app_context():
+                from flask_obitox.webhooks import webhook_queue
+
+                webhook_queue().enqueue("flask_obitox.jobs.cleanup", False)
+            # Started after the job is queued: a burst worker leaves once the queue is empty.
+            worker = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "flask",
+                    "--app",
+                    "events_support:create_app",
+                    "obitox",
+                    "worker",
+                    "--burst",
+                ],
+                cwd=TESTS,
+                env={
+                    **os.environ,
+                    "EVENTS_TEST_CONFIG": json.dumps(config),
+                    "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+                },
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            message = source.take(1)[0]
+            assert message["event"] == "upload.expired"
+            assert message["data"]["data"]["uploadId"] == record.upload_id
+            assert message["data"]["data"]["status"] == "expired"
+    finally:
+        try:
+            if worker is not None:
+                worker.wait(60)
+        finally:
+            if worker is not None and worker.poll() is None:
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait(10)
+            log.close()
+            delete_rq_keys(redis.Redis.from_url(redis_url), queue)
+    assert worker is not None
+    assert worker.returncode == 0, (tmp_path / "worker.log").read_text()
+
+
+@pytest.mark.redis
+def test_redis_down_ends_the_stream_and_a_reconnect_loses_nothing(
+    s3: Any, redis_url: str, prefix: str, streams: list[EventSource]
+) -> None:
+    where = urlsplit(redis_url)
+    proxy = TcpProxy(where.hostname or "127.0.0.1", where.port or 6379)
+    proxied = f"redis://127.0.0.1:{proxy.port}{where.path}"
+    app = create_app(redis_config(proxied, prefix, OBITOX_EVENTS_HEARTBEAT=1))
+    direct = RedisStateBackend.from_url(redis_url, prefix=prefix)
+    try:
+        with serving(app) as url:
+            source = open_stream(streams, url, "alice")
+            batch(url, "alice", 1)
+            seen = source.take(1)
+            proxy.cut()
+            # The stream ends: no hang, no traceback in the body.
+            assert source.next() is None
+            # Written meanwhile by another process that still reaches Redis.
+            written = [
+                direct.append_event(
+                    "alice",
+                    {"type": "upload.progress", "timestamp": "t", "data": {"uploadId": str(n)}},
+                )
+                for n in range(3)
+            ]
+            down = EventSource(url, "alice", last_event_id=seen[0]["id"])
+            streams.append(down)
+            assert down.status == 503
+            assert down.json()["error"] == "STATE_UNAVAILABLE"
+            proxy.restore()
+            again = open_stream(streams, url, "alice", last_event_id=seen[0]["id"])
+            assert [m["id"] for m in again.take(3)] == written
+    finally:
+        proxy.close()

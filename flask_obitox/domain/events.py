@@ -27,6 +27,8 @@ from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import orjson
+
 from ..errors import ObitoXError, StateUnavailable
 from ..state import EventFanIn, EventStream, InvalidCursor
 from ..state.cursor import parse_event_id
@@ -331,7 +333,7 @@ class LiveEvents(DomainBase):
             state.append_events(events)
             return
         for owner, event in events:
-            state.append_event(owner, event)  # type: ignore[arg-type]
+            state.append_event(owner, orjson.loads(event) if isinstance(event, bytes) else event)
 
     def open_event_feed(
         self,
@@ -364,7 +366,8 @@ class LiveEvents(DomainBase):
         feed = EventFeed(
             state,
             owner,
-            position if not first else last_event_id,
+            # The feed delivers ``first`` itself, so it starts from the id asked for.
+            last_event_id or position,
             first,
             heartbeat=float(self.settings.events_heartbeat),
             group_id=group_id,
