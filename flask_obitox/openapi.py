@@ -25,6 +25,8 @@ from .state.capabilities import GROUP_STATUSES
 #: What an upload that is finished but unusable answers: aborted, expired, or rejected
 #: (its content did not match).
 _FINISHED = ["UPLOAD_ABORTED", "UPLOAD_EXPIRED", "CONTENT_MISMATCH", "UPLOAD_CLOSED"]
+#: A response that is a redirect (no body, a Location).
+_REDIRECT = "->Location"
 #: What joining a group may answer: unknown (or another owner's), or closed.
 _JOIN = ["GROUP_NOT_FOUND", "GROUP_CLOSED"]
 
@@ -101,7 +103,7 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
         None,
         {
             200: ("With Accept: application/json, the presigned URL.", "DownloadLinkSchema"),
-            302: ("Location is the presigned GET.", ""),
+            302: ("Location is the presigned GET.", _REDIRECT),
         },
         ["INVALID_INPUT", "UPLOAD_NOT_FOUND", "UPLOAD_NOT_COMPLETE", "STATE_UNAVAILABLE"],
     ),
@@ -427,9 +429,9 @@ _CURSOR = _query(
 #: An id or a filter of ``GET /events``.
 _EVENT_PARAMETER = {"type": "string", "minLength": 1, "maxLength": 200}
 
-
-_QUERY_PARAMETERS: dict[str, list[dict[str, Any]]] = {
-    "/uploads": [
+#: The listings' query parameters, by (method, path): POST /uploads takes none.
+_LISTING_PARAMETERS: dict[tuple[str, str], list[dict[str, Any]]] = {
+    ("get", "/uploads"): [
         _query("status", "Only uploads with this status.", {"enum": sorted(STATUSES)}),
         _query("kind", "Only uploads of this kind.", {"enum": sorted(KINDS)}),
         _query(
@@ -440,11 +442,13 @@ _QUERY_PARAMETERS: dict[str, list[dict[str, Any]]] = {
         _LIMIT,
         _CURSOR,
     ],
-    "/groups": [
+    ("get", "/groups"): [
         _query("status", "Only groups with this status.", {"enum": sorted(GROUP_STATUSES)}),
         _LIMIT,
         _CURSOR,
     ],
+}
+_QUERY_PARAMETERS: dict[str, list[dict[str, Any]]] = {
     "/events": [
         {
             "in": "query",
@@ -708,7 +712,10 @@ def _operation(
                 "schema": {"type": "integer", "minimum": 1, "maximum": S3_MAX_PARTS},
             }
         )
-    for parameter in _QUERY_PARAMETERS.get(path, []):
+    for parameter in [
+        *_QUERY_PARAMETERS.get(path, []),
+        *_LISTING_PARAMETERS.get((method, path), []),
+    ]:
         schema = parameter["schema"]
         parameter = {
             **parameter,
@@ -728,13 +735,13 @@ def _operation(
                 "with Content-Type: application/json."
             )
     for status, (description, schema) in responses.items():
-        if not schema:  # a redirect
+        if schema == _REDIRECT:
             operation["responses"][str(status)] = {
                 "description": description,
                 "headers": {"Location": {"required": True, "schema": {"type": "string"}}},
             }
             continue
-        body: str | dict[str, str] = schema
+        body: str | dict[str, str] = schema or {"type": "object"}
         if schema.endswith("[]"):  # a bare array (Companion's list of parts)
             body = {"type": "array", "items": schema[:-2]}
         content: dict[str, Any] = {"application/json": {"schema": body}}
@@ -790,7 +797,7 @@ def openapi_spec(url_prefix: str) -> dict[str, Any]:
         names += [
             name.removesuffix("[]")
             for _description, name in responses.values()
-            if name and name != _EVENT_STREAM
+            if name and name not in (_EVENT_STREAM, _REDIRECT)
         ]
     for name in dict.fromkeys(names):
         component = name.removesuffix("Schema")
@@ -826,6 +833,10 @@ def openapi_spec(url_prefix: str) -> dict[str, Any]:
             {"description": "Anything else fails alone: its error is in the answer's errors."},
         ]
     }
+    # A batch joins a group or makes one, not both.
+    for name in ("BatchRequest", "BatchEnvelope"):
+        if name in document["components"]["schemas"]:
+            document["components"]["schemas"][name]["not"] = {"required": ["groupId", "group"]}
     # Companion's part numbers may come as strings of digits.
     claimed = document["components"]["schemas"]["CompanionClaimedPart"]["properties"]
     claimed["PartNumber"] = {

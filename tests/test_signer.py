@@ -29,6 +29,7 @@ from botocore_clock import frozen_botocore_clock
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from flask_obitox.domain.removal import content_disposition
 from flask_obitox.errors import StorageUnavailable
 from flask_obitox.storage.client import Storage, StorageSettings
 from flask_obitox.storage.signer import (
@@ -413,6 +414,34 @@ def test_get_object_matches_botocore(
         CLIENTS[client_name], "get_object", {"Bucket": bucket, "Key": key}, expires_in, now
     )
     ours = PRESIGNERS[client_name].presign_get_object(bucket, key, expires_in=expires_in, now=now)
+    assert ours == expected
+
+
+@SETTINGS
+@given(
+    client_name=client_names,
+    key=keys,
+    filename=st.text(any_chars, min_size=1, max_size=60),
+    inline=st.booleans(),
+    expires_in=st.integers(min_value=1, max_value=3600),
+    now=instants,
+)
+def test_download_url_matches_botocore(
+    client_name: str, key: str, filename: str, inline: bool, expires_in: int, now: datetime.datetime
+) -> None:
+    """The download route's presigned GET, with the Content-Disposition it builds for any
+    file name, is byte-identical to botocore's."""
+    disposition = content_disposition(filename, inline=inline)
+    expected = oracle(
+        CLIENTS[client_name],
+        "get_object",
+        {"Bucket": "uploads", "Key": key, "ResponseContentDisposition": disposition},
+        expires_in,
+        now,
+    )
+    ours = PRESIGNERS[client_name].presign_get_object(
+        "uploads", key, expires_in=expires_in, response_content_disposition=disposition, now=now
+    )
     assert ours == expected
 
 
