@@ -17,14 +17,17 @@ the client being measured. Runs alternate (obitox, boto3, boto3, obitox, ...) so
 slow moment of the shared machine hits both. Prints MB/s of every run, the medians and
 their ratio, and the same for the data phase alone (start to the last byte sent).
 ``--cli`` also times the ``obitox upload`` command against boto3's ``upload_file`` in a
-new process, both paying for Python's start-up and their imports.
+new process, both paying for Python's start-up and their imports. ``--reports`` also
+times the client with its progress reports off (``report_progress=False``; on is the
+default, and what ``obitox`` measures): what telling the server about each part and
+each second costs.
 
 moto and the app run in process groups of their own (``benchmarks/children.py``): if
 either dies, the benchmark stops at once with its last lines of output, and both are
 stopped however the benchmark ends.
 
 Usage: ``python benchmarks/bench_client.py [--size-mib 256] [--part-mib 8]
-[--concurrency 4] [--runs 9] [--cli]``
+[--concurrency 4] [--runs 9] [--cli] [--reports]``
 """
 
 from __future__ import annotations
@@ -124,6 +127,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=9)
     parser.add_argument("--cli", action="store_true", help="also time the obitox command")
     parser.add_argument(
+        "--reports", action="store_true", help="also time the client without progress reports"
+    )
+    parser.add_argument(
         "--serve-app", nargs=2, metavar=("PORT", "ENDPOINT"), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
@@ -167,6 +173,7 @@ def measure(args: argparse.Namespace, children: Children) -> None:
     )
     server = f"http://127.0.0.1:{app_port}/obitox"
     client = ObitoXClient(server, concurrency=args.concurrency)
+    quiet = ObitoXClient(server, concurrency=args.concurrency, report_progress=False)
 
     # When the last byte went out: the data phase, before the complete call (whose
     # cost on moto, which concatenates the parts in Python, dwarfs real S3's).
@@ -178,6 +185,13 @@ def measure(args: argparse.Namespace, children: Children) -> None:
                 last_byte.setdefault("at", time.perf_counter())
 
         return client.resumable_upload(path, part_size=part, on_progress=on_progress).key
+
+    def obitox_quiet(path: Path) -> str:
+        def on_progress(progress: Progress) -> None:
+            if progress.bytes_sent == progress.total_bytes:
+                last_byte.setdefault("at", time.perf_counter())
+
+        return quiet.resumable_upload(path, part_size=part, on_progress=on_progress).key
 
     def obitox_cli(path: Path) -> str:
         out = subprocess.run(
@@ -227,6 +241,8 @@ def measure(args: argparse.Namespace, children: Children) -> None:
         return key
 
     ways = {"obitox": obitox_api, "boto3": boto3_upload}
+    if args.reports:
+        ways["obitox, no reports"] = obitox_quiet
     if args.cli:
         ways["obitox upload (command)"] = obitox_cli
         ways["boto3 (new process)"] = boto3_process
@@ -275,6 +291,14 @@ def measure(args: argparse.Namespace, children: Children) -> None:
         f"data phase (start to last byte sent): obitox {data['obitox']:.1f} MB/s, "
         f"boto3 {data['boto3']:.1f} MB/s, ratio {data['obitox'] / data['boto3']:.2f}x"
     )
+    if args.reports:
+        off = rates["obitox, no reports"]
+        per_run = [on / o for on, o in zip(rates["obitox"], off, strict=True)]
+        print(
+            f"ratio obitox with reports / without: "
+            f"{medians['obitox'] / medians['obitox, no reports']:.2f}x of the medians "
+            f"(per run {min(per_run):.2f}-{max(per_run):.2f}x)"
+        )
     if args.cli:
         cli = medians["obitox upload (command)"]
         fresh = medians["boto3 (new process)"]
@@ -283,6 +307,7 @@ def measure(args: argparse.Namespace, children: Children) -> None:
             f"(/ boto3 in this process: {cli / medians['boto3']:.2f}x)"
         )
     client.close()
+    quiet.close()
 
 
 if __name__ == "__main__":

@@ -170,6 +170,16 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
         ["GROUP_NOT_FOUND", "STATE_UNAVAILABLE", "STORAGE_UNAVAILABLE"],
     ),
     (
+        "/events",
+        "get",
+        "The caller's live events as text/event-stream: replays what a Last-Event-ID "
+        "missed (within OBITOX_EVENTS_RETENTION), then follows new ones; a comment line "
+        "every OBITOX_EVENTS_HEARTBEAT seconds.",
+        None,
+        {200: ("An endless stream of events (see docs/events.rst).", "EventStream")},
+        ["INVALID_INPUT", "STATE_UNAVAILABLE"],
+    ),
+    (
         "/multipart",
         "post",
         "Start a resumable multipart upload (one CreateMultipartUpload); the uploadId is "
@@ -416,6 +426,9 @@ _CURSOR = _query(
     "A nextCursor this listing handed out (any other is a 400).",
     {"type": "string", "minLength": 1, "maxLength": 1000},
 )
+#: An id or a filter of ``GET /events``.
+_EVENT_PARAMETER = {"type": "string", "minLength": 1, "maxLength": 200}
+
 #: The listings' query parameters, by (method, path): POST /uploads takes none.
 _LISTING_PARAMETERS: dict[tuple[str, str], list[dict[str, Any]]] = {
     ("get", "/uploads"): [
@@ -436,6 +449,35 @@ _LISTING_PARAMETERS: dict[tuple[str, str], list[dict[str, Any]]] = {
     ],
 }
 _QUERY_PARAMETERS: dict[str, list[dict[str, Any]]] = {
+    "/events": [
+        {
+            "in": "query",
+            "name": "groupId",
+            "description": "Only the events of this group (and of the uploads in it).",
+            "schema": _EVENT_PARAMETER,
+        },
+        {
+            "in": "query",
+            "name": "uploadId",
+            "description": "Only the events of this upload.",
+            "schema": _EVENT_PARAMETER,
+        },
+        {
+            "in": "query",
+            "name": "lastEventId",
+            "description": "The id of the last event received, for clients that cannot "
+            "send the Last-Event-ID header (the header wins).",
+            "schema": _EVENT_PARAMETER,
+        },
+        {
+            "in": "header",
+            "name": "Last-Event-ID",
+            "description": "The id of the last event received (EventSource sends it on "
+            "reconnect): every event after it that is still kept is sent first. An id "
+            "this stream did not hand out is a 400.",
+            "schema": _EVENT_PARAMETER,
+        },
+    ],
     "/uploads/{uploadId}/download": [
         _query(
             "inline",
@@ -571,6 +613,14 @@ _LINKS: dict[tuple[str, str], tuple[int, list[tuple[str, str, str, dict[str, str
 _PART_NUMBER_DIGITS = (
     r"^(?:0{0,4}[1-9]|0{0,3}[1-9][0-9]|0{0,2}[1-9][0-9]{2}|0?[1-9][0-9]{3}|10000)\Z"
 )
+#: The response "schema" of ``GET /events``: not JSON, a stream of SSE messages.
+_EVENT_STREAM = "EventStream"
+_EVENT_STREAM_BODY = {
+    "type": "string",
+    "description": "Server-sent events: per event `id: <position>`, `event: <type>`, "
+    "`data: {type, timestamp, data}` (the webhook body), then a blank line; "
+    "`: heartbeat` comment lines while idle.",
+}
 #: Every route but the document itself may answer these.
 _CALLER_CODES = ["UNAUTHENTICATED"]
 #: Every route with a JSON body may also answer these.
@@ -694,7 +744,9 @@ def _operation(
         body: str | dict[str, str] = schema or {"type": "object"}
         if schema.endswith("[]"):  # a bare array (Companion's list of parts)
             body = {"type": "array", "items": schema[:-2]}
-        content = {"application/json": {"schema": body}}
+        content: dict[str, Any] = {"application/json": {"schema": body}}
+        if schema == _EVENT_STREAM:
+            content = {"text/event-stream": {"schema": _EVENT_STREAM_BODY}}
         operation["responses"][str(status)] = {"description": description, "content": content}
     if (method, path) in _LINKS:
         status, links = _LINKS[method, path]
@@ -745,7 +797,7 @@ def openapi_spec(url_prefix: str) -> dict[str, Any]:
         names += [
             name.removesuffix("[]")
             for _description, name in responses.values()
-            if name and name != _REDIRECT
+            if name and name not in (_EVENT_STREAM, _REDIRECT)
         ]
     for name in dict.fromkeys(names):
         component = name.removesuffix("Schema")

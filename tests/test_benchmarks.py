@@ -118,6 +118,20 @@ CASES = [
         "ratio obitox / boto3",
         120,
     ),
+    ("bench_publish.py", ["--rounds", "2"], "naive / batched", 60),
+    (
+        "bench_events.py",
+        ["--streams", "20", "--owners", "5", "--runs", "1", "--rounds", "2"],
+        "goal p50",
+        120,
+    ),
+    (
+        "bench_client.py",
+        ["--size-mib", "12", "--part-mib", "5", "--runs", "1", "--reports"],
+        "ratio obitox with reports / without",
+        120,
+    ),
+    ("bench_sse.py", ["--events", "50", "--rounds", "1"], "ratio naive / sse", 60),
     (
         "bench_webhooks.py",
         ["--events", "20", "--latency-rounds", "3"],

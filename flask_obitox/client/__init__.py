@@ -8,6 +8,8 @@
                       auth_headers={"Authorization": "Bearer ..."}) as client:
         client.upload_file("photo.png")
         client.resumable_upload("video.mp4", resume_file="video.mp4.obitox-resume")
+        for upload in client.list_uploads(status="completed"):
+            print(upload["uploadId"], upload["filename"])
 """
 
 from .api import (
@@ -17,20 +19,25 @@ from .api import (
     RetryPolicy,
     UploadedPart,
     UploadOutcome,
+    UploadOutcomes,
     UploadResult,
 )
 from .errors import ObitoXClientError, StaleResumeFile
+from .events import EventStream, ObitoXEvent
 from .resume import RESUME_SUFFIX, resume_path_for
 
 __all__ = [
     "RESUME_SUFFIX",
+    "EventStream",
     "MultipartStatus",
     "ObitoXClient",
     "ObitoXClientError",
+    "ObitoXEvent",
     "Progress",
     "RetryPolicy",
     "StaleResumeFile",
     "UploadOutcome",
+    "UploadOutcomes",
     "UploadResult",
     "UploadedPart",
     "resume_path_for",

@@ -13,7 +13,7 @@ import contextlib
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,8 +25,11 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from . import resume as resume_files
+from .downloads import safe_filename, stream_to_file
 from .errors import ObitoXClientError, StaleResumeFile
+from .events import EventStream
 from .files import Cancelled, FileIdentity, FileSlice, guess_content_type, resolve
+from .reports import REPORT_TIMEOUT, ProgressReporter, ReportSender
 
 #: Parts (or files) sent at once unless told otherwise.
 DEFAULT_CONCURRENCY = 4
@@ -39,6 +42,8 @@ DEFAULT_BATCH_SIZE = 100
 URL_EXPIRY_MARGIN = 60.0
 #: Statuses worth another try: the request may succeed as it is a moment later.
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+#: The most items the server gives per page of a listing.
+MAX_PAGE_SIZE = 100
 #: Server codes that mean a resume token can no longer be continued.
 GONE_CODES = frozenset({"UPLOAD_NOT_FOUND", "UPLOAD_EXPIRED", "UPLOAD_ABORTED"})
 
@@ -129,6 +134,18 @@ class UploadOutcome:
         return self.result is not None
 
 
+class UploadOutcomes(list[UploadOutcome]):
+    """What :meth:`ObitoXClient.upload_files` returns: a list of :class:`UploadOutcome`
+    in the order of the paths given, and the group the files joined."""
+
+    #: The ``groupId`` of the group the files joined, or ``None``.
+    group_id: str | None
+
+    def __init__(self, outcomes: Iterable[UploadOutcome], group_id: str | None = None) -> None:
+        super().__init__(outcomes)
+        self.group_id = group_id
+
+
 @dataclass(frozen=True, slots=True)
 class UploadedPart:
     part_number: int
@@ -150,6 +167,10 @@ class MultipartStatus:
     uploaded_bytes: int
     total_bytes: int
     percentage: float
+    #: Every part's ``{partNumber, size, status, etag?}``, status ``pending``,
+    #: ``uploading``, ``uploaded`` or ``failed`` (storage's word wins over reports);
+    #: empty from a server that does not send them.
+    parts: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def from_answer(cls, answer: Mapping[str, Any]) -> MultipartStatus:
@@ -168,6 +189,7 @@ class MultipartStatus:
                 uploaded_bytes=int(answer["uploadedBytes"]),
                 total_bytes=int(answer["totalBytes"]),
                 percentage=float(answer["percentage"]),
+                parts=tuple(dict(p) for p in answer.get("parts") or ()),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise _bad_answer("the resume view", error) from None
@@ -256,6 +278,24 @@ class _Tracker:
         with self._lock:
             self.parts_done += 1
             self._report()
+
+
+class _Reported:
+    """A file's bytes counted twice: in the call's progress, and in the file's reports
+    to the server."""
+
+    def __init__(self, tracker: _Tracker, reporter: ProgressReporter | None) -> None:
+        self._tracker = tracker
+        self._reporter = reporter
+
+    def sent(self, count: int) -> None:
+        self._tracker.sent(count)
+        if self._reporter is not None:
+            self._reporter.add(count)
+
+    def take_back(self, count: int) -> None:
+        if count:
+            self.sent(-count)
 
 
 class _PartSigner:
@@ -359,6 +399,9 @@ class ObitoXClient:
     :param timeout: seconds to wait for a connection or for the next bytes of an answer.
     :param network_type: passed to the server, which sizes URL expiry by it
         (``wifi``, ``4g``...).
+    :param report_progress: tell the server how far each upload got
+        (``POST /uploads/<uploadId>/progress``), about once a second per file and after
+        each part, for its live views; a report that fails never fails the upload.
 
     Usable as a context manager, which closes the pooled connections.
     """
@@ -373,6 +416,7 @@ class ObitoXClient:
         timeout: float = 60.0,
         network_type: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        report_progress: bool = True,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -382,11 +426,14 @@ class ObitoXClient:
         self.timeout = timeout
         self.network_type = network_type
         self.batch_size = batch_size
+        self.report_progress = report_progress
+        self._reports = ReportSender()
         self._api = _pooled_session(concurrency)
         self._api.headers.update(auth_headers or {})
         self._storage = _pooled_session(concurrency)
 
     def close(self) -> None:
+        self._reports.close()
         self._api.close()
         self._storage.close()
 
@@ -405,6 +452,8 @@ class ObitoXClient:
         body: Mapping[str, Any] | None = None,
         *,
         idempotent: bool,
+        params: Mapping[str, str | int] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """One API call, retried while that is safe.
 
@@ -419,7 +468,9 @@ class ObitoXClient:
             attempt += 1
             last = attempt >= self.retry.attempts
             try:
-                response = self._api.request(method, url, json=body, timeout=self.timeout)
+                response = self._api.request(
+                    method, url, json=body, params=params, headers=headers, timeout=self.timeout
+                )
             except (requests.ConnectionError, requests.Timeout) as error:
                 if idempotent and not last:
                     time.sleep(self.retry.delay(attempt))
@@ -428,6 +479,8 @@ class ObitoXClient:
                     "CONNECTION_ERROR", f"{method} {url} failed: {error}"
                 ) from None
             status = response.status_code
+            if status == 204:
+                return {}
             if status < 400:
                 try:
                     answer = response.json()
@@ -441,6 +494,27 @@ class ObitoXClient:
                 continue
             raise ObitoXClientError.from_api_response(response)
 
+    def _send_report(self, upload_id: str, body: dict[str, Any]) -> None:
+        """One progress report, one attempt, a short wait: it is for display only."""
+        url = f"{self.base_url}/uploads/{upload_id}/progress"
+        try:
+            response = self._api.post(url, json=body, timeout=REPORT_TIMEOUT)
+        except requests.RequestException as error:
+            raise ObitoXClientError("CONNECTION_ERROR", f"POST {url} failed: {error}") from None
+        if response.status_code >= 400:
+            refused = ObitoXClientError.from_api_response(response)
+            if refused.code == "BAD_RESPONSE" and response.status_code in (404, 405):
+                # A server from before progress reports: stop asking it.
+                self.report_progress = False
+            raise refused
+
+    def _reporter(self, upload_id: str, total: int, sent: int = 0) -> ProgressReporter | None:
+        if not self.report_progress:
+            return None
+        return ProgressReporter(
+            self._send_report, upload_id, total, uploaded_bytes=sent, sender=self._reports
+        )
+
     # -- PUTs to storage -----------------------------------------------------------
 
     def _put(
@@ -448,7 +522,7 @@ class ObitoXClient:
         target: Callable[[bool], _SignedPart],
         path: Path,
         offset: int,
-        tracker: _Tracker,
+        tracker: _Tracker | _Reported,
         cancel: threading.Event,
         *,
         describe: Mapping[str, Any],
@@ -524,6 +598,7 @@ class ObitoXClient:
         identity: FileIdentity,
         content_type: str | None,
         metadata: Mapping[str, str] | None,
+        group_id: str | None = None,
     ) -> dict[str, Any]:
         spec: dict[str, Any] = {
             "filename": path.name,
@@ -534,6 +609,8 @@ class ObitoXClient:
             spec["metadata"] = dict(metadata)
         if self.network_type:
             spec["networkType"] = self.network_type
+        if group_id is not None:
+            spec["groupId"] = group_id
         return spec
 
     def _send_signed(
@@ -555,14 +632,19 @@ class ObitoXClient:
             )
         except (KeyError, TypeError, ValueError) as error:
             raise _bad_answer("the signing call", error) from None
-        self._put(
-            lambda _fresh: part,
-            path,
-            0,
-            tracker,
-            cancel,
-            describe={"uploadId": upload_id, "path": str(path)},
-        )
+        reporter = self._reporter(upload_id, identity.size)
+        try:
+            self._put(
+                lambda _fresh: part,
+                path,
+                0,
+                _Reported(tracker, reporter),
+                cancel,
+                describe={"uploadId": upload_id, "path": str(path)},
+            )
+        finally:
+            if reporter is not None:
+                reporter.close()
         identity.check(path)
         answer = self._call("POST", f"/uploads/{upload_id}/complete", {}, idempotent=True)
         return UploadResult.from_answer(path, answer)
@@ -574,18 +656,24 @@ class ObitoXClient:
         content_type: str | None = None,
         metadata: Mapping[str, str] | None = None,
         on_progress: ProgressCallback | None = None,
+        group_id: str | None = None,
     ) -> UploadResult:
         """Upload one file with a single signed PUT (``POST /uploads``, PUT, complete).
 
         :param content_type: declared type; guessed from the name when omitted. The
             server checks the first bytes against it after the upload.
+        :param group_id: a group of the caller's to join (:meth:`create_group`); the
+            server refuses a sealed, cancelled or deleted one with ``GROUP_CLOSED``.
         :raises ObitoXClientError: with the server's code (``FILE_TOO_LARGE``,
             ``CONTENT_MISMATCH``...) or a client one (``STORAGE_ERROR``...).
         """
         file = resolve(path)
         identity = FileIdentity.of(file)
         signed = self._call(
-            "POST", "/uploads", self._spec(file, identity, content_type, metadata), idempotent=False
+            "POST",
+            "/uploads",
+            self._spec(file, identity, content_type, metadata, group_id),
+            idempotent=False,
         )
         tracker = _Tracker(on_progress, identity.size, 1)
         tracker.start()
@@ -599,14 +687,28 @@ class ObitoXClient:
         *,
         concurrency: int | None = None,
         on_progress: ProgressCallback | None = None,
-    ) -> list[UploadOutcome]:
+        group: str | Mapping[str, Any] | None = None,
+        group_id: str | None = None,
+    ) -> UploadOutcomes:
         """Upload many files: one batch call signs them all, then parallel PUTs, each
         followed by its complete call.
 
         One file failing (refused by validation, missing, rejected after upload) never
         stops the others: every path gets an :class:`UploadOutcome`, in the order given.
         ``on_progress`` sees the bytes of all files together, and files as parts.
+
+        :param group: make the files a new group: its name, or
+            ``{"name", "description", "metadata"}``. The group holds exactly the files
+            the server signed and is sealed before the first byte is sent; its
+            ``groupId`` is :attr:`UploadOutcomes.group_id` (``GET /groups/<groupId>``
+            follows it to ``completed`` or ``failed``). One batch call creates it (the
+            batch's ``group`` field); more files than a batch holds are sent as several
+            batches into a group created first and sealed after the last.
+        :param group_id: join an existing group of the caller's instead.
         """
+        if group is not None and group_id is not None:
+            raise ValueError("give group (a new group) or group_id (an existing one), not both")
+        new_group = {"name": group} if isinstance(group, str) else group
         files = [resolve(p) for p in paths]
         outcomes: list[UploadOutcome | None] = [None] * len(files)
         ready: list[tuple[int, FileIdentity]] = []
@@ -616,17 +718,32 @@ class ObitoXClient:
             except ObitoXClientError as error:
                 outcomes[index] = UploadOutcome(file, error=error)
 
+        envelope: dict[str, Any] = {}
+        seal = False
+        if group_id is not None:
+            envelope["groupId"] = group_id
+        elif new_group is not None and len(ready) > self.batch_size:
+            group_id = str(self.create_group(**new_group)["groupId"])
+            envelope["groupId"] = group_id
+            seal = True
+        elif new_group is not None and ready:
+            envelope["group"] = dict(new_group)
+
         signed: list[tuple[int, FileIdentity, Mapping[str, Any]]] = []
         for start in range(0, len(ready), self.batch_size):
             chunk = ready[start : start + self.batch_size]
             specs = [self._spec(files[i], identity, None, None) for i, identity in chunk]
             try:
-                answer = self._call("POST", "/uploads/batch", {"files": specs}, idempotent=False)
+                answer = self._call(
+                    "POST", "/uploads/batch", {**envelope, "files": specs}, idempotent=False
+                )
             except ObitoXClientError as error:
                 for index, _ in chunk:
                     outcomes[index] = UploadOutcome(files[index], error=error)
                 continue
             try:
+                if "group" in envelope:
+                    group_id = str(answer["groupId"])
                 for upload in answer["uploads"]:
                     index, identity = chunk[int(upload["index"])]
                     signed.append((index, identity, upload))
@@ -643,6 +760,8 @@ class ObitoXClient:
                     )
             except (KeyError, TypeError, ValueError, IndexError) as error:
                 raise _bad_answer("the batch call", error) from None
+        if seal and group_id is not None:
+            self.seal_group(group_id)
 
         tracker = _Tracker(
             on_progress, sum(identity.size for _, identity, _ in signed), len(signed)
@@ -674,7 +793,7 @@ class ObitoXClient:
                 for future in futures:
                     future.cancel()
                 raise
-        return [o for o in outcomes if o is not None]
+        return UploadOutcomes((o for o in outcomes if o is not None), group_id)
 
     # -- multipart -----------------------------------------------------------------
 
@@ -700,6 +819,7 @@ class ObitoXClient:
         metadata: Mapping[str, str] | None = None,
         restart: bool = False,
         on_restart: Callable[[StaleResumeFile], None] | None = None,
+        group_id: str | None = None,
     ) -> UploadResult:
         """Upload a file in parts that can be continued after a crash.
 
@@ -719,6 +839,8 @@ class ObitoXClient:
             continued is continued either way.
         :param on_restart: called with the :class:`StaleResumeFile` that ``restart``
             overrode, before the new upload begins (to tell the user).
+        :param group_id: a group of the caller's for a new upload to join; an upload
+            that is continued stays in the group it began in.
         :raises StaleResumeFile: the resume file's upload can no longer be continued,
             and ``restart`` is false. What storage held of it is aborted when the server
             still knows it; the resume file stays.
@@ -749,7 +871,7 @@ class ObitoXClient:
                     resume_files.remove(state)
                     return result
 
-        body = self._spec(file, identity, content_type, metadata)
+        body = self._spec(file, identity, content_type, metadata, group_id)
         if part_size is not None:
             body["partSize"] = part_size
         answer = self._call("POST", "/multipart", body, idempotent=False)
@@ -906,9 +1028,20 @@ class ObitoXClient:
                 parts_done=len(held),
             )
             tracker.start()
+            reporter = self._reporter(upload.token, upload.identity.size, tracker.bytes_sent)
             try:
                 etags = {n: p.etag for n, p in held.items()}
-                etags.update(self._send_parts(upload, remaining, concurrency, tracker))
+                try:
+                    etags.update(
+                        self._send_parts(upload, remaining, concurrency, tracker, reporter)
+                    )
+                except ObitoXClientError:
+                    if reporter is not None:
+                        reporter.drain()  # the failed part's report, before the error
+                    raise
+                finally:
+                    if reporter is not None:
+                        reporter.close()
                 upload.identity.check(upload.path)
                 return self._complete(upload, etags, resumed=resumed)
             except ObitoXClientError as error:
@@ -924,10 +1057,11 @@ class ObitoXClient:
         part_numbers: Sequence[int],
         concurrency: int | None,
         tracker: _Tracker,
+        reporter: ProgressReporter | None = None,
     ) -> dict[int, str]:
         """PUT ``part_numbers`` in parallel; their ETags. The first part that fails for
         good stops the others (their bytes sent so far are kept by nobody: storage drops
-        an incomplete part)."""
+        an incomplete part). Each part's outcome is reported to the server."""
         if not part_numbers:
             return {}
         workers = min(concurrency or self.concurrency, len(part_numbers))
@@ -939,22 +1073,29 @@ class ObitoXClient:
             if cancel.is_set():
                 raise Cancelled()
             offset, _ = upload.span(number)
+            if reporter is not None:
+                reporter.part(number, "uploading")
             try:
                 etag = self._put(
                     lambda fresh: signer.get(number, fresh=fresh),
                     upload.path,
                     offset,
-                    tracker,
+                    _Reported(tracker, reporter),
                     cancel,
                     describe={"uploadId": upload.token, "partNumber": number},
                 )
-            except BaseException:
+            except BaseException as error:
                 # Set here, not only by the caller: a worker that is free again must
                 # not start the next part in the moment before the caller hears of it.
                 cancel.set()
+                failed = isinstance(error, ObitoXClientError) and not isinstance(error, Cancelled)
+                if failed and reporter is not None:
+                    reporter.part(number, "failed")
                 raise
             signer.forget(number)
             tracker.part_done()
+            if reporter is not None:
+                reporter.part(number, "uploaded", etag)
             return etag
 
         etags: dict[int, str] = {}
@@ -982,3 +1123,236 @@ class ObitoXClient:
             body["parts"] = [{"partNumber": n, "etag": etags[n]} for n in sorted(etags)]
         answer = self._call("POST", f"/multipart/{upload.token}/complete", body, idempotent=True)
         return UploadResult.from_answer(upload.path, answer, resumed=resumed)
+
+    # -- groups --------------------------------------------------------------------
+
+    def create_group(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Create an empty group (``POST /groups``); its group view, ``pending`` and not
+        sealed. Uploads join it with ``group_id=``; :meth:`seal_group` ends the joining."""
+        body: dict[str, Any] = {"name": name}
+        if description is not None:
+            body["description"] = description
+        if metadata:
+            body["metadata"] = dict(metadata)
+        return self._call("POST", "/groups", body, idempotent=False)
+
+    def get_group(self, group_id: str) -> dict[str, Any]:
+        """The group view with ``uploads``, its members' upload views in the order they
+        joined. Another owner's group is ``GROUP_NOT_FOUND``, like one that never was."""
+        return self._call("GET", f"/groups/{group_id}", idempotent=True)
+
+    def list_groups(
+        self,
+        *,
+        status: str | None = None,
+        limit: int | None = None,
+        page_size: int = MAX_PAGE_SIZE,
+    ) -> Iterator[dict[str, Any]]:
+        """The caller's group views, newest first, page after page (``GET /groups``
+        following ``nextCursor``) until ``limit`` of them or the last one."""
+        return self._pages("/groups", "groups", {"status": status}, limit, page_size)
+
+    def seal_group(self, group_id: str) -> dict[str, Any]:
+        """No more members (``POST /groups/<groupId>/seal``); idempotent. A sealed group
+        reaches ``completed`` or ``failed`` once its members settle."""
+        return self._call("POST", f"/groups/{group_id}/seal", {}, idempotent=True)
+
+    def cancel_group(self, group_id: str) -> dict[str, Any]:
+        """Abort every member not yet settled; the group becomes ``cancelled``. Idempotent."""
+        return self._call("POST", f"/groups/{group_id}/cancel", {}, idempotent=True)
+
+    def delete_group(self, group_id: str) -> dict[str, Any]:
+        """Cancel the group, then delete every member's stored object. Idempotent."""
+        return self._call("DELETE", f"/groups/{group_id}", idempotent=True)
+
+    # -- listing, deletion, download -----------------------------------------------
+
+    def get_upload(self, upload_id: str) -> dict[str, Any]:
+        """The upload view (``GET /uploads/<uploadId>``) of any upload of the caller."""
+        return self._call("GET", f"/uploads/{upload_id}", idempotent=True)
+
+    def list_uploads(
+        self,
+        *,
+        status: str | None = None,
+        kind: str | None = None,
+        group_id: str | None = None,
+        limit: int | None = None,
+        page_size: int = MAX_PAGE_SIZE,
+    ) -> Iterator[dict[str, Any]]:
+        """The caller's upload views, newest first, page after page (``GET /uploads``
+        following ``nextCursor``) until ``limit`` of them or the last one.
+
+        Lazy: a page is asked for when the one before is used up, so
+        ``next(client.list_uploads())`` costs one call.
+
+        :param status: only uploads in this status (``completed``, ``pending``...).
+        :param kind: ``single`` or ``multipart``.
+        :param group_id: only the members of this group.
+        :param limit: the most views to yield (``None``: all of them).
+        :param page_size: views asked for per call (1..100).
+        """
+        filters = {"status": status, "kind": kind, "groupId": group_id}
+        return self._pages("/uploads", "uploads", filters, limit, page_size)
+
+    def _pages(
+        self,
+        route: str,
+        field: str,
+        filters: Mapping[str, str | None],
+        limit: int | None,
+        page_size: int,
+    ) -> Iterator[dict[str, Any]]:
+        if limit is not None and limit < 1:
+            raise ValueError("limit must be at least 1 (or None for all)")
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be 1..{MAX_PAGE_SIZE}, got {page_size}")
+        params: dict[str, str | int] = {k: v for k, v in filters.items() if v is not None}
+
+        def pages() -> Iterator[dict[str, Any]]:
+            left = limit
+            cursor: str | None = None
+            while left is None or left > 0:
+                query = {**params, "limit": page_size if left is None else min(left, page_size)}
+                if cursor is not None:
+                    query["cursor"] = cursor
+                answer = self._call("GET", route, idempotent=True, params=query)
+                items = answer.get(field)
+                if not isinstance(items, list):
+                    raise _bad_answer(f"GET {route}", KeyError(field))
+                yield from items[:left]
+                if left is not None:
+                    left -= min(len(items), left)
+                cursor = answer.get("nextCursor")
+                if not cursor or not items:
+                    return
+
+        return pages()
+
+    def delete(self, upload_id: str) -> dict[str, Any]:
+        """Delete an upload (``DELETE /uploads/<uploadId>``): an open one is aborted in
+        storage, a completed one's object (and derived objects) deleted. Its upload view,
+        status ``deleted``; idempotent."""
+        return self._call("DELETE", f"/uploads/{upload_id}", idempotent=True)
+
+    def download_url(self, upload_id: str, *, inline: bool = False) -> dict[str, Any]:
+        """``{url, expiresAt}``: a presigned GET of a completed upload's object (at most
+        an hour; ``Content-Disposition: attachment`` with its filename unless
+        ``inline``). ``UPLOAD_NOT_COMPLETE`` before it completed."""
+        return self._call(
+            "GET",
+            f"/uploads/{upload_id}/download",
+            idempotent=True,
+            params={"inline": 1} if inline else None,
+            headers={"Accept": "application/json"},
+        )
+
+    def download(
+        self,
+        upload_id: str,
+        dest: PathLike | None = None,
+        *,
+        on_progress: ProgressCallback | None = None,
+    ) -> Path:
+        """Download a completed upload's object; the path written.
+
+        :param dest: the file to write, or a directory to write the upload's filename
+            into (default: the current directory). The bytes go to a temporary file
+            beside it, renamed over ``dest`` only once all arrived: a failed download
+            leaves no partial file and an existing ``dest`` untouched.
+        :param on_progress: a :class:`Progress` after every chunk received
+            (``bytes_sent`` counts bytes received; ``parts_done`` is 1 at the end).
+
+        A lost connection or a retryable storage status starts the download over, with
+        the client's backoff; an expired URL (403) is asked for again once.
+        """
+        target = Path(dest) if dest is not None else Path.cwd()
+        if target.is_dir():
+            view = self.get_upload(upload_id)
+            target = target / safe_filename(str(view.get("filename") or ""), upload_id)
+        target = resolve(target)
+        tracker: _Tracker | None = None
+
+        def on_bytes(count: int, total: int | None) -> None:
+            nonlocal tracker
+            if tracker is None:
+                tracker = _Tracker(on_progress, total or 0, 1)
+                tracker.start()
+            elif count:
+                tracker.sent(count)
+
+        attempt = 0
+        resigned = False
+        url = str(self.download_url(upload_id)["url"])
+        while True:
+            attempt += 1
+            try:
+                stream_to_file(self._storage, url, target, timeout=self.timeout, on_bytes=on_bytes)
+            except ObitoXClientError as error:
+                error.details.setdefault("uploadId", upload_id)
+                if error.status == 403 and not resigned:
+                    resigned = True
+                    url = str(self.download_url(upload_id)["url"])
+                    continue
+                retryable = error.status is None or error.status in RETRYABLE_STATUSES
+                if not retryable or attempt >= self.retry.attempts:
+                    raise
+                time.sleep(self.retry.delay(attempt))
+                continue
+            if tracker is not None:
+                tracker.part_done()
+            return target
+
+    # -- live events ---------------------------------------------------------------
+
+    def events(
+        self,
+        group_id: str | None = None,
+        upload_id: str | None = None,
+        last_event_id: str | None = None,
+        *,
+        reconnect_attempts: int | None = None,
+    ) -> EventStream:
+        """The caller's live events (``GET /events``), as they happen: an endless
+        iterator of ``{id, type, timestamp, data}`` dicts, ``data`` being the upload or
+        group view.
+
+        The stream is open when this returns: every event from then on reaches it. A
+        refusal raises here (``UNAUTHENTICATED``; ``INVALID_INPUT`` for a
+        ``last_event_id`` the server does not know, e.g. one older than its retention).
+
+        A dropped connection is reopened with ``Last-Event-ID``: the server sends the
+        events missed meanwhile (within its ``OBITOX_EVENTS_RETENTION``) and none twice.
+        Reconnects back off like the client's retries (and never faster than the
+        server's ``retry:``); a connection that delivered events starts the backoff over.
+
+        :param group_id: only events of this group and its members.
+        :param upload_id: only events of this upload.
+        :param last_event_id: begin after this event (a saved ``event["id"]``).
+        :param reconnect_attempts: give up (raise ``CONNECTION_ERROR``) after this many
+            failed connections in a row; ``None`` tries forever.
+
+        .. code-block:: python
+
+            with client.events(group_id=gid) as stream:
+                for event in stream:
+                    if event["type"] == "group.completed":
+                        break
+        """
+        params = {"groupId": group_id, "uploadId": upload_id}
+        stream = EventStream(
+            self._api,
+            self.base_url + "/events",
+            {k: v for k, v in params.items() if v is not None},
+            last_event_id=last_event_id,
+            read_timeout=self.timeout,
+            backoff=self.retry,
+            max_attempts=reconnect_attempts,
+        )
+        return stream.open()

@@ -3,7 +3,7 @@
 Split by lifecycle, one module each: :mod:`.signing` (single uploads, batches, Uppy's
 POST), :mod:`.multipart`, :mod:`.settling` (ownership, verification and the status
 race), :mod:`.groups`, :mod:`.removal` (listing, deletion, download), :mod:`.progress`,
-:mod:`.cleanup`, :mod:`.bucket` (CORS, lifecycle); :mod:`.render` draws an upload the one way every reader sees
+:mod:`.cleanup`, :mod:`.bucket` (CORS, lifecycle), :mod:`.events` (live events); :mod:`.render` draws an upload the one way every reader sees
 it, and :mod:`.results` types every answer. :class:`UploadService` is all of them for
 one app (``app.extensions["obitox"].service``).
 """
@@ -14,6 +14,7 @@ from .base import DomainBase, HostHooks, KeyBuilder, StorageResolver
 from .bucket import Bucket
 from .cleanup import Cleanup, CleanupReport
 from .common import isoformat, new_upload_ids, part_layout, part_length
+from .events import EVENT_TYPES, EventFeed, LiveEvents
 from .groups import Grouping
 from .multipart import Multipart
 from .progress import Progress
@@ -23,14 +24,17 @@ from .settling import Settling
 from .signing import InvalidEntry, Signing
 
 __all__ = [
+    "EVENT_TYPES",
     "Bucket",
     "Cleanup",
     "CleanupReport",
     "DomainBase",
+    "EventFeed",
     "Grouping",
     "HostHooks",
     "InvalidEntry",
     "KeyBuilder",
+    "LiveEvents",
     "Multipart",
     "Progress",
     "Removal",
@@ -48,6 +52,6 @@ __all__ = [
 ]
 
 
-class UploadService(Signing, Multipart, Removal, Progress, Cleanup, Bucket):
+class UploadService(Signing, Multipart, Removal, Progress, Cleanup, Bucket, LiveEvents):
     """Every upload operation of one app: signing, multipart, settling, groups,
-    listing and removal, progress, cleanup, and the bucket behind them."""
+    listing and removal, progress, cleanup, the bucket behind them, and live events."""

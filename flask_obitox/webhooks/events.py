@@ -1,4 +1,5 @@
-"""Webhook messages: what an upload event looks like on the wire.
+"""Webhook messages: what an upload event looks like on the wire (built by
+:func:`flask_obitox.domain.messages.build_message`, as live events are).
 
 Every message body is ``{"type", "timestamp", "data"}``:
 
@@ -21,16 +22,10 @@ built from it, a second enqueue of the same event is refused by RQ.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import secrets
-import time
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
-from ..domain.common import isoformat
+from ..domain.messages import Message, build_message, message_id
 from ..domain.render import render_upload
 from ..state import GroupRecord, UploadRecord
 
@@ -43,27 +38,19 @@ GROUP_COMPLETED = "group.completed"
 GROUP_FAILED = "group.failed"
 GROUP_CANCELLED = "group.cancelled"
 
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Message:
-    """One event, ready to deliver: its id, its type and its exact body."""
-
-    id: str
-    type: str
-    body: str
-
-    @property
-    def payload(self) -> dict[str, Any]:
-        data: dict[str, Any] = orjson.loads(self.body)
-        return data
-
-
-def message_id(event: str, upload_id: str | None) -> str:
-    """``msg_`` and 128 bits: a hash of the event and the upload, or random when the
-    event has no upload (a file refused before any record existed is its own event)."""
-    if upload_id is None:
-        return "msg_" + secrets.token_hex(16)
-    return "msg_" + hashlib.sha256(f"{event}\x00{upload_id}".encode()).hexdigest()[:32]
+__all__ = [
+    "UPLOAD_ABORTED",
+    "UPLOAD_COMPLETED",
+    "UPLOAD_EXPIRED",
+    "UPLOAD_REJECTED",
+    "Message",
+    "build_message",
+    "message_id",
+    "rejected_data",
+    "rejected_message",
+    "upload_data",
+    "upload_message",
+]
 
 
 def upload_data(upload: UploadRecord, *, include_owner: bool) -> dict[str, Any]:
@@ -72,21 +59,6 @@ def upload_data(upload: UploadRecord, *, include_owner: bool) -> dict[str, Any]:
     if include_owner:
         data["owner"] = upload.owner
     return data
-
-
-def build_message(
-    event: str,
-    data: Mapping[str, Any],
-    *,
-    upload_id: str | None,
-    now: float | None = None,
-) -> Message:
-    """The message for ``event`` carrying ``data``, with its body encoded once: every
-    attempt sends (and signs) exactly these bytes."""
-    body = orjson.dumps(
-        {"type": event, "timestamp": isoformat(time.time() if now is None else now), "data": data}
-    ).decode()
-    return Message(message_id(event, upload_id), event, body)
 
 
 def group_message(
@@ -107,6 +79,24 @@ def upload_message(event: str, upload: UploadRecord, *, include_owner: bool) -> 
     )
 
 
+def rejected_data(
+    *,
+    filename: str | None,
+    reason: str,
+    stage: str,
+    code: str,
+    upload: UploadRecord | None,
+) -> dict[str, Any]:
+    """The ``data`` of ``upload.rejected`` (without ``owner``): the upload when a record
+    existed (refused after upload), else only the file name (``uploadId`` is ``None``)."""
+    if upload is not None:
+        data = upload_data(upload, include_owner=False)
+    else:
+        data = {"uploadId": None, "filename": filename}
+    data.update(reason=reason, stage=stage, code=code)
+    return data
+
+
 def rejected_message(
     *,
     filename: str | None,
@@ -119,12 +109,9 @@ def rejected_message(
 ) -> Message:
     """``upload.rejected``: the upload when a record existed (refused after upload),
     else only the file name (refused before signing, ``uploadId`` is ``None``)."""
+    data = rejected_data(filename=filename, reason=reason, stage=stage, code=code, upload=upload)
     if upload is not None:
-        data = upload_data(upload, include_owner=False)
         owner = owner or upload.owner
-    else:
-        data = {"uploadId": None, "filename": filename}
-    data.update(reason=reason, stage=stage, code=code)
     if include_owner:
         data["owner"] = owner
     return build_message(
