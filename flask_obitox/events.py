@@ -35,6 +35,7 @@ down is logged and the events are lost to streams (webhooks are separate).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -108,6 +109,20 @@ def publish_request_events(error: BaseException | None = None) -> None:
             )
 
 
+def _never_raises(receive: Callable[..., None]) -> Callable[..., None]:
+    """``receive``, logging what it raises: the request that sent the signal has already
+    changed state, and an event is not worth failing it."""
+
+    @functools.wraps(receive)
+    def guarded(sender: Flask, **kwargs: Any) -> None:
+        try:
+            receive(sender, **kwargs)
+        except Exception:
+            logger.exception("An event could not be built by %s", receive.__name__)
+
+    return guarded
+
+
 def _upload_receiver(event: str) -> Callable[..., None]:
     def receive(sender: Flask, upload: UploadRecord, **extra: Any) -> None:
         _publish(
@@ -167,13 +182,14 @@ def on_processing_failed(
     _publish(sender, upload.owner, message_body("processing.failed", data))
 
 
-_RECEIVERS: tuple[tuple[Any, Callable[..., None]], ...] = (
+_UNGUARDED: list[tuple[Any, Callable[..., None]]] = [
     *((signal, _upload_receiver(event)) for signal, event in UPLOAD_SIGNALS),
     *((signal, _group_receiver(event)) for signal, event in GROUP_SIGNALS),
     (signals.upload_rejected, on_upload_rejected),
     (signals.processing_completed, on_processing_completed),
     (signals.processing_failed, on_processing_failed),
-)
+]
+_RECEIVERS = tuple((signal, _never_raises(receiver)) for signal, receiver in _UNGUARDED)
 
 
 def connect_signals(app: Flask) -> None:

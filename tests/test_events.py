@@ -436,3 +436,21 @@ def test_redis_down_ends_the_stream_and_a_reconnect_loses_nothing(
             assert [m["id"] for m in again.take(3)] == written
     finally:
         proxy.close()
+
+
+def test_a_refused_file_name_with_a_lone_surrogate_is_an_event_too(
+    served: str, streams: list[EventSource]
+) -> None:
+    source = open_stream(streams, served, "alice")
+    name = "bad\ud800.exe"
+    response = requests.post(
+        f"{served}/obitox/uploads/batch",
+        data=json.dumps({"files": [{"filename": name, "contentType": "image/png", "size": 1}]}),
+        headers={"X-User": "alice", "Content-Type": "application/json"},
+        timeout=20,
+    )
+    assert response.status_code == 200
+    message = source.take(1)[0]
+    assert message["event"] == "upload.rejected"
+    assert response.json()["errors"][0]["filename"] == name
+    assert message["data"]["data"]["filename"] == "bad\ufffd.exe"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import secrets
 import time
 from collections.abc import Mapping
@@ -51,9 +52,18 @@ def message_id(event: str, upload_id: str | None) -> str:
 def message_body(event: str, data: Mapping[str, Any], *, now: float | None = None) -> bytes:
     """The body of every message: ``{"type", "timestamp", "data"}`` as JSON. A live
     event is this alone (its id is its stream position)."""
-    return orjson.dumps(
-        {"type": event, "timestamp": isoformat(time.time() if now is None else now), "data": data}
-    )
+    body = {
+        "type": event,
+        "timestamp": isoformat(time.time() if now is None else now),
+        "data": data,
+    }
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        # A client's own text (a refused file's name) may hold a lone surrogate, which
+        # no UTF-8 can carry (nor orjson read back): it becomes U+FFFD.
+        text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode()
 
 
 def build_message(
