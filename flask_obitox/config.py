@@ -99,6 +99,7 @@ class ConfigVars:
     METRICS_TOKEN = "OBITOX_METRICS_TOKEN"  # noqa: S105 - a key name
     MAX_OPEN_MULTIPART = "OBITOX_MAX_OPEN_MULTIPART"
     MAX_OPEN_BYTES = "OBITOX_MAX_OPEN_BYTES"
+    SETTLED_TTL = "OBITOX_SETTLED_TTL"
 
 
 #: Defaults, applied with ``app.config.setdefault``. ``STATE_BACKEND`` is resolved
@@ -145,6 +146,7 @@ DEFAULTS: dict[str, Any] = {
     ConfigVars.METRICS_TOKEN: None,
     ConfigVars.MAX_OPEN_MULTIPART: 100,
     ConfigVars.MAX_OPEN_BYTES: 10 * 2**40,  # 10 TiB
+    ConfigVars.SETTLED_TTL: 24 * 3600,
 }
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -203,6 +205,8 @@ class Settings:
     max_open_multipart: int = 100
     #: Bytes one owner's open multipart uploads may add up to; 0 is no cap.
     max_open_bytes: int = 10 * 2**40
+    #: How long a settled (completed, aborted, ...) upload's record is kept, seconds.
+    settled_ttl: int = 24 * 3600
 
 
 def _int(
@@ -464,13 +468,25 @@ def _webhook_hosts(config: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(h.strip("[]") for h in hosts)
 
 
+#: State schemes that are a Redis RQ cannot use: RQ's queues need their own Redis.
+CLUSTER_SCHEMES = frozenset({"redis+cluster"})
+
+
 def _rq_redis_url(config: Mapping[str, Any], state_backend: str) -> str:
     """Where RQ keeps its queues: ``OBITOX_RQ_REDIS_URL``, else the state backend when it
-    is a plain Redis, else the app's ``REDIS_URL``, else the default."""
+    is a plain Redis, else the app's ``REDIS_URL``, else the default. Required with a
+    cluster state: RQ runs two-key scripts and cannot use a cluster, and falling back to
+    some other Redis would hide that."""
     redis_schemes = plain_redis_schemes()
     url = _optional_str(config, ConfigVars.RQ_REDIS_URL)
+    scheme = state_backend.strip().partition("://")[0].lower()
+    if url is None and scheme in CLUSTER_SCHEMES:
+        raise ConfigError(
+            f"{ConfigVars.RQ_REDIS_URL} is required when {ConfigVars.STATE_BACKEND} is a "
+            f"{scheme}:// URL: RQ cannot run on a Redis Cluster, so set it to a standalone "
+            "or Sentinel-managed Redis (redis://host:6379/0)"
+        )
     if url is None:
-        scheme = state_backend.partition("://")[0].lower()
         url = state_backend if scheme in redis_schemes else None
     url = url or config.get("REDIS_URL") or DEFAULT_REDIS_URL
     if not isinstance(url, str) or url.partition("://")[0].lower() not in redis_schemes:
@@ -682,4 +698,5 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
         metrics_token=_metrics_token(config),
         max_open_multipart=_int(config, ConfigVars.MAX_OPEN_MULTIPART, minimum=0, maximum=10_000),
         max_open_bytes=_int(config, ConfigVars.MAX_OPEN_BYTES, minimum=0),
+        settled_ttl=_int(config, ConfigVars.SETTLED_TTL, minimum=60),
     )

@@ -61,6 +61,8 @@ class ObitoX:
                 state = backend_from_uri(settings.state_backend)
             except ValueError as error:
                 raise ConfigError(str(error)) from None
+        if hasattr(state, "settled_ttl"):  # the built-in backends keep settled uploads so long
+            state.settled_ttl = settings.settled_ttl
         if isinstance(state, MemoryStateBackend) and not app.testing:
             logger.warning(
                 "OBITOX_STATE_BACKEND is memory://: upload state lives in this process only; "

@@ -87,8 +87,9 @@ class RedisEvents(RedisBase):
         if found or wait <= 0:
             return found
         after = after_id or "0-0"
-        pool = self._client.connection_pool
+        key = self.layout.owner_events(owner)
         with self._guard("wait_for_events"):
+            pool = self._pool_for(key)
             connection: Any = pool.get_connection()
         try:
             # BLOCK 0 would mean forever.
@@ -100,7 +101,7 @@ class RedisEvents(RedisBase):
                 "BLOCK",
                 block_ms,
                 "STREAMS",
-                self.layout.owner_events(owner),
+                key,
                 after,
             )
             if not connection.can_read(timeout=wait + _WAIT_MARGIN):
