@@ -39,18 +39,21 @@ case "$action" in
       for _ in $(seq 1 50); do answers "$port" && break; sleep 0.1; done
       answers "$port" || { echo "redis-server on port $port did not start" >&2; exit 1; }
     done
-    if ! node_ok "$base"; then
+    # Create the cluster only on fresh nodes: a node restarted after a crash (or a
+    # failover test) rejoins the cluster it knows from its nodes.conf by itself.
+    fresh() { redis-cli -h 127.0.0.1 -p "$base" cluster info | grep -q '^cluster_known_nodes:1'; }
+    if fresh; then
       hosts=()
       for port in "${ports[@]}"; do hosts+=("127.0.0.1:$port"); done
       redis-cli --cluster create "${hosts[@]}" --cluster-replicas 1 --cluster-yes >"$dir/create.log"
     fi
     for port in "${ports[@]}"; do
-      for _ in $(seq 1 100); do node_ok "$port" && break; sleep 0.1; done
+      for _ in $(seq 1 300); do node_ok "$port" && break; sleep 0.1; done
       node_ok "$port" || { echo "node $port never reached cluster_state:ok" >&2; exit 1; }
     done
     # Replicas attach a moment after the slots are assigned: a failover test needs them.
-    replicas() { redis-cli -h 127.0.0.1 -p "$base" cluster nodes | grep -c ' slave ' || true; }
-    for _ in $(seq 1 100); do [ "$(replicas)" -ge 3 ] && break; sleep 0.1; done
+    replicas() { redis-cli -h 127.0.0.1 -p "$base" cluster nodes | grep -cE ' (myself,)?slave ' || true; }
+    for _ in $(seq 1 300); do [ "$(replicas)" -ge 3 ] && break; sleep 0.1; done
     [ "$(replicas)" -ge 3 ] || { echo "the replicas never attached" >&2; exit 1; }
     echo "OBITOX_TEST_REDIS_CLUSTER_URL=redis+cluster://127.0.0.1:$base"
     ;;
