@@ -21,7 +21,6 @@ from redis.exceptions import (
     ClusterError,
     MasterDownError,
     MovedError,
-    RedisClusterUnreachableError,
     SlotNotCoveredError,
     TryAgainError,
 )
@@ -90,7 +89,6 @@ def test_expiry_shards_spread_evenly_over_the_slot_space() -> None:
         SlotNotCoveredError("slot 12 is not covered"),
         TryAgainError("TRYAGAIN"),
         ClusterError("TTL exhausted"),
-        RedisClusterUnreachableError("no node"),
     ],
 )
 def test_every_cluster_error_is_state_unavailable(

@@ -344,9 +344,11 @@ class RedisStateBackend(RedisGroups, RedisEvents):
         if move is None:
             return bool(self._cas(keys=[key], args=cas_args) == 1)
         keys, args = move
-        pipe = self._client.pipeline(transaction=False)
-        pipe.evalsha(self._cas.sha, 1, key, *cas_args)
-        pipe.evalsha(self._move.sha, len(keys), *keys, *args)
+        pipe: Any = self._client.pipeline(transaction=False)
+        # ``execute_command``: redis-py's cluster pipeline refuses ``evalsha`` by name
+        # before 6.2, and sends the raw command to the node of its first key.
+        pipe.execute_command("EVALSHA", self._cas.sha, 1, key, *cas_args)
+        pipe.execute_command("EVALSHA", self._move.sha, len(keys), *keys, *args)
         swapped, moved = pipe.execute(raise_on_error=False)
         if isinstance(swapped, NoScriptError):
             # A server that has not loaded the scripts yet: the two-step way loads them.

@@ -18,7 +18,6 @@ from redis.exceptions import (
     InvalidResponse,
     OutOfMemoryError,
     ReadOnlyError,
-    RedisClusterUnreachableError,
     SlotNotCoveredError,
     TryAgainError,
 )
@@ -53,7 +52,6 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     AskError,
     TryAgainError,
     SlotNotCoveredError,
-    RedisClusterUnreachableError,
     InvalidResponse,
     OSError,
 )

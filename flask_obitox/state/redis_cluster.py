@@ -26,7 +26,8 @@ from __future__ import annotations
 import heapq
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -193,6 +194,17 @@ class RedisClusterStateBackend(RedisStateBackend):
             cluster.close()
 
     # -- what a cluster does differently ------------------------------------------------
+
+    @contextmanager
+    def _guard(self, action: str) -> Iterator[None]:
+        """As for a standalone Redis, plus redis-py's own cluster failures: no node of the
+        cluster reachable (``RedisClusterUnreachableError`` since redis-py 6.2, a bare
+        ``RedisClusterException`` before)."""
+        try:
+            with super()._guard(action):
+                yield
+        except RedisClusterException as exc:
+            raise self._unavailable(action, exc) from exc
 
     def _send(self, commands: list[tuple[Any, ...]], action: str) -> list[Any]:
         """``commands`` through the cluster pipeline: one packet per node."""
