@@ -48,6 +48,20 @@ def test_the_scheme_builds_a_cluster_backend_without_connecting() -> None:
     assert "s3cret" not in info.value.detail
 
 
+def test_a_cluster_client_is_refused_by_the_standalone_backend(redis_cluster_url: str) -> None:
+    from flask_obitox.state.redis_cluster import cluster_client
+
+    client = cluster_client("redis://" + redis_cluster_url.partition("://")[2])
+    try:
+        with pytest.raises(TypeError, match="RedisClusterStateBackend"):
+            RedisStateBackend(client)
+        # The cluster backend takes a client of the host's own, made on first use.
+        backend = RedisClusterStateBackend(lambda: client, prefix="obitox-test-cluster-own")
+        assert backend.get("nothing") is None
+    finally:
+        client.close()
+
+
 def test_an_unreachable_cluster_answers_503_and_the_app_starts() -> None:
     app, _ = make_app(
         backend_from_uri("redis+cluster://127.0.0.1:1"),

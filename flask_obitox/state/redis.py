@@ -26,6 +26,7 @@ from collections.abc import Collection, Sequence
 from typing import Any, cast
 
 import redis
+from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisError
 
 from ..errors import StateUnavailable
@@ -78,6 +79,11 @@ class RedisStateBackend(RedisGroups, RedisEvents):
         url: str | None = None,
         events_retention: int = 1000,
     ) -> None:
+        if isinstance(client, RedisCluster):
+            raise TypeError(
+                "RedisStateBackend talks to one Redis; for a RedisCluster client use "
+                "RedisClusterStateBackend (OBITOX_STATE_BACKEND=redis+cluster://host:port)"
+            )
         super().__init__(client, prefix=prefix, url=url)
         self.events_retention = events_retention
 

@@ -103,7 +103,11 @@ def cluster_client(url: str, *, socket_timeout: float = 2.0, **overrides: Any) -
 
 class RedisClusterStateBackend(RedisStateBackend):
     """Upload records on a Redis Cluster, with every capability of the standalone
-    backend and the same keys (but a sharded expiry index)."""
+    backend and the same keys (but a sharded expiry index).
+
+    ``connect`` makes the ``RedisCluster`` client on first use: :meth:`from_url` builds
+    one from the URL; a host with a client of its own passes ``lambda: client``.
+    """
 
     layout: ClusterLayout
 
