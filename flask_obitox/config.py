@@ -114,6 +114,7 @@ class ConfigVars:
     EVENTS_RETENTION = "OBITOX_EVENTS_RETENTION"
     EVENTS_HEARTBEAT = "OBITOX_EVENTS_HEARTBEAT"
     DOWNLOAD_EXPIRY = "OBITOX_DOWNLOAD_EXPIRY"
+    SETTLED_TTL = "OBITOX_SETTLED_TTL"
 
 
 #: Defaults, applied with ``app.config.setdefault``. ``STATE_BACKEND`` is resolved
@@ -164,6 +165,7 @@ DEFAULTS: dict[str, Any] = {
     ConfigVars.EVENTS: True,
     ConfigVars.EVENTS_RETENTION: 1000,
     ConfigVars.EVENTS_HEARTBEAT: 15,
+    ConfigVars.SETTLED_TTL: 24 * 3600,
 }
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -230,6 +232,8 @@ class Settings:
     events_heartbeat: int = 15
     #: Seconds a download link lives (at most an hour).
     download_expiry: int = 300
+    #: How long a settled (completed, aborted, ...) upload's record is kept, seconds.
+    settled_ttl: int = 24 * 3600
 
 
 def _int(
@@ -491,13 +495,25 @@ def _webhook_hosts(config: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(h.strip("[]") for h in hosts)
 
 
+#: State schemes that are a Redis RQ cannot use: RQ's queues need their own Redis.
+CLUSTER_SCHEMES = frozenset({"redis+cluster"})
+
+
 def _rq_redis_url(config: Mapping[str, Any], state_backend: str) -> str:
     """Where RQ keeps its queues: ``OBITOX_RQ_REDIS_URL``, else the state backend when it
-    is a plain Redis, else the app's ``REDIS_URL``, else the default."""
+    is a plain Redis, else the app's ``REDIS_URL``, else the default. Required with a
+    cluster state: RQ runs two-key scripts and cannot use a cluster, and falling back to
+    some other Redis would hide that."""
     redis_schemes = plain_redis_schemes()
     url = _optional_str(config, ConfigVars.RQ_REDIS_URL)
+    scheme = state_backend.strip().partition("://")[0].lower()
+    if url is None and scheme in CLUSTER_SCHEMES:
+        raise ConfigError(
+            f"{ConfigVars.RQ_REDIS_URL} is required when {ConfigVars.STATE_BACKEND} is a "
+            f"{scheme}:// URL: RQ cannot run on a Redis Cluster, so set it to a standalone "
+            "or Sentinel-managed Redis (redis://host:6379/0)"
+        )
     if url is None:
-        scheme = state_backend.partition("://")[0].lower()
         url = state_backend if scheme in redis_schemes else None
     url = url or config.get("REDIS_URL") or DEFAULT_REDIS_URL
     if not isinstance(url, str) or url.partition("://")[0].lower() not in redis_schemes:
@@ -715,4 +731,5 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
         download_expiry=_int(
             config, ConfigVars.DOWNLOAD_EXPIRY, minimum=1, maximum=MAX_DOWNLOAD_EXPIRY
         ),
+        settled_ttl=_int(config, ConfigVars.SETTLED_TTL, minimum=60),
     )

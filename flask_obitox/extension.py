@@ -63,6 +63,8 @@ class ObitoX:
                 raise ConfigError(str(error)) from None
         if isinstance(state, EventStream):
             state.events_retention = settings.events_retention
+        if hasattr(state, "settled_ttl"):  # the built-in backends keep settled uploads so long
+            state.settled_ttl = settings.settled_ttl
         if isinstance(state, MemoryStateBackend) and not app.testing:
             logger.warning(
                 "OBITOX_STATE_BACKEND is memory://: upload state lives in this process only; "

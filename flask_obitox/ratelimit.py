@@ -7,7 +7,8 @@ limited. The owner is the identity loader's id; a caller without one is counted 
 remote address (the routes then answer 401 anyway, but a flood of them is still bounded).
 
 Counters live where the upload state does: the ``OBITOX_STATE_BACKEND`` Redis, or
-Flask-Limiter's memory storage for ``memory://``. If that storage cannot be reached the
+Flask-Limiter's memory storage for ``memory://``; with a Redis Cluster state, on the
+standalone ``OBITOX_RQ_REDIS_URL`` (limits' cluster storage connects at start-up). If that storage cannot be reached the
 limiter **fails open** (Flask-Limiter's ``swallow_errors``: the request goes through,
 and the error is logged by the ``flask-limiter`` logger): every limited route needs
 the same Redis for its state, so it answers 503 ``STATE_UNAVAILABLE`` by itself while
@@ -59,10 +60,15 @@ _REDIS_SCHEMES = ("redis", "rediss", "redis+unix", "redis+cluster", "redis+senti
 def limiter_storage_uri(settings: Settings, state: StateBackend) -> str:
     """Where the counters go: the state's Redis, or memory with ``memory://`` state (or a
     memory backend given to :class:`~flask_obitox.ObitoX` directly)."""
-    from .state import MemoryStateBackend, RedisStateBackend
+    from .state import MemoryStateBackend, RedisClusterStateBackend, RedisStateBackend
 
     if isinstance(state, MemoryStateBackend):
         return "memory://"
+    if isinstance(state, RedisClusterStateBackend):
+        # limits' cluster storage asks the cluster for its slot map when it is made, and
+        # an app must start while Redis is down: the counters go to RQ's standalone
+        # Redis (required with a cluster state), whose client connects on first use.
+        return settings.rq_redis_url
     if isinstance(state, RedisStateBackend):
         # A backend given to ObitoX directly: its own server (its client's pool is
         # handed to the limiter, see init_rate_limits), not OBITOX_STATE_BACKEND's.
@@ -112,9 +118,9 @@ def init_rate_limits(
     if not settings.rate_limits or uri is None:
         return None
     options: dict[str, Any] = {}
-    from .state import RedisStateBackend
+    from .state import RedisClusterStateBackend, RedisStateBackend
 
-    if isinstance(state, RedisStateBackend):
+    if isinstance(state, RedisStateBackend) and not isinstance(state, RedisClusterStateBackend):
         # The counters live where the state lives, on the state client's connections.
         options = {"connection_pool": state.client.connection_pool}
     elif uri.startswith("redis"):

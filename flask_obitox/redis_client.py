@@ -12,15 +12,51 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.retry import Retry
 
-__all__ = ["DEFAULT_CLIENT_OPTIONS", "describe_client", "redact_url", "redis_from_url"]
+__all__ = [
+    "DEFAULT_CLIENT_OPTIONS",
+    "ClusterNodeError",
+    "describe_client",
+    "redact_url",
+    "redis_from_url",
+]
 
 #: Client settings every client starts from (``socket_timeout`` is a parameter).
 DEFAULT_CLIENT_OPTIONS: dict[str, Any] = {
     "socket_connect_timeout": 1.0,
     "health_check_interval": 30,
 }
+
+
+class ClusterNodeError(RedisConnectionError):
+    """A plain Redis URL that leads to a Redis Cluster node."""
+
+
+def refuse_cluster_nodes(connection: Any) -> None:
+    """Run on every new connection of a plain client: its handshake, then ``INFO
+    cluster``. A cluster node would answer only for the keys of its own slots (``MOVED``
+    for the rest), so it is refused at first use, with a sentence that says what to use.
+    A server that refuses ``INFO`` (an ACL) is taken for a standalone one."""
+    connection.on_connect()
+    connection.send_command("INFO", "cluster")
+    try:
+        reply = connection.read_response()
+    except ResponseError:
+        return
+    if isinstance(reply, dict):
+        enabled = str(reply.get("cluster_enabled", "0"))
+    else:
+        raw = reply.decode() if isinstance(reply, bytes) else str(reply)
+        enabled = "1" if "cluster_enabled:1" in raw else "0"
+    if enabled == "1":
+        where = f"{connection.host}:{connection.port}" if hasattr(connection, "host") else "it"
+        raise ClusterNodeError(
+            f"the Redis at {where} is a Redis Cluster node: a redis:// URL only reaches its "
+            "own slots; use redis+cluster://host:port for OBITOX_STATE_BACKEND, and a "
+            "standalone or Sentinel-managed Redis for OBITOX_RQ_REDIS_URL"
+        )
 
 
 def redis_from_url(url: str, *, socket_timeout: float = 2.0, **overrides: Any) -> redis.Redis:
@@ -31,10 +67,12 @@ def redis_from_url(url: str, *, socket_timeout: float = 2.0, **overrides: Any) -
     idle connections are health-checked every 30 s, TCP keepalive is on (TCP only: unix
     sockets reject it), and a command that failed on a dropped connection is retried
     once, immediately, so a dead Redis is reported in about a connect timeout rather
-    than after backoffs. ``overrides`` win over all of these (``retry``,
+    than after backoffs. A Redis Cluster node is refused on the first connection
+    (:func:`refuse_cluster_nodes`). ``overrides`` win over all of these (``retry``,
     ``max_connections``, ...).
     """
     options: dict[str, Any] = dict(DEFAULT_CLIENT_OPTIONS)
+    options["redis_connect_func"] = refuse_cluster_nodes
     options["socket_timeout"] = socket_timeout
     options["retry"] = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
     if not url.lower().startswith("unix:"):

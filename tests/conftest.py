@@ -4,6 +4,10 @@
   127.0.0.1 for end-to-end tests that PUT real bytes to signed URLs.
 - Redis is a real server. With ``OBITOX_TEST_REDIS_URL`` set (CI), a Redis that does
   not answer fails the tests that need it; without it, they skip.
+- A Redis Cluster (``.ci/redis-cluster.sh start``) is used when
+  ``OBITOX_TEST_REDIS_CLUSTER_URL`` names one (``redis+cluster://127.0.0.1:7100``): the
+  state contract suites and the end-to-end flows then run against it too, and a
+  cluster that does not answer fails them. Without it, the cluster cases skip.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
 from flask_obitox import MemoryStateBackend, ObitoX, RedisStateBackend, signals
+from flask_obitox.state.redis_cluster import RedisClusterStateBackend, cluster_client
 
 BUCKET = "obitox-test"
 REGION = "us-east-1"
@@ -58,7 +63,8 @@ def _redis_url() -> str | None:
 def pytest_report_header() -> str:
     url = os.environ.get("OBITOX_TEST_REDIS_URL")
     where = url or "redis://127.0.0.1:6379/15 (set OBITOX_TEST_REDIS_URL to choose)"
-    return f"obitox: Redis tests use {where}, under key prefixes of their own"
+    cluster = os.environ.get(CLUSTER_URL_ENV) or f"none (set {CLUSTER_URL_ENV})"
+    return f"obitox: Redis tests use {where}, under key prefixes of their own; cluster: {cluster}"
 
 
 @pytest.fixture(scope="session")
@@ -79,6 +85,57 @@ def redis_backend(redis_url: str) -> Iterator[RedisStateBackend]:
     keys = list(client.scan_iter(match=f"{prefix}*"))
     if keys:
         client.delete(*keys)
+
+
+CLUSTER_URL_ENV = "OBITOX_TEST_REDIS_CLUSTER_URL"
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> str:
+    """``OBITOX_TEST_REDIS_CLUSTER_URL``; skips without it, fails when it does not answer."""
+    url = os.environ.get(CLUSTER_URL_ENV)
+    if not url:
+        pytest.skip(f"no Redis Cluster ({CLUSTER_URL_ENV} unset; .ci/redis-cluster.sh start)")
+    try:
+        client = cluster_client("redis://" + url.partition("://")[2])
+        state = client.cluster_info().get("cluster_state")
+        client.close()
+    except Exception as error:  # any failure to reach the promised cluster
+        pytest.fail(f"{CLUSTER_URL_ENV}={url} is set but the cluster does not answer: {error}")
+    if state != "ok":
+        pytest.fail(f"{CLUSTER_URL_ENV}={url}: cluster_state is {state}, not ok")
+    return url
+
+
+def delete_cluster_keys(url: str, prefix: str) -> None:
+    """Delete the keys under ``prefix`` on every primary of the cluster at ``url``."""
+    client = cluster_client("redis://" + url.partition("://")[2])
+    try:
+        for node in client.get_primaries():
+            connection = client.get_redis_connection(node)
+            keys = list(connection.scan_iter(match=f"{prefix}*", count=1000))
+            for key in keys:
+                connection.delete(key)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def cluster_backend(redis_cluster_url: str) -> Iterator[RedisClusterStateBackend]:
+    """A Redis Cluster backend under a key prefix of its own, cleaned up afterwards."""
+    prefix = f"obitox-test-cluster-{uuid.uuid4().hex[:12]}"
+    backend = RedisClusterStateBackend.from_url(redis_cluster_url, prefix=prefix)
+    yield backend
+    backend.close()
+    delete_cluster_keys(redis_cluster_url, prefix)
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def e2e_state(request: pytest.FixtureRequest) -> RedisStateBackend:
+    """The Redis state of the end-to-end flows: standalone, then (when
+    ``OBITOX_TEST_REDIS_CLUSTER_URL`` names one) a Redis Cluster."""
+    backend: RedisStateBackend = request.getfixturevalue(f"{request.param}_backend")
+    return backend
 
 
 # -- S3 ------------------------------------------------------------------------------

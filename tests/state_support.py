@@ -15,7 +15,8 @@ from redis.connection import Connection
 from flask_obitox.state import GroupRecord, MemoryStateBackend, UploadRecord
 
 #: Every backend a capability suite runs against (each suite skips those not claiming it).
-BACKENDS = ["memory", "redis"]
+#: "cluster" runs when OBITOX_TEST_REDIS_CLUSTER_URL names a Redis Cluster, else skips.
+BACKENDS = ["memory", "redis", "cluster"]
 
 
 def backend_claiming(request: pytest.FixtureRequest, capability: type) -> Any:
@@ -23,7 +24,7 @@ def backend_claiming(request: pytest.FixtureRequest, capability: type) -> Any:
     if request.param == "memory":
         backend: Any = MemoryStateBackend()
     else:
-        backend = request.getfixturevalue("redis_backend")
+        backend = request.getfixturevalue(f"{request.param}_backend")
     if not isinstance(backend, capability):
         pytest.skip(f"{type(backend).__name__} does not claim {capability.__name__}")
     return backend

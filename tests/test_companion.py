@@ -26,9 +26,9 @@ MiB = 1024 * 1024
 
 
 @pytest.fixture
-def e2e_app(s3_server: Any, moto_server: str, redis_backend: RedisStateBackend) -> Flask:
+def e2e_app(s3_server: Any, moto_server: str, e2e_state: RedisStateBackend) -> Flask:
     app, _ = make_app(
-        redis_backend,
+        e2e_state,
         OBITOX_ENDPOINT_URL=moto_server,
         OBITOX_MAX_FILE_SIZE=2 * MiB,
         OBITOX_MAX_MULTIPART_SIZE=64 * MiB,

@@ -16,8 +16,8 @@ from flask_obitox import RedisStateBackend
 
 
 @pytest.fixture
-def e2e_app(s3_server: Any, moto_server: str, redis_backend: RedisStateBackend) -> Flask:
-    app, _ = make_app(redis_backend, OBITOX_ENDPOINT_URL=moto_server)
+def e2e_app(s3_server: Any, moto_server: str, e2e_state: RedisStateBackend) -> Flask:
+    app, _ = make_app(e2e_state, OBITOX_ENDPOINT_URL=moto_server)
     return app
 
 

@@ -643,12 +643,13 @@ def test_a_pdf_declared_as_an_allowed_image_type_is_rejected(
 
 
 @pytest.mark.redis
-def test_complete_takes_two_state_round_trips(
+def test_complete_takes_three_state_round_trips(
     redis_backend: Any, s3: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Read the record (ownership), then one compare-and-set pipelined with its index
-    move: the second read of the record the compare once needed is gone. (Live events
-    add one round trip at the request's end, tests/test_events.py: off here.)"""
+    move (the second read of the record the compare once needed is gone), then the
+    settled upload leaves the expiry index (OBITOX_SETTLED_TTL). Live events add one
+    round trip at the request's end (tests/test_events.py): off here."""
     from state_support import RoundTrips
 
     app, _ = make_app(redis_backend, OBITOX_EVENTS=False)
@@ -660,7 +661,7 @@ def test_complete_takes_two_state_round_trips(
     with RoundTrips().counting(monkeypatch) as trips:
         done = alice.post(f"/uploads/{second['uploadId']}/complete", json={})
     assert done.status_code == 200, done.json
-    assert trips.count == 2
+    assert trips.count == 3
     assert alice.get(f"/uploads/{second['uploadId']}").json["status"] == "completed"
     listed = redis_backend.list_uploads("alice", status="completed").items
     assert {r.upload_id for r in listed} == {upload["uploadId"], second["uploadId"]}

@@ -373,6 +373,10 @@ class LiveEvents(DomainBase):
             group_id=group_id,
             upload_id=upload_id,
         )
-        if self.events_fan_in and isinstance(state, EventFanIn):
+        if (
+            self.events_fan_in
+            and isinstance(state, EventFanIn)
+            and getattr(state, "many_owner_reads", True)
+        ):
             hub_for(state).subscribe(feed, position or "0-0")
         return feed

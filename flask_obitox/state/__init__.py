@@ -2,7 +2,8 @@
 
 ``OBITOX_STATE_BACKEND`` picks the backend by URI scheme from a registry (see
 :func:`backend_from_uri` and :func:`register_backend`): ``redis://``, ``rediss://`` or
-``unix://`` for Redis, ``memory://`` for a single process.
+``unix://`` for Redis, ``redis+cluster://`` for a Redis Cluster, ``memory://`` for a
+single process.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .capabilities import (
 )
 from .memory import MemoryStateBackend
 from .redis import RedisStateBackend
+from .redis_cluster import RedisClusterStateBackend
 from .registry import backend_from_uri, plain_redis_schemes, register_backend, registered_schemes
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "OwnerIndex",
     "Page",
     "ProgressReports",
+    "RedisClusterStateBackend",
     "RedisStateBackend",
     "StateBackend",
     "UploadRecord",

@@ -139,6 +139,19 @@ def expected_statuses(expect_status: Collection[str]) -> Collection[str]:
     return expect_status
 
 
+def settles(old_status: str, new_status: str) -> bool:
+    """Whether a change from ``old_status`` to ``new_status`` settles an upload: its
+    record is then kept only ``OBITOX_SETTLED_TTL`` (if its TTL is not shorter)."""
+    return new_status in TERMINAL and new_status != old_status
+
+
+def leaves_expiry_index(old_status: str, new_status: str) -> bool:
+    """Whether the change takes the upload out of the expiry index: cleanup has nothing
+    left to do for a settled upload, except an ``expired`` one whose storage it frees
+    (and then forgets it)."""
+    return settles(old_status, new_status) and new_status != "expired"
+
+
 def check_ttl(ttl: int) -> None:
     if not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < 1:
         raise ValueError(f"ttl must be a positive whole number of seconds, got {ttl!r}")

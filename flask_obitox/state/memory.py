@@ -31,6 +31,8 @@ from .base import (
     check_changes,
     check_ttl,
     expected_statuses,
+    leaves_expiry_index,
+    settles,
 )
 from .capabilities import (
     MAX_WAIT,
@@ -68,6 +70,9 @@ def _encoded(event: Mapping[str, Any] | bytes) -> bytes:
 
 class MemoryStateBackend(GroupChanges):
     """Dicts behind one lock. Nothing is shared between processes."""
+
+    #: How long a settled upload's record is kept (seconds): ``OBITOX_SETTLED_TTL``.
+    settled_ttl: int = 86400
 
     def __init__(self, *, events_retention: int = 1000) -> None:
         self._lock = threading.Lock()
@@ -215,9 +220,16 @@ class MemoryStateBackend(GroupChanges):
             if record.status not in expect_status:
                 return None
             new = apply_changes(record, changes, time.time())
-            # Keep the deadline: the TTL is not extended by an update.
-            self._records[upload_id] = (entry[0], new.to_json())
-            if "expires_at" in changes:
+            # Keep the deadline: the TTL is not extended by an update. A settled upload
+            # is kept at most settled_ttl.
+            deadline = entry[0]
+            if settles(record.status, new.status):
+                deadline = min(deadline, time.monotonic() + self.settled_ttl)
+                heapq.heappush(self._deadlines, (deadline, _UPLOAD, upload_id))
+            self._records[upload_id] = (deadline, new.to_json())
+            if leaves_expiry_index(record.status, new.status):
+                self._expiry.pop(upload_id, None)
+            elif "expires_at" in changes:
                 self._expiry[upload_id] = new.expires_at
         return new
 

@@ -26,6 +26,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any, cast
 
 import redis
+from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisError
 
 from ..errors import StateUnavailable
@@ -38,6 +39,8 @@ from .base import (
     check_changes,
     check_ttl,
     expected_statuses,
+    leaves_expiry_index,
+    settles,
 )
 from .capabilities import GroupClosed, GroupNotFound, Page, check_limit, merge_progress
 from .cursor import index_member, time_bound
@@ -76,6 +79,11 @@ class RedisStateBackend(RedisGroups, RedisEvents):
         url: str | None = None,
         events_retention: int = 1000,
     ) -> None:
+        if isinstance(client, RedisCluster):
+            raise TypeError(
+                "RedisStateBackend talks to one Redis; for a RedisCluster client use "
+                "RedisClusterStateBackend (OBITOX_STATE_BACKEND=redis+cluster://host:port)"
+            )
         super().__init__(client, prefix=prefix, url=url)
         self.events_retention = events_retention
 
@@ -137,14 +145,7 @@ class RedisStateBackend(RedisGroups, RedisEvents):
                 commands.append(("SET", layout.object_key(r.bucket, r.key), r.upload_id, "EX", ttl))
             if r.group_id:
                 joining.setdefault(r.group_id, []).append(r.upload_id)
-        # Keep the expiry index bounded: an entry that expired more than ``ttl`` ago
-        # belongs to a record created even earlier, whose key (``ttl`` from its creation)
-        # is gone. Pruned before the ZADD, so this batch's own entries always stay.
-        commands.append(("ZREMRANGEBYSCORE", layout.expiry, "-inf", f"({time.time() - ttl}"))
-        zadd: list[Any] = ["ZADD", layout.expiry]
-        for record in records:
-            zadd += (record.expires_at, record.upload_id)
-        commands.append(tuple(zadd))
+        commands += self._expiry_commands(records, ttl)
         commands += self._index_commands(records, ttl)
         first_join = len(commands)
         commands += [self._join_command(gid, ids) for gid, ids in joining.items()]
@@ -155,6 +156,29 @@ class RedisStateBackend(RedisGroups, RedisEvents):
         except (GroupNotFound, GroupClosed):
             self._undo_create(records, joining)
             raise
+
+    def _expiry_key(self, upload_id: str) -> str:
+        """The expiry index set holding ``upload_id`` (one set; a cluster shards it)."""
+        return self.layout.expiry
+
+    def _expiry_commands(self, records: Sequence[UploadRecord], ttl: int) -> list[tuple[Any, ...]]:
+        """Per expiry set the batch adds to: a prune, then one ``ZADD`` of its entries.
+
+        Keeps the index bounded: an entry that expired more than ``ttl`` ago belongs to
+        a record created even earlier, whose key (``ttl`` from its creation) is gone.
+        Pruned before the ``ZADD``, so this batch's own entries always stay.
+        """
+        by_set: dict[str, list[Any]] = {}
+        for record in records:
+            by_set.setdefault(self._expiry_key(record.upload_id), []).extend(
+                (record.expires_at, record.upload_id)
+            )
+        cutoff = f"({time.time() - ttl}"
+        commands: list[tuple[Any, ...]] = []
+        for key, pairs in by_set.items():
+            commands.append(("ZREMRANGEBYSCORE", key, "-inf", cutoff))
+            commands.append(("ZADD", key, *pairs))
+        return commands
 
     def _index_keys(self, record: UploadRecord) -> list[str]:
         """Every owner index set ``record`` belongs in."""
@@ -236,11 +260,16 @@ class RedisStateBackend(RedisGroups, RedisEvents):
         """Queue the removal of ``record`` and every index entry of it on ``pipe``."""
         layout = self.layout
         pipe.delete(layout.upload(record.upload_id))
-        pipe.zrem(layout.expiry, record.upload_id)
+        pipe.zrem(self._expiry_key(record.upload_id), record.upload_id)
         # EVAL, not the registered script: a pipeline with scripts first asks the server
         # whether they are loaded, which is one more round trip.
-        pipe.eval(
-            DELETE_IF_SCRIPT, 1, layout.object_key(record.bucket, record.key), record.upload_id
+        # (``execute_command``: redis-py's cluster pipeline has no ``eval`` of its own.)
+        pipe.execute_command(
+            "EVAL",
+            DELETE_IF_SCRIPT,
+            1,
+            layout.object_key(record.bucket, record.key),
+            record.upload_id,
         )
         member = index_member(record.created_at, record.upload_id)
         for key in dict.fromkeys([*self._every_set(record.owner), *self._index_keys(record)]):
@@ -286,8 +315,7 @@ class RedisStateBackend(RedisGroups, RedisEvents):
                 # its own write (unique by its ``revision``) and answers 1: still one
                 # winner, and it knows it won.
                 if self._swap(key, old, record, new):
-                    if "expires_at" in changes:
-                        client.zadd(self.layout.expiry, {upload_id: new.expires_at})
+                    self._after_swap(record, new, moved_expiry="expires_at" in changes)
                     return new
         raise StateUnavailable(
             f"Redis at {self.url}: update of {upload_id!r} lost {MAX_CAS_ATTEMPTS} races in a row"
@@ -331,6 +359,24 @@ class RedisStateBackend(RedisGroups, RedisEvents):
             f"Redis at {self.url}: progress of {upload_id!r} lost {MAX_CAS_ATTEMPTS} races in a row"
         )
 
+    def _after_swap(self, old: UploadRecord, new: UploadRecord, *, moved_expiry: bool) -> None:
+        """The expiry index after a won compare-and-set: a moved ``expires_at`` moves the
+        entry; an upload that settled leaves the index (an ``expired`` one stays until
+        cleanup has freed its storage and forgets it)."""
+        expiry = self._expiry_key(new.upload_id)
+        if leaves_expiry_index(old.status, new.status):
+            self._client.zrem(expiry, new.upload_id)
+        elif moved_expiry:
+            self._client.zadd(expiry, {new.upload_id: new.expires_at})
+
+    def _cas_args(self, old: bytes | str, record: UploadRecord, new: UploadRecord) -> list[Any]:
+        """The compare-and-set script's arguments: a settling change lowers the record's
+        TTL to ``settled_ttl``."""
+        args: list[Any] = [old, new.to_json()]
+        if settles(record.status, new.status):
+            args.append(self.settled_ttl * 1000)
+        return args
+
     def _swap(self, key: str, old: bytes | str, record: UploadRecord, new: UploadRecord) -> bool:
         """The compare-and-set of ``record`` (stored as ``old``) to ``new``, and its owner
         index move, in one round trip: both scripts in one pipeline (they live on two
@@ -338,16 +384,19 @@ class RedisStateBackend(RedisGroups, RedisEvents):
         the entry is moved from ``new``'s sets to those of the record that is stored,
         so a winner's entry is never taken out (listings check every entry anyway)."""
         move = self._index_move(record, new)
+        cas_args = self._cas_args(old, record, new)
         if move is None:
-            return bool(self._cas(keys=[key], args=[old, new.to_json()]) == 1)
+            return bool(self._cas(keys=[key], args=cas_args) == 1)
         keys, args = move
-        pipe = self._client.pipeline(transaction=False)
-        pipe.evalsha(self._cas.sha, 1, key, old, new.to_json())
-        pipe.evalsha(self._move.sha, len(keys), *keys, *args)
+        pipe: Any = self._client.pipeline(transaction=False)
+        # ``execute_command``: redis-py's cluster pipeline refuses ``evalsha`` by name
+        # before 6.2, and sends the raw command to the node of its first key.
+        pipe.execute_command("EVALSHA", self._cas.sha, 1, key, *cas_args)
+        pipe.execute_command("EVALSHA", self._move.sha, len(keys), *keys, *args)
         swapped, moved = pipe.execute(raise_on_error=False)
         if isinstance(swapped, NoScriptError):
             # A server that has not loaded the scripts yet: the two-step way loads them.
-            swapped = self._cas(keys=[key], args=[old, new.to_json()])
+            swapped = self._cas(keys=[key], args=cas_args)
             moved = NoScriptError() if isinstance(moved, Exception) else moved
         if swapped == 1:
             if isinstance(moved, Exception):
@@ -397,7 +446,7 @@ class RedisStateBackend(RedisGroups, RedisEvents):
             raw: bytes | str | None = self._client.get(self.key(upload_id))
             pipe = self._client.pipeline(transaction=False)
             pipe.delete(self.key(upload_id))
-            pipe.zrem(self.layout.expiry, upload_id)
+            pipe.zrem(self._expiry_key(upload_id), upload_id)
             if raw is not None:
                 self._queue_forget(pipe, UploadRecord.from_json(raw))
             pipe.execute()

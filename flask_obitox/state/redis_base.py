@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
 from redis.exceptions import (
-    ClusterDownError,
+    AskError,
+    ClusterError,
     InvalidResponse,
     OutOfMemoryError,
     ReadOnlyError,
+    SlotNotCoveredError,
     TryAgainError,
 )
 from redis.exceptions import (
@@ -37,15 +39,19 @@ T = TypeVar("T")
 
 #: redis-py errors that mean "the store cannot answer now", not "you asked wrongly".
 #: ConnectionError covers refused/reset, AuthenticationError, BusyLoadingError and
-#: MaxConnectionsError; ClusterDownError covers MasterDownError; InvalidResponse is
-#: something other than Redis answering (a proxy, an HTTP port).
+#: MaxConnectionsError; InvalidResponse is something other than Redis answering (a
+#: proxy, an HTTP port). A cluster that is moving slots, failing over or missing a node
+#: answers with the rest: ClusterError covers ClusterDownError and MasterDownError,
+#: AskError covers MovedError (a plain client sent to a cluster node gets those too).
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
     ReadOnlyError,
     OutOfMemoryError,
-    ClusterDownError,
+    ClusterError,
+    AskError,
     TryAgainError,
+    SlotNotCoveredError,
     InvalidResponse,
     OSError,
 )
@@ -70,6 +76,9 @@ def text(value: bytes | str) -> str:
 
 class RedisBase:
     """The client, the layout and the shared machinery."""
+
+    #: How long a settled upload's record is kept (seconds): ``OBITOX_SETTLED_TTL``.
+    settled_ttl: int = 86400
 
     def __init__(
         self, client: redis.Redis, *, prefix: str = "obitox", url: str | None = None
@@ -99,13 +108,18 @@ class RedisBase:
         except UNAVAILABLE_ERRORS as exc:
             raise self._unavailable(action, exc) from exc
 
+    def _mget(self, keys: Sequence[str]) -> list[bytes | str | None]:
+        """The values of ``keys`` in one ``MGET`` (a cluster backend sends one pipeline
+        per node)."""
+        return list(self._client.mget(keys)) if keys else []
+
+    def _pool_for(self, key: str) -> Any:
+        """The connection pool of the server that holds ``key``."""
+        return self._client.connection_pool
+
     def _load_uploads(self, upload_ids: Sequence[str]) -> list[UploadRecord | None]:
-        """Records by id in one ``MGET`` (a cluster backend sends one per node)."""
-        if not upload_ids:
-            return []
-        raw: list[bytes | str | None] = self._client.mget(
-            [self.layout.upload(upload_id) for upload_id in upload_ids]
-        )
+        """Records by id in one round trip."""
+        raw = self._mget([self.layout.upload(upload_id) for upload_id in upload_ids])
         return [None if r is None else UploadRecord.from_json(r) for r in raw]
 
     def _move_member(

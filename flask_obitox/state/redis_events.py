@@ -66,6 +66,9 @@ def _encoded(event: Mapping[str, Any] | bytes) -> bytes:
 
 class RedisEvents(RedisBase):
     events_retention: int = 1000
+    #: Whether one blocked ``XREAD`` may follow many owners' streams (and the wake-up
+    #: stream) at once: not on a cluster, where they live on different slots.
+    many_owner_reads: bool = True
     #: An owner's stream is dropped this long after its last event (seconds).
     events_ttl: int = 8 * 86400
 
@@ -96,18 +99,7 @@ class RedisEvents(RedisBase):
             )
             for owner, indexes in by_owner.items()
         ]
-        pool = self._client.connection_pool
-        with self._guard("append_events"):
-            connection: Any = pool.get_connection()
-        try:
-            # Sent once, never retried: a resent XADD would append the events twice.
-            connection.send_packed_command(connection.pack_commands(commands))
-            replies = [connection.read_response() for _ in commands]
-        except UNAVAILABLE_ERRORS as exc:
-            connection.disconnect()  # a reply may be left unread: never reuse it
-            raise self._unavailable("append_events", exc) from exc
-        finally:
-            pool.release(connection)
+        replies = self._send_appends(commands)
         ids: list[str] = [""] * len(events)
         for indexes, reply in zip(by_owner.values(), replies, strict=True):
             if isinstance(reply, Exception):
@@ -115,6 +107,21 @@ class RedisEvents(RedisBase):
             for index, event_id in zip(indexes, reply, strict=True):
                 ids[index] = text(event_id)
         return ids
+
+    def _send_appends(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Every append command in one packet on one connection, sent once and never
+        retried: a resent XADD would append its events twice."""
+        pool = self._client.connection_pool
+        with self._guard("append_events"):
+            connection: Any = pool.get_connection()
+        try:
+            connection.send_packed_command(connection.pack_commands(commands))
+            return [connection.read_response() for _ in commands]
+        except UNAVAILABLE_ERRORS as exc:
+            connection.disconnect()  # a reply may be left unread: never reuse it
+            raise self._unavailable("append_events", exc) from exc
+        finally:
+            pool.release(connection)
 
     def _check_count(self, count: int) -> None:
         if not isinstance(count, int) or isinstance(count, bool) or count < 1:
@@ -152,9 +159,10 @@ class RedisEvents(RedisBase):
         self, action: str, positions: Mapping[str, str], wait: float, count: int
     ) -> dict[str, Any]:
         """``XREAD COUNT count BLOCK wait STREAMS ...`` on a connection of its own:
-        stream key -> its raw entries, for the streams that had any."""
-        pool = self._client.connection_pool
+        stream key -> its raw entries, for the streams that had any. On a cluster every
+        key must live on one slot (the caller's business)."""
         with self._guard(action):
+            pool = self._pool_for(next(iter(positions)))
             connection: Any = pool.get_connection()
         try:
             # BLOCK 0 would mean forever.

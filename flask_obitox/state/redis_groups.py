@@ -147,9 +147,7 @@ class RedisGroups(GroupChanges, RedisBase):
         index_key = self.layout.owner_groups(owner, status or "")
 
         def load(group_ids: list[str]) -> list[GroupRecord | None]:
-            raw: list[bytes | str | None] = self._client.mget(
-                [self.layout.group(group_id) for group_id in group_ids]
-            )
+            raw = self._mget([self.layout.group(group_id) for group_id in group_ids])
             return [None if r is None else GroupRecord.from_json(r) for r in raw]
 
         def verdict(member: str, group: GroupRecord) -> str:

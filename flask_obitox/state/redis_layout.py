@@ -75,8 +75,8 @@ class RedisLayout:
         return f"{self.prefix}:{{g:{_tag(group_id)}}}:members"
 
 
-#: Set KEYS[1] to ARGV[2] only if it still holds ARGV[1]; keep its TTL.
-#: Set KEYS[1] from ARGV[1] to ARGV[2], keeping its TTL; 1 when it holds ARGV[2] after.
+#: Set KEYS[1] from ARGV[1] to ARGV[2], keeping its TTL (or, given ARGV[3], lowering it
+#: to at most ARGV[3] milliseconds: a settled upload); 1 when it holds ARGV[2] after.
 #: A retry of a compare-and-set whose reply was lost finds its own write (ARGV[2], made
 #: unique per caller by the record's ``revision``) and answers 1 again: the caller that
 #: won still knows it won, and no other caller can.
@@ -84,6 +84,12 @@ CAS_SCRIPT = """
 local stored = redis.call('GET', KEYS[1])
 if stored == ARGV[1] then
     redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+    if ARGV[3] then
+        local ttl = redis.call('PTTL', KEYS[1])
+        if ttl < 0 or ttl > tonumber(ARGV[3]) then
+            redis.call('PEXPIRE', KEYS[1], ARGV[3])
+        end
+    end
     return 1
 end
 if stored == ARGV[2] then

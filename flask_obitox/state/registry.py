@@ -1,7 +1,7 @@
 """Which backend a ``OBITOX_STATE_BACKEND`` URI names: a registry keyed by URL scheme.
 
-Built in: ``memory://`` and the plain Redis schemes ``redis://``, ``rediss://`` and
-``unix://``. Another backend registers its schemes once, at import of its module::
+Built in: ``memory://``, the plain Redis schemes ``redis://``, ``rediss://`` and
+``unix://``, and ``redis+cluster://`` (:mod:`~flask_obitox.state.redis_cluster`). Another backend registers its schemes once, at import of its module::
 
     register_backend("redis+cluster", RedisClusterStateBackend.from_url)
 
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from .base import StateBackend
 from .memory import MemoryStateBackend
 from .redis import RedisStateBackend
+from .redis_cluster import RedisClusterStateBackend
 
 __all__ = [
     "backend_from_uri",
@@ -91,3 +92,4 @@ def _memory(uri: str) -> StateBackend:
 register_backend("memory", _memory)
 for _name in ("redis", "rediss", "unix"):
     register_backend(_name, RedisStateBackend.from_url, plain_redis=True)
+register_backend("redis+cluster", RedisClusterStateBackend.from_url)
