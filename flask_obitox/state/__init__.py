@@ -21,6 +21,7 @@ from .capabilities import (
     KeyIndex,
     OwnerIndex,
     Page,
+    RecordChanges,
 )
 from .memory import MemoryStateBackend
 from .redis import RedisStateBackend
@@ -43,6 +44,7 @@ __all__ = [
     "MemoryStateBackend",
     "OwnerIndex",
     "Page",
+    "RecordChanges",
     "RedisStateBackend",
     "StateBackend",
     "UploadRecord",

@@ -13,6 +13,8 @@ tusd composes stores. Each capability has its own contract test suite
   compare-and-set on the group's status.
 - :class:`KeyIndex`: ``(bucket, object key) -> upload id``, for storage events.
 - :class:`EventStream`: an owner's events, capped, readable after an id, and waitable.
+- :class:`RecordChanges`: a compare-and-set whose changes are computed from the record
+  it compares against (a read-modify-write, for fields several writers share).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ __all__ = [
     "KeyIndex",
     "OwnerIndex",
     "Page",
+    "RecordChanges",
 ]
 
 #: Every status a group can be in.
@@ -287,4 +290,25 @@ class EventStream(Protocol):
 
     def last_event_id(self, owner: str) -> str | None:
         """The id of ``owner``'s newest event kept, ``None`` when there is none."""
+        ...
+
+
+@runtime_checkable
+class RecordChanges(Protocol):
+    """A read-modify-write of one upload record. ``update`` applies fixed changes, so
+    two writers of the same field (two processors of one upload each recording their
+    outcome in ``processing``) would lose one write; here the changes are computed
+    again from every record the compare is made against."""
+
+    def update_with(
+        self,
+        upload_id: str,
+        expect_status: Collection[str],
+        change: Callable[[UploadRecord], dict[str, Any] | None],
+    ) -> UploadRecord | None:
+        """If the record exists and its status is in ``expect_status``, store the
+        record with ``change(record)`` applied (``updated_at`` set, TTL kept) and return
+        it. ``change`` may run several times (once per lost race) and must have no side
+        effect; it returns ``None`` to leave the record alone. ``None`` when nothing was
+        written."""
         ...

@@ -22,7 +22,7 @@ names the server without its password.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, cast
 
 import redis
@@ -286,6 +286,37 @@ class RedisStateBackend(RedisGroups, RedisEvents):
                 # its own write (unique by its ``revision``) and answers 1: still one
                 # winner, and it knows it won.
                 if self._swap(key, old, record, new):
+                    if "expires_at" in changes:
+                        client.zadd(self.layout.expiry, {upload_id: new.expires_at})
+                    return new
+        raise StateUnavailable(
+            f"Redis at {self.url}: update of {upload_id!r} lost {MAX_CAS_ATTEMPTS} races in a row"
+        )
+
+    def update_with(
+        self,
+        upload_id: str,
+        expect_status: Collection[str],
+        change: Callable[[UploadRecord], dict[str, Any] | None],
+    ) -> UploadRecord | None:
+        expect_status = expected_statuses(expect_status)
+        key = self.key(upload_id)
+        client = self._client
+        with self._guard("update"):
+            for _ in range(MAX_CAS_ATTEMPTS):
+                stored: bytes | str | None = client.get(key)
+                if stored is None:
+                    return None
+                record = UploadRecord.from_json(stored)
+                if record.status not in expect_status:
+                    return None
+                # Computed from this very read: a lost compare re-reads and recomputes.
+                changes = change(record)
+                if changes is None:
+                    return None
+                check_changes(changes)
+                new = apply_changes(record, changes, time.time())
+                if self._swap(key, stored, record, new):
                     if "expires_at" in changes:
                         client.zadd(self.layout.expiry, {upload_id: new.expires_at})
                     return new
