@@ -43,7 +43,14 @@ MEDIA_PATTERN = (
 #: An extension, with or without its dot: ``png``, ``.tar.gz``.
 EXTENSION_PATTERN = r"^\.?[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}\Z"
 #: The events a webhook endpoint can subscribe to (``OBITOX_WEBHOOKS[...]["events"]``).
-WEBHOOK_EVENTS = ("upload.completed", "upload.aborted", "upload.rejected", "upload.expired")
+WEBHOOK_EVENTS = (
+    "upload.completed",
+    "upload.aborted",
+    "upload.rejected",
+    "upload.expired",
+    "upload.ready",
+    "processing.failed",
+)
 #: Standard Webhooks secrets: ``whsec_`` and the base64 of 24 to 64 random bytes.
 WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 WEBHOOK_SECRET_BYTES = (24, 64)
@@ -99,6 +106,9 @@ class ConfigVars:
     METRICS_TOKEN = "OBITOX_METRICS_TOKEN"  # noqa: S105 - a key name
     MAX_OPEN_MULTIPART = "OBITOX_MAX_OPEN_MULTIPART"
     MAX_OPEN_BYTES = "OBITOX_MAX_OPEN_BYTES"
+    PROCESSING_QUEUE = "OBITOX_PROCESSING_QUEUE"
+    PROCESSING_RETRY_SCHEDULE = "OBITOX_PROCESSING_RETRY_SCHEDULE"
+    STORAGE_EVENTS_TOKEN = "OBITOX_STORAGE_EVENTS_TOKEN"  # noqa: S105 - a key name
 
 
 #: Defaults, applied with ``app.config.setdefault``. ``STATE_BACKEND`` is resolved
@@ -145,6 +155,9 @@ DEFAULTS: dict[str, Any] = {
     ConfigVars.METRICS_TOKEN: None,
     ConfigVars.MAX_OPEN_MULTIPART: 100,
     ConfigVars.MAX_OPEN_BYTES: 10 * 2**40,  # 10 TiB
+    ConfigVars.PROCESSING_QUEUE: "obitox-processing",
+    ConfigVars.PROCESSING_RETRY_SCHEDULE: [10, 60, 300],
+    ConfigVars.STORAGE_EVENTS_TOKEN: None,
 }
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -203,6 +216,12 @@ class Settings:
     max_open_multipart: int = 100
     #: Bytes one owner's open multipart uploads may add up to; 0 is no cap.
     max_open_bytes: int = 10 * 2**40
+    #: The RQ queue processors run on (``flask obitox worker`` works it too).
+    processing_queue: str = "obitox-processing"
+    #: Seconds before each retry of a processor that failed; its length is the retries.
+    processing_retry_schedule: tuple[int, ...] = (10, 60, 300)
+    #: The bearer token of ``POST /storage-events``; ``None``: the route is 404.
+    storage_events_token: str | None = dataclasses.field(default=None, repr=False)
 
 
 def _int(
@@ -503,14 +522,38 @@ def _rate_limits(config: Mapping[str, Any]) -> str:
 
 
 def _metrics_token(config: Mapping[str, Any]) -> str | None:
-    token = _optional_str(config, ConfigVars.METRICS_TOKEN)
+    return _secret_token(config, ConfigVars.METRICS_TOKEN)
+
+
+def _secret_token(config: Mapping[str, Any], key: str) -> str | None:
+    """A bearer token: ``None`` (unset) or at least 16 printable ASCII characters."""
+    token = _optional_str(config, key)
     if token is not None and (len(token) < 16 or not token.isascii() or not token.isprintable()):
         # Shown nowhere: the token itself never appears in the message.
         raise ConfigError(
-            f"{ConfigVars.METRICS_TOKEN} must be at least 16 printable ASCII characters "
+            f"{key} must be at least 16 printable ASCII characters "
             "(a random secret, e.g. python -c 'import secrets; print(secrets.token_urlsafe())')"
         )
     return token
+
+
+def _schedule(config: Mapping[str, Any], key: str) -> tuple[int, ...]:
+    """A retry schedule: a list of delays in seconds (its length is the retries)."""
+    schedule = config[key]
+    if (
+        isinstance(schedule, str)
+        or not isinstance(schedule, Sequence)
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in schedule)
+    ):
+        raise ConfigError(f"{key} must be a list of seconds, got {schedule!r}")
+    return tuple(schedule)
+
+
+def _queue_name(config: Mapping[str, Any], key: str) -> str:
+    name = config[key]
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{key} must be a non-empty string, got {name!r}")
+    return name
 
 
 def load_settings(config: MutableMapping[str, Any]) -> Settings:
@@ -621,19 +664,15 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
     if twice:
         raise ConfigError(f"{ConfigVars.WEBHOOKS} lists {twice} more than once: one entry per URL")
 
-    schedule = config[ConfigVars.WEBHOOK_RETRY_SCHEDULE]
-    if (
-        isinstance(schedule, str)
-        or not isinstance(schedule, Sequence)
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in schedule)
-    ):
+    schedule = _schedule(config, ConfigVars.WEBHOOK_RETRY_SCHEDULE)
+    rq_queue = _queue_name(config, ConfigVars.RQ_QUEUE)
+    processing_queue = _queue_name(config, ConfigVars.PROCESSING_QUEUE)
+    if processing_queue == rq_queue:
+        # One queue for both would let a slow processor hold every webhook back.
         raise ConfigError(
-            f"{ConfigVars.WEBHOOK_RETRY_SCHEDULE} must be a list of seconds, got {schedule!r}"
+            f"{ConfigVars.PROCESSING_QUEUE} and {ConfigVars.RQ_QUEUE} must differ, "
+            f"both are {rq_queue!r}"
         )
-
-    rq_queue = config[ConfigVars.RQ_QUEUE]
-    if not isinstance(rq_queue, str) or not rq_queue:
-        raise ConfigError(f"{ConfigVars.RQ_QUEUE} must be a non-empty string, got {rq_queue!r}")
 
     return Settings(
         bucket=bucket,
@@ -666,7 +705,7 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
         verify_content=_bool(config, ConfigVars.VERIFY_CONTENT),
         max_request_size=_int(config, ConfigVars.MAX_REQUEST_SIZE, minimum=1024),
         webhooks=endpoints,
-        webhook_retry_schedule=tuple(schedule),
+        webhook_retry_schedule=schedule,
         webhook_allowed_hosts=webhook_hosts,
         webhook_allow_private=_bool(config, ConfigVars.WEBHOOK_ALLOW_PRIVATE),
         webhook_timeout=_int(config, ConfigVars.WEBHOOK_TIMEOUT, minimum=1, maximum=300),
@@ -682,4 +721,7 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
         metrics_token=_metrics_token(config),
         max_open_multipart=_int(config, ConfigVars.MAX_OPEN_MULTIPART, minimum=0, maximum=10_000),
         max_open_bytes=_int(config, ConfigVars.MAX_OPEN_BYTES, minimum=0),
+        processing_queue=processing_queue,
+        processing_retry_schedule=_schedule(config, ConfigVars.PROCESSING_RETRY_SCHEDULE),
+        storage_events_token=_secret_token(config, ConfigVars.STORAGE_EVENTS_TOKEN),
     )
