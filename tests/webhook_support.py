@@ -140,7 +140,13 @@ class Receiver:
 class WorkerProcess:
     """``flask obitox worker`` for the app of ``config``, in its own process group."""
 
-    def __init__(self, config: dict[str, Any], log_path: Path, *args: str) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        log_path: Path,
+        *args: str,
+        app: str = "webhook_support:create_app",
+    ) -> None:
         self.log_path = log_path
         env = {
             **os.environ,
@@ -154,7 +160,7 @@ class WorkerProcess:
                 "-m",
                 "flask",
                 "--app",
-                "webhook_support:create_app",
+                app,
                 "obitox",
                 "worker",
                 "--maintenance-interval",

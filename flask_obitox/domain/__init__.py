@@ -2,7 +2,7 @@
 
 Split by lifecycle, one module each: :mod:`.signing` (single uploads, batches, Uppy's
 POST), :mod:`.multipart`, :mod:`.settling` (ownership, verification and the status
-race), :mod:`.cleanup`, :mod:`.bucket` (CORS, lifecycle); :mod:`.render` draws an upload the one way every reader sees
+race), :mod:`.processing` (runs of processors, :mod:`.processors` defines them), :mod:`.storage_events` (completion from storage's notifications), :mod:`.cleanup`, :mod:`.bucket` (CORS, lifecycle); :mod:`.render` draws an upload the one way every reader sees
 it, and :mod:`.results` types every answer. :class:`UploadService` is all of them for
 one app (``app.extensions["obitox"].service``).
 """
@@ -14,9 +14,12 @@ from .bucket import Bucket
 from .cleanup import Cleanup, CleanupReport
 from .common import isoformat, new_upload_ids, part_layout, part_length
 from .multipart import Multipart
+from .processing import Processing, ProcessingJobs, ProcessorFailed
+from .processors import ProcessingContext, Processor, UploadGone, stored_keys
 from .render import effective_status, render_upload
 from .settling import Settling
 from .signing import InvalidEntry, Signing
+from .storage_events import StorageEvents, StorageEventsReport, StoredObject
 
 __all__ = [
     "Bucket",
@@ -27,9 +30,18 @@ __all__ = [
     "InvalidEntry",
     "KeyBuilder",
     "Multipart",
+    "Processing",
+    "ProcessingContext",
+    "ProcessingJobs",
+    "Processor",
+    "ProcessorFailed",
     "Settling",
     "Signing",
+    "StorageEvents",
+    "StorageEventsReport",
     "StorageResolver",
+    "StoredObject",
+    "UploadGone",
     "UploadService",
     "effective_status",
     "isoformat",
@@ -37,9 +49,10 @@ __all__ = [
     "part_layout",
     "part_length",
     "render_upload",
+    "stored_keys",
 ]
 
 
-class UploadService(Signing, Multipart, Cleanup, Bucket):
-    """Every upload operation of one app: signing, multipart, settling, cleanup, and
-    the bucket behind them."""
+class UploadService(Signing, Multipart, Processing, StorageEvents, Cleanup, Bucket):
+    """Every upload operation of one app: signing, multipart, settling, processing,
+    cleanup, and the bucket behind them."""

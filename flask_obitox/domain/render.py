@@ -40,4 +40,30 @@ def render_upload(record: UploadRecord, *, now: float | None = None) -> UploadVi
         "expiresAt": isoformat(record.expires_at),
         "etag": result.get("etag"),
         "reason": result.get("reason"),
+        "processing": render_processing(record),
+        "ready": is_ready(record),
     }
+
+
+def render_processing(record: UploadRecord) -> dict[str, dict[str, Any]]:
+    """``processing`` as the upload view shows it: ``{status, attempts, result?, error?,
+    updatedAt}`` per processor (the internal run counter left out)."""
+    shown: dict[str, dict[str, Any]] = {}
+    for name, entry in (record.processing or {}).items():
+        view = {
+            "status": entry["status"],
+            "attempts": entry["attempts"],
+            "updatedAt": entry["updatedAt"],
+        }
+        for optional in ("result", "error"):
+            if entry.get(optional) is not None:
+                view[optional] = entry[optional]
+        shown[name] = view
+    return shown
+
+
+def is_ready(record: UploadRecord) -> bool:
+    """Completed, and every processor of it completed (none: ready at once)."""
+    return record.status == "completed" and all(
+        entry["status"] == "completed" for entry in (record.processing or {}).values()
+    )

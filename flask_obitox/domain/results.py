@@ -76,6 +76,10 @@ class UploadView(TypedDict):
     expiresAt: str
     etag: str | None
     reason: str | None
+    #: Each processor: ``{status, attempts, result?, error?, updatedAt}`` (DESIGN §14).
+    processing: dict[str, dict[str, Any]]
+    #: Completed, and every processor completed.
+    ready: bool
 
 
 class MultipartCreated(TypedDict):
