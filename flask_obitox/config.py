@@ -51,6 +51,10 @@ WEBHOOK_EVENTS = (
     "upload.ready",
     "processing.failed",
 )
+#: What an endpoint that names no ``events`` receives: part one's upload events. The
+#: newer ones (``upload.ready``, ``processing.failed``) are asked for by name, so an
+#: endpoint configured before them gets no new kind of message.
+DEFAULT_WEBHOOK_EVENTS = ("upload.completed", "upload.aborted", "upload.rejected", "upload.expired")
 #: Standard Webhooks secrets: ``whsec_`` and the base64 of 24 to 64 random bytes.
 WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 WEBHOOK_SECRET_BYTES = (24, 64)
@@ -429,7 +433,7 @@ def webhook_endpoint(
         webhook_secret_key(value.get("secret"))
     except ValueError as error:
         raise ConfigError(f"{where} ({url}): {error}") from None
-    events = value.get("events", WEBHOOK_EVENTS)
+    events = value.get("events", DEFAULT_WEBHOOK_EVENTS)
     if isinstance(events, str) or not isinstance(events, Sequence) or not events:
         raise ConfigError(
             f"{where} ({url}): 'events' must be a non-empty list of event names, got {events!r}"
