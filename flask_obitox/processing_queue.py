@@ -22,8 +22,7 @@ from typing import Any
 
 from flask import Flask, current_app, has_request_context, request
 from redis.exceptions import RedisError
-from rq import Queue, Retry
-from rq.callbacks import Callback
+from rq import Callback, Queue, Retry
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
 from rq.utils import now
