@@ -699,6 +699,7 @@ def test_without_a_worker_of_its_own_the_example_reads_rqs_registry(
             "OBITOX_STATE_BACKEND": "memory://",
             "OBITOX_RQ_REDIS_URL": redis_url,
             "OBITOX_RQ_QUEUE": queue_name,
+            "OBITOX_PROCESSING_QUEUE": f"{queue_name}-processing",
             "OBITOX_WEBHOOK_ALLOW_PRIVATE": True,
             "EXAMPLE_WEBHOOK_URL": receiver,
             "EXAMPLE_WEBHOOK_SECRET": "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY",

@@ -235,6 +235,9 @@ def delete_rq_keys(client: redis.Redis, queue: str) -> None:
     if keys:
         client.delete(*keys)
     client.srem("rq:queues", f"rq:queue:{queue}")
+    if not queue.endswith("-processing"):
+        # The processing queue its workers also worked (OBITOX_PROCESSING_QUEUE).
+        delete_rq_keys(client, f"{queue}-processing")
 
 
 def webhook_config(redis_url: str, queue: str, url: str, **extra: Any) -> dict[str, Any]:
@@ -242,6 +245,8 @@ def webhook_config(redis_url: str, queue: str, url: str, **extra: Any) -> dict[s
     return {
         "OBITOX_RQ_REDIS_URL": redis_url,
         "OBITOX_RQ_QUEUE": queue,
+        # Never the shared default: the worker works both queues.
+        "OBITOX_PROCESSING_QUEUE": f"{queue}-processing",
         "OBITOX_WEBHOOK_ALLOW_PRIVATE": True,  # the receiver is on loopback
         "OBITOX_WEBHOOK_RETRY_SCHEDULE": [],
         "OBITOX_WEBHOOK_TIMEOUT": 5,
