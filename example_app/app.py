@@ -23,6 +23,7 @@ from werkzeug.exceptions import Unauthorized
 
 from flask_obitox import ObitoX
 
+from .processors import register_processors
 from .uploads import DOWNLOAD_EXPIRES, register_downloads
 from .webhooks import SECRET_KEY, URL_KEY, register_disabled, register_receiver
 
@@ -105,6 +106,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     obitox = ObitoX()
     obitox.identity_loader(demo_user_id)
+    register_processors(obitox)
     webhook_url, webhook_secret = app.config.get(URL_KEY), app.config.get(SECRET_KEY)
     if webhook_url and webhook_secret:
         # The example is its own webhook receiver (see example_app/webhooks.py).

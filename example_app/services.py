@@ -6,8 +6,10 @@
 - S3: ``OBITOX_ENDPOINT_URL`` set -> that storage (with ``OBITOX_BUCKET`` and credentials
   from ``OBITOX_AWS_*`` or boto3's chain, ``AWS_*``); otherwise a moto S3 server on
   127.0.0.1 in a thread of this process, with the bucket created.
-- State: ``OBITOX_STATE_BACKEND`` or ``REDIS_URL`` set -> that Redis; otherwise the
-  in-process memory backend.
+- State: ``OBITOX_STATE_BACKEND`` or ``REDIS_URL`` set -> that Redis; otherwise an
+  in-process fakeredis server on 127.0.0.1 (``fakeredis.TcpFakeServer``), database 1,
+  which the worker subprocess shares: it runs the processors of the uploads the app
+  completes (``example_app/processors.py``).
 - Webhooks: the app receives its own (``example_app/webhooks.py``), delivered by a
   ``flask obitox worker`` subprocess (``example_app/worker.py``) whose output is echoed
   to ours and whose last lines are kept for the page (:class:`WorkerProcess`). RQ's
@@ -418,8 +420,15 @@ def start_services(
         config["OBITOX_STATE_BACKEND"] = environ["REDIS_URL"]
         logger.info("State: Redis at %s (REDIS_URL)", redact_url(environ["REDIS_URL"]))
     else:
-        config["OBITOX_STATE_BACKEND"] = "memory://"
-        logger.info("State: in-process memory backend (set REDIS_URL to use Redis)")
+        # Not memory://: the worker subprocess runs the processors, and must see the
+        # uploads the app completes. The embedded Redis serves RQ too.
+        url = _start_embedded_redis(services)
+        config["OBITOX_RQ_REDIS_URL"] = url
+        config["OBITOX_STATE_BACKEND"] = url.rsplit("/", 1)[0] + "/1"
+        logger.info(
+            "State: the embedded fakeredis server, database 1, shared with the worker "
+            "(set REDIS_URL to use Redis)"
+        )
 
     if config.get("OBITOX_ENDPOINT_URL"):
         config["EXAMPLE_EMBEDDED_S3"] = False

@@ -4,7 +4,10 @@ A host app usually keeps what it needs of an upload in its own database when it
 completes; the example does the same in memory, from the ``upload-completed`` signal
 (single and multipart uploads, native or Companion routes alike).
 
-- ``GET /uploads/completed``: the caller's completed uploads, newest first.
+- ``GET /uploads/completed``: the caller's completed uploads, newest first, with where
+  their processors stand (``example_app/processors.py``).
+- ``GET /uploads/<uploadId>/thumbnail``: a redirect to the thumbnail the
+  ``thumbnail`` processor made.
 - ``GET /uploads/<uploadId>/download``: a redirect to a presigned GET of the object,
   valid :data:`DOWNLOAD_EXPIRES` seconds. Another owner's upload (or one this process
   never saw complete) answers 404 ``UPLOAD_NOT_FOUND``, like the extension's routes:
@@ -21,7 +24,7 @@ from typing import Any
 from flask import Flask, jsonify, redirect, url_for
 from flask.typing import ResponseReturnValue
 
-from flask_obitox import ObitoX, UploadRecord, signals
+from flask_obitox import ObitoX, ObitoXError, UploadRecord, signals
 
 #: How long a download link from the page stays valid: long enough to click, short
 #: enough that a copied link soon stops working.
@@ -59,6 +62,21 @@ class CompletedUploads:
             return uploads.get(upload_id) if uploads else None
 
 
+def _processing(obitox: ObitoX, upload: UploadRecord) -> dict[str, Any]:
+    """Where the upload's processors stand now (the record the signal carried is the
+    one of its completion, when they were only queued)."""
+    try:
+        view = obitox.service.get_upload(upload.owner, upload.upload_id)
+    except ObitoXError:
+        return {"processing": {}, "ready": False}
+    processing = view["processing"]
+    extra: dict[str, Any] = {"processing": processing, "ready": view["ready"]}
+    thumb = processing.get("thumbnail", {})
+    if thumb.get("status") == "completed" and (thumb.get("result") or {}).get("thumbnail"):
+        extra["thumbnailUrl"] = url_for("thumbnail_of", upload_id=upload.upload_id)
+    return extra
+
+
 def _describe(upload: UploadRecord) -> dict[str, Any]:
     result = upload.result or {}
     return {
@@ -88,7 +106,29 @@ def register_downloads(app: Flask, obitox: ObitoX, owner_of: Callable[[], str]) 
     @app.get("/uploads/completed")
     def list_completed() -> ResponseReturnValue:
         uploads = completed.of(owner_of())
-        return jsonify(uploads=[_describe(upload) for upload in uploads])
+        return jsonify(
+            uploads=[{**_describe(upload), **_processing(obitox, upload)} for upload in uploads]
+        )
+
+    @app.get("/uploads/<upload_id>/thumbnail")
+    def thumbnail_of(upload_id: str) -> ResponseReturnValue:
+        owner = owner_of()
+        upload = completed.get(owner, upload_id)
+        thumb = (
+            _processing(obitox, upload).get("processing", {}).get("thumbnail") if upload else None
+        )
+        key = ((thumb or {}).get("result") or {}).get("thumbnail")
+        if upload is None or not key:
+            return jsonify(
+                error="UPLOAD_NOT_FOUND",
+                message=f"No thumbnail of upload {upload_id!r} exists for this caller.",
+                details={"uploadId": upload_id},
+            ), 404
+        storage = obitox.service.storage_for(owner, upload.bucket)
+        url = storage.presigner.presign_get_object(upload.bucket, key, expires_in=DOWNLOAD_EXPIRES)
+        response = redirect(url, code=302)
+        response.headers["Cache-Control"] = "private, no-store"
+        return response
 
     @app.get("/uploads/<upload_id>/download")
     def download_upload(upload_id: str) -> ResponseReturnValue:

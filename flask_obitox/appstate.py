@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from .config import Settings
     from .domain import UploadService
     from .metrics import Metrics
+    from .processing_queue import ProcessingQueue
     from .state import StateBackend
     from .storage import StorageRegistry
     from .webhooks.dispatch import Webhooks
@@ -34,6 +35,8 @@ class Hooks:
     admin_loader: Callable[[], Any] | None = None
     key_builder: Callable[..., str] | None = None
     storage_resolver: Callable[[str], Any] | None = None
+    #: ``@obitox.processor`` functions by name (:class:`~flask_obitox.domain.processors.Processor`).
+    processors: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(slots=True)
@@ -51,6 +54,8 @@ class ObitoXState:
     limiter: Any = None
     #: The :class:`~flask_obitox.metrics.Metrics` of ``OBITOX_METRICS`` (``None``: off).
     metrics: Metrics | None = None
+    #: The processing queue (``OBITOX_PROCESSING_QUEUE``).
+    processing: ProcessingQueue = dataclasses.field(default=None)  # type: ignore[assignment]
 
 
 def get_state(app: Flask | None = None) -> ObitoXState:

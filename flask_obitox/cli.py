@@ -8,6 +8,7 @@ prints the outcome. The logic lives with its concern (``service.py``, ``webhooks
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 import redis
@@ -16,6 +17,7 @@ from flask.cli import AppGroup
 
 from .appstate import get_state
 from .doctor import render_table, run_checks
+from .domain.render import render_processing
 from .errors import ObitoXError, ServiceUnavailable
 from .storage.cors import RULE_ID as CORS_RULE_ID
 from .storage.lifecycle import RULE_ID as LIFECYCLE_RULE_ID
@@ -231,7 +233,7 @@ def _redis_down(error: Exception) -> click.ClickException:
     "queues",
     multiple=True,
     metavar="NAME",
-    help="Queue to work (repeatable; default: OBITOX_RQ_QUEUE).",
+    help="Queue to work (repeatable; default: OBITOX_RQ_QUEUE and OBITOX_PROCESSING_QUEUE).",
 )
 @click.option(
     "--worker-class",
@@ -250,7 +252,8 @@ def _redis_down(error: Exception) -> click.ClickException:
 def worker_command(
     burst: bool, queues: tuple[str, ...], worker_class: str, maintenance_interval: int
 ) -> None:
-    """Deliver webhooks: an RQ worker, with RQ's scheduler for retries, inside this app."""
+    """Deliver webhooks and run processors: an RQ worker, with RQ's scheduler for
+    retries, inside this app."""
     try:
         run_worker(
             current_app._get_current_object(),  # type: ignore[attr-defined]
@@ -319,3 +322,82 @@ def webhooks_replay(job_ids: tuple[str, ...], replay_all: bool) -> None:
     for job_id in replayed:
         click.echo(f"replayed {job_id}")
     click.echo(f"{len(replayed)} deliveries replayed.")
+
+
+# -- processing (domain/processing.py, processing_queue.py) -------------------------------
+
+
+@obitox_cli.group("processing")
+def processing_cli() -> None:
+    """Processors that gave up on an upload: list them, queue them again."""
+
+
+def _failed_processing() -> list[tuple[Any, str]]:
+    ext = get_state()
+    try:
+        runs = ext.processing.failed_runs()
+    except redis.exceptions.ConnectionError as error:
+        raise _redis_down(error) from None
+    try:
+        return ext.service.failed_processing([run.upload_id for run in runs])
+    except ServiceUnavailable as error:
+        raise click.ClickException(error.detail) from None
+
+
+@processing_cli.command("failed")
+@click.option("--json", "as_json", is_flag=True, help="Print them as JSON.")
+def processing_failed(as_json: bool) -> None:
+    """List failed processors (from RQ's failed registry of OBITOX_PROCESSING_QUEUE):
+    upload, processor, attempts, last error."""
+    failed = _failed_processing()
+    rows = [
+        {
+            "uploadId": record.upload_id,
+            "processor": name,
+            "owner": record.owner,
+            "key": record.key,
+            **render_processing(record)[name],
+        }
+        for record, name in failed
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        click.echo(f"{row['uploadId']} {row['processor']}")
+        click.echo(f"    {row['key']} (owner {row['owner']})")
+        click.echo(
+            f"    attempts: {row['attempts']}, failed {row['updatedAt']}: {row.get('error')}"
+        )
+    click.echo(f"{len(rows)} failed processors.")
+
+
+@processing_cli.command("retry")
+@click.argument("upload_id", required=False)
+@click.argument("name", required=False)
+@click.option("--all", "retry_all", is_flag=True, help="Retry every failed processor.")
+def processing_retry(upload_id: str | None, name: str | None, retry_all: bool) -> None:
+    """Queue a new run of a failed processor (UPLOAD_ID NAME), or of every one (--all).
+    An upload id may start with '-': put -- before it."""
+    service = get_state().service
+    targets: list[tuple[str, str]]
+    if retry_all and upload_id is None:
+        targets = [(record.upload_id, failed) for record, failed in _failed_processing()]
+    elif not retry_all and upload_id is not None and name is not None:
+        targets = [(upload_id, name)]
+    else:
+        raise click.UsageError("Give an upload id and a processor name, or --all.")
+    retried = 0
+    for target_id, target_name in targets:
+        try:
+            service.retry_processing(None, target_id, target_name)
+        except ServiceUnavailable as error:
+            raise click.ClickException(error.detail) from None
+        except ObitoXError as error:
+            if not retry_all:
+                raise click.ClickException(error.message) from None
+            click.echo(f"skipped {target_id} {target_name}: {error.message}", err=True)
+            continue
+        retried += 1
+        click.echo(f"queued {target_id} {target_name}")
+    click.echo(f"{retried} processors queued again.")

@@ -52,9 +52,16 @@ WEBHOOK_EVENTS = (
     "group.completed",
     "group.failed",
     "group.cancelled",
+    "upload.ready",
+    "processing.failed",
 )
 #: Download links (``GET /uploads/<id>/download``) live at most an hour (DESIGN §11).
 MAX_DOWNLOAD_EXPIRY = 3600
+#: What an endpoint that names no ``events`` receives: part one's upload events. The
+#: newer ones (``upload.deleted``, ``group.*``, ``upload.ready``, ``processing.failed``)
+#: are asked for by name, so an endpoint configured before them gets no new kind of
+#: message.
+DEFAULT_WEBHOOK_EVENTS = ("upload.completed", "upload.aborted", "upload.rejected", "upload.expired")
 #: Standard Webhooks secrets: ``whsec_`` and the base64 of 24 to 64 random bytes.
 WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 WEBHOOK_SECRET_BYTES = (24, 64)
@@ -115,6 +122,9 @@ class ConfigVars:
     EVENTS_HEARTBEAT = "OBITOX_EVENTS_HEARTBEAT"
     DOWNLOAD_EXPIRY = "OBITOX_DOWNLOAD_EXPIRY"
     SETTLED_TTL = "OBITOX_SETTLED_TTL"
+    PROCESSING_QUEUE = "OBITOX_PROCESSING_QUEUE"
+    PROCESSING_RETRY_SCHEDULE = "OBITOX_PROCESSING_RETRY_SCHEDULE"
+    STORAGE_EVENTS_TOKEN = "OBITOX_STORAGE_EVENTS_TOKEN"  # noqa: S105 - a key name
 
 
 #: Defaults, applied with ``app.config.setdefault``. ``STATE_BACKEND`` is resolved
@@ -166,6 +176,9 @@ DEFAULTS: dict[str, Any] = {
     ConfigVars.EVENTS_RETENTION: 1000,
     ConfigVars.EVENTS_HEARTBEAT: 15,
     ConfigVars.SETTLED_TTL: 24 * 3600,
+    ConfigVars.PROCESSING_QUEUE: "obitox-processing",
+    ConfigVars.PROCESSING_RETRY_SCHEDULE: [10, 60, 300],
+    ConfigVars.STORAGE_EVENTS_TOKEN: None,
 }
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -234,6 +247,12 @@ class Settings:
     download_expiry: int = 300
     #: How long a settled (completed, aborted, ...) upload's record is kept, seconds.
     settled_ttl: int = 24 * 3600
+    #: The RQ queue processors run on (``flask obitox worker`` works it too).
+    processing_queue: str = "obitox-processing"
+    #: Seconds before each retry of a processor that failed; its length is the retries.
+    processing_retry_schedule: tuple[int, ...] = (10, 60, 300)
+    #: The bearer token of ``POST /storage-events``; ``None``: the route is 404.
+    storage_events_token: str | None = dataclasses.field(default=None, repr=False)
 
 
 def _int(
@@ -441,7 +460,7 @@ def webhook_endpoint(
         webhook_secret_key(value.get("secret"))
     except ValueError as error:
         raise ConfigError(f"{where} ({url}): {error}") from None
-    events = value.get("events", WEBHOOK_EVENTS)
+    events = value.get("events", DEFAULT_WEBHOOK_EVENTS)
     if isinstance(events, str) or not isinstance(events, Sequence) or not events:
         raise ConfigError(
             f"{where} ({url}): 'events' must be a non-empty list of event names, got {events!r}"
@@ -546,14 +565,38 @@ def _rate_limits(config: Mapping[str, Any]) -> str:
 
 
 def _metrics_token(config: Mapping[str, Any]) -> str | None:
-    token = _optional_str(config, ConfigVars.METRICS_TOKEN)
+    return _secret_token(config, ConfigVars.METRICS_TOKEN)
+
+
+def _secret_token(config: Mapping[str, Any], key: str) -> str | None:
+    """A bearer token: ``None`` (unset) or at least 16 printable ASCII characters."""
+    token = _optional_str(config, key)
     if token is not None and (len(token) < 16 or not token.isascii() or not token.isprintable()):
         # Shown nowhere: the token itself never appears in the message.
         raise ConfigError(
-            f"{ConfigVars.METRICS_TOKEN} must be at least 16 printable ASCII characters "
+            f"{key} must be at least 16 printable ASCII characters "
             "(a random secret, e.g. python -c 'import secrets; print(secrets.token_urlsafe())')"
         )
     return token
+
+
+def _schedule(config: Mapping[str, Any], key: str) -> tuple[int, ...]:
+    """A retry schedule: a list of delays in seconds (its length is the retries)."""
+    schedule = config[key]
+    if (
+        isinstance(schedule, str)
+        or not isinstance(schedule, Sequence)
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in schedule)
+    ):
+        raise ConfigError(f"{key} must be a list of seconds, got {schedule!r}")
+    return tuple(schedule)
+
+
+def _queue_name(config: Mapping[str, Any], key: str) -> str:
+    name = config[key]
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{key} must be a non-empty string, got {name!r}")
+    return name
 
 
 def load_settings(config: MutableMapping[str, Any]) -> Settings:
@@ -664,19 +707,15 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
     if twice:
         raise ConfigError(f"{ConfigVars.WEBHOOKS} lists {twice} more than once: one entry per URL")
 
-    schedule = config[ConfigVars.WEBHOOK_RETRY_SCHEDULE]
-    if (
-        isinstance(schedule, str)
-        or not isinstance(schedule, Sequence)
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in schedule)
-    ):
+    schedule = _schedule(config, ConfigVars.WEBHOOK_RETRY_SCHEDULE)
+    rq_queue = _queue_name(config, ConfigVars.RQ_QUEUE)
+    processing_queue = _queue_name(config, ConfigVars.PROCESSING_QUEUE)
+    if processing_queue == rq_queue:
+        # One queue for both would let a slow processor hold every webhook back.
         raise ConfigError(
-            f"{ConfigVars.WEBHOOK_RETRY_SCHEDULE} must be a list of seconds, got {schedule!r}"
+            f"{ConfigVars.PROCESSING_QUEUE} and {ConfigVars.RQ_QUEUE} must differ, "
+            f"both are {rq_queue!r}"
         )
-
-    rq_queue = config[ConfigVars.RQ_QUEUE]
-    if not isinstance(rq_queue, str) or not rq_queue:
-        raise ConfigError(f"{ConfigVars.RQ_QUEUE} must be a non-empty string, got {rq_queue!r}")
 
     return Settings(
         bucket=bucket,
@@ -709,7 +748,7 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
         verify_content=_bool(config, ConfigVars.VERIFY_CONTENT),
         max_request_size=_int(config, ConfigVars.MAX_REQUEST_SIZE, minimum=1024),
         webhooks=endpoints,
-        webhook_retry_schedule=tuple(schedule),
+        webhook_retry_schedule=schedule,
         webhook_allowed_hosts=webhook_hosts,
         webhook_allow_private=_bool(config, ConfigVars.WEBHOOK_ALLOW_PRIVATE),
         webhook_timeout=_int(config, ConfigVars.WEBHOOK_TIMEOUT, minimum=1, maximum=300),
@@ -732,4 +771,7 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
             config, ConfigVars.DOWNLOAD_EXPIRY, minimum=1, maximum=MAX_DOWNLOAD_EXPIRY
         ),
         settled_ttl=_int(config, ConfigVars.SETTLED_TTL, minimum=60),
+        processing_queue=processing_queue,
+        processing_retry_schedule=_schedule(config, ConfigVars.PROCESSING_RETRY_SCHEDULE),
+        storage_events_token=_secret_token(config, ConfigVars.STORAGE_EVENTS_TOKEN),
     )

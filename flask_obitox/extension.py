@@ -12,7 +12,10 @@ from . import cli, companion, events, ratelimit, views
 from .appstate import ANONYMOUS_OWNER, EXTENSION_KEY, Hooks, ObitoXState, get_state
 from .config import ConfigError, load_settings, webhook_endpoint
 from .domain import UploadService
+from .domain.processors import DEFAULT_TIMEOUT, Processor
 from .http import install_routing_errors
+from .processing_queue import ProcessingQueue
+from .processing_queue import connect_signals as connect_processing
 from .state import EventStream, MemoryStateBackend, StateBackend, backend_from_uri
 from .storage import StorageRegistry
 from .webhooks.dispatch import Webhooks, connect_signals
@@ -77,6 +80,8 @@ class ObitoX:
         storages = StorageRegistry()
         service = UploadService(settings, state, storages, sender=app, hooks=self.hooks)
         webhooks = Webhooks(settings, self.added_webhooks)
+        processing = ProcessingQueue(settings, webhooks, self.hooks.processors)
+        service.jobs = processing
         # Checked before anything is registered: a bad combination fails init_app whole.
         limiter_storage = (
             ratelimit.limiter_storage_uri(settings, state) if settings.rate_limits else None
@@ -97,6 +102,7 @@ class ObitoX:
             webhooks,
             limiter=limiter,
             metrics=metrics,
+            processing=processing,
         )
         prefix = settings.url_prefix
         app.register_blueprint(views.bp, url_prefix=prefix)
@@ -108,6 +114,7 @@ class ObitoX:
         connect_signals(app)
         if settings.events:
             events.connect_signals(app)
+        connect_processing(app)
 
     # -- hooks ---------------------------------------------------------------------
 
@@ -131,6 +138,35 @@ class ObitoX:
         """Register ``owner -> StorageSettings | dict | None`` for per-tenant buckets."""
         self.hooks.storage_resolver = callback
         return callback
+
+    def processor(
+        self,
+        name: str,
+        *,
+        content_types: Sequence[str] | None = None,
+        retries: int | None = None,
+        timeout: int = DEFAULT_TIMEOUT,
+    ) -> Callable[[F], F]:
+        """Register ``func(ctx)`` to run in a worker after each completed upload whose
+        type matches ``content_types`` (default: every upload); see
+        :class:`~flask_obitox.domain.ProcessingContext`. ``retries``: after a failed
+        attempt (default: one per delay of ``OBITOX_PROCESSING_RETRY_SCHEDULE``);
+        ``timeout``: seconds one attempt may run. Register processors where the app is
+        built, so the web processes and ``flask obitox worker`` both know them.
+
+        Raises :class:`~flask_obitox.ConfigError` for a bad argument or a name taken.
+        """
+
+        def register(func: F) -> F:
+            processor = Processor.define(
+                name, func, content_types=content_types, retries=retries, timeout=timeout
+            )
+            if name in self.hooks.processors:
+                raise ConfigError(f"processor {name!r} is already registered")
+            self.hooks.processors[name] = processor
+            return func
+
+        return register
 
     def add_webhook(self, url: str, secret: str, events: Sequence[str] | None = None) -> None:
         """Deliver ``events`` (default: all) to ``url``, signed with ``secret``

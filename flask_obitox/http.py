@@ -70,11 +70,12 @@ def require_admin(ext: ObitoXState) -> None:
         )
 
 
-def json_body(ext: ObitoXState, *, empty: Any = None) -> Any:
+def json_body(ext: ObitoXState, *, empty: Any = None, limit: int | None = None) -> Any:
     """The request's JSON, refusing other media types, oversize and malformed bodies.
 
     ``empty``: what an empty body means for a route whose body is optional (``None``:
-    an empty body is malformed JSON).
+    an empty body is malformed JSON). ``limit``: bytes allowed, when a route takes more
+    than ``OBITOX_MAX_REQUEST_SIZE`` (storage events come in bulk).
     """
     if request.mimetype != "application/json":
         # Also what stops cross-site HTML forms: they cannot send application/json.
@@ -83,10 +84,11 @@ def json_body(ext: ObitoXState, *, empty: Any = None) -> Any:
             "Send the body as JSON with Content-Type: application/json.",
             details={"contentType": request.content_type},
         )
-    limit = ext.settings.max_request_size
+    limit = max(limit or 0, ext.settings.max_request_size)
     too_large = ObitoXError(
         "PAYLOAD_TOO_LARGE",
-        f"The request body exceeds OBITOX_MAX_REQUEST_SIZE ({limit} bytes).",
+        f"The request body exceeds {limit} bytes"
+        + (" (OBITOX_MAX_REQUEST_SIZE)." if limit == ext.settings.max_request_size else "."),
         details={"limit": limit},
     )
     if request.content_length is not None and request.content_length > limit:

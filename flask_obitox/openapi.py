@@ -258,6 +258,30 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
         ],
     ),
     (
+        "/uploads/{uploadId}/processing/{name}/retry",
+        "post",
+        "Queue a new run of a failed processor of a completed upload (its owner or an admin).",
+        "CompleteRequestSchema",
+        {202: ("The upload, the processor queued again.", "UploadStatusSchema")},
+        [
+            "INVALID_INPUT",
+            "UPLOAD_NOT_FOUND",
+            "PROCESSING_NOT_FOUND",
+            "PROCESSING_NOT_FAILED",
+            "STATE_UNAVAILABLE",
+        ],
+    ),
+    (
+        "/storage-events",
+        "post",
+        "S3 event notifications (MinIO webhook target, S3-compatible stores, EventBridge): "
+        "an ObjectCreated for the key of an open upload completes it. Bearer "
+        "OBITOX_STORAGE_EVENTS_TOKEN; without one configured the route does not exist (404).",
+        "StorageEventsRequestSchema",
+        {200: ("What the notification did.", "StorageEventsReportSchema")},
+        ["INVALID_INPUT", "NOT_FOUND", "STATE_UNAVAILABLE", "STORAGE_UNAVAILABLE"],
+    ),
+    (
         "/cors/setup",
         "post",
         "Admin: merge the upload rule into the bucket's CORS configuration; other rules are "
@@ -703,6 +727,15 @@ def _operation(
         operation["parameters"] = [
             {"in": "path", "name": "groupId", "required": True, "schema": {"type": "string"}}
         ]
+    if "{name}" in path:
+        operation["parameters"].append(
+            {
+                "in": "path",
+                "name": "name",
+                "required": True,
+                "schema": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_-]{0,63}\Z"},
+            }
+        )
     if "{partNumber}" in path:
         operation["parameters"].append(
             {

@@ -272,6 +272,15 @@ class UploadStatusSchema(Schema):
     completedParts = fields.Integer(
         required=True, allow_none=True, **_doc("Multipart only: parts reported uploaded.")
     )
+    processing = fields.Dict(
+        required=True,
+        **_doc(
+            "Each processor that runs after this upload, by name: {status: queued, running, "
+            "completed or failed; attempts; result (completed); error (the last failure); "
+            "updatedAt}."
+        ),
+    )
+    ready = fields.Boolean(required=True, **_doc("Completed, and every processor of it completed."))
 
 
 class UploadPageSchema(Schema):
@@ -627,3 +636,34 @@ class CompanionCompletedSchema(Schema):
     location = fields.String(required=True)
     key = fields.String(required=True)
     bucket = fields.String(required=True)
+
+
+class StorageEventsRequestSchema(Schema):
+    """``POST /storage-events``: an S3 event notification (read by
+    :mod:`flask_obitox.storage_events`; this schema documents it)."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    Records = fields.List(
+        fields.Dict(),
+        **_doc(
+            "S3 event records: {eventName: 's3:ObjectCreated:Put' (or 'ObjectCreated:Put'), "
+            "s3: {bucket: {name}, object: {key (URL-encoded), size, eTag}}}."
+        ),
+    )
+    EventName = fields.String(**_doc("MinIO: the event name, beside or instead of Records."))
+    Key = fields.String(**_doc("MinIO: <bucket>/<object key>."))
+
+
+class StorageEventsReportSchema(Schema):
+    received = fields.Integer(required=True, **_doc("ObjectCreated records in the body."))
+    completed = fields.List(
+        fields.String(), required=True, **_doc("Uploads now completed (by this event or before).")
+    )
+    rejected = fields.List(
+        fields.String(), required=True, **_doc("Uploads refused: their object did not match.")
+    )
+    ignored = fields.Integer(
+        required=True, **_doc("Records that changed nothing: unknown keys, other buckets, replays.")
+    )

@@ -83,6 +83,18 @@ webhook_delivered = _signals.signal("webhook-delivered")
 #: A webhook attempt failed. Keyword arguments: ``delivery``, ``final`` (no retry left).
 webhook_failed = _signals.signal("webhook-failed")
 
+#: A processor finished for an upload. Keyword arguments: ``upload`` (the record
+#: after it), ``name`` (the processor), ``result`` (what it returned).
+processing_completed = _signals.signal("processing-completed")
+
+#: A processor's attempt failed. Keyword arguments: ``upload``, ``name``, ``error``
+#: (a sentence) and ``final`` (no retry left: its status is now ``failed``).
+processing_failed = _signals.signal("processing-failed")
+
+#: An upload is completed and every processor of it completed; sent once per upload.
+#: Keyword arguments: ``upload``.
+upload_ready = _signals.signal("upload-ready")
+
 __all__ = [
     "group_cancelled",
     "group_completed",

@@ -20,6 +20,7 @@ from .domain import EventFeed, InvalidEntry
 from .errors import ObitoXError
 from .fastschema import compile_dumper, compile_loader
 from .http import caller, install_error_handlers, json_body, load, require_admin, respond
+from .storage_events import MAX_BODY_BYTES, check_token, parse_notification
 
 bp = Blueprint("obitox", __name__, static_folder="static", static_url_path="/static")
 install_error_handlers(bp)
@@ -205,6 +206,27 @@ def cancel_group(group_id: str) -> Response:
 def delete_group(group_id: str) -> Response:
     ext, owner = caller()
     return respond(dump_group(ext.service.delete_group(owner, group_id)))
+
+
+# -- processing and storage events (DESIGN §14, §15) --------------------------------------
+
+
+@bp.post("/uploads/<upload_id>/processing/<name>/retry")
+def retry_processing(upload_id: str, name: str) -> Response:
+    ext, owner = caller()
+    load(load_no_fields, json_body(ext, empty={}))
+    admin = ext.hooks.admin_loader
+    # An admin may retry any owner's; anyone else only their own (another's is 404).
+    as_owner = None if admin is not None and admin() is True else owner
+    return respond(dump_status(ext.service.retry_processing(as_owner, upload_id, name)), 202)
+
+
+@bp.post("/storage-events")
+def storage_events() -> Response:
+    ext = get_state()
+    check_token(ext, request.headers.get("Authorization"))
+    objects = parse_notification(json_body(ext, limit=MAX_BODY_BYTES))
+    return respond(ext.service.complete_stored(objects).to_dict())
 
 
 # -- multipart uploads -------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "flask_obitox"
 #: The modules that speak a protocol and call the domain; none may touch the state.
-ADAPTERS = ("views.py", "companion.py", "cli.py", "jobs.py", "http.py")
+ADAPTERS = ("views.py", "companion.py", "cli.py", "jobs.py", "http.py", "storage_events.py")
 DOMAIN_MODULE_MAX_LINES = 500
 
 

@@ -138,6 +138,12 @@ CASES = [
         "SimpleWorker vs Worker",
         120,
     ),
+    (
+        "bench_processing.py",
+        ["--jobs", "20", "--latency-rounds", "3"],
+        "ratio p50 processor / bare",
+        180,
+    ),
 ]
 
 

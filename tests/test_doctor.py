@@ -101,13 +101,14 @@ def webhooks(redis_url: str) -> Iterator[dict[str, Any]]:
         "OBITOX_WEBHOOKS": [{"url": "http://127.0.0.1:9/hooks", "secret": secret}],
         "OBITOX_WEBHOOK_ALLOW_PRIVATE": True,
         "OBITOX_RQ_QUEUE": queue,
+        "OBITOX_PROCESSING_QUEUE": f"{queue}-processing",
         "OBITOX_RQ_REDIS_URL": redis_url,
     }
     client = redis.Redis.from_url(redis_url)
     keys = list(client.scan_iter(match=f"rq:*{queue}*"))
     # A stopped worker leaves its hash to expire; those of this queue go now.
     for key in client.scan_iter(match="rq:worker:*", _type="hash"):  # not RQ 3's executions sets
-        if client.hget(key, "queues") == queue.encode():
+        if (client.hget(key, "queues") or b"").startswith(queue.encode()):
             keys.append(key)
             client.srem("rq:workers", key)
     if keys:

@@ -699,6 +699,7 @@ def test_without_a_worker_of_its_own_the_example_reads_rqs_registry(
             "OBITOX_STATE_BACKEND": "memory://",
             "OBITOX_RQ_REDIS_URL": redis_url,
             "OBITOX_RQ_QUEUE": queue_name,
+            "OBITOX_PROCESSING_QUEUE": f"{queue_name}-processing",
             "OBITOX_WEBHOOK_ALLOW_PRIVATE": True,
             "EXAMPLE_WEBHOOK_URL": receiver,
             "EXAMPLE_WEBHOOK_SECRET": "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY",
@@ -767,3 +768,44 @@ def test_python_m_example_app_serves_live_events(running_example: str) -> None:
                 break
     assert fields["event"] == "upload.signed"
     assert json.loads(fields["data"])["data"]["uploadId"] == answer["uploads"][0]["uploadId"]
+
+
+def test_the_examples_processors_show_a_thumbnail_and_a_sha256(running_example: str) -> None:
+    import io
+
+    from PIL import Image
+
+    image = io.BytesIO()
+    Image.new("RGB", (640, 480), (200, 30, 90)).save(image, "PNG")
+    content = image.getvalue()
+    browser = requests.Session()
+    browser.get(running_example + "/", timeout=5)
+    signed = browser.post(
+        running_example + "/obitox/uploads",
+        json={"filename": "red.png", "contentType": "image/png", "size": len(content)},
+        timeout=5,
+    ).json()
+    put = requests.put(signed["url"], data=content, headers=signed["headers"], timeout=5)
+    assert put.status_code == 200, put.text
+    done = browser.post(
+        running_example + f"/obitox/uploads/{signed['uploadId']}/complete", json={}, timeout=5
+    )
+    assert done.status_code == 200, done.text
+
+    # The embedded worker (no services configured) runs both processors.
+    deadline = time.monotonic() + 60
+    while True:
+        [listed] = browser.get(running_example + "/uploads/completed", timeout=5).json()["uploads"]
+        if listed["ready"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert listed["ready"] is True, listed["processing"]
+    assert listed["processing"]["sha256"]["result"] == {
+        "sha256": hashlib.sha256(content).hexdigest()
+    }
+    assert listed["processing"]["thumbnail"]["result"]["width"] == 256
+    thumbnail = browser.get(running_example + listed["thumbnailUrl"], timeout=5)
+    assert thumbnail.status_code == 200
+    assert thumbnail.content[:3] == b"\xff\xd8\xff"  # a JPEG
+    with Image.open(io.BytesIO(thumbnail.content)) as shown:
+        assert shown.size == (256, 192)

@@ -226,8 +226,13 @@ def _run_one_job(rq_redis_url: str) -> Any:
 
     from flask_obitox.webhooks.worker import make_worker
 
+    name = f"obitox-t-{os.getpid()}"
     app = create_app(
-        {"OBITOX_RQ_REDIS_URL": rq_redis_url, "OBITOX_RQ_QUEUE": f"obitox-t-{os.getpid()}"}
+        {
+            "OBITOX_RQ_REDIS_URL": rq_redis_url,
+            "OBITOX_RQ_QUEUE": name,
+            "OBITOX_PROCESSING_QUEUE": f"{name}-processing",
+        }
     )
     worker = make_worker(app)
     queue: Queue = worker.queues[0]

@@ -140,7 +140,13 @@ class Receiver:
 class WorkerProcess:
     """``flask obitox worker`` for the app of ``config``, in its own process group."""
 
-    def __init__(self, config: dict[str, Any], log_path: Path, *args: str) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        log_path: Path,
+        *args: str,
+        app: str = "webhook_support:create_app",
+    ) -> None:
         self.log_path = log_path
         env = {
             **os.environ,
@@ -154,7 +160,7 @@ class WorkerProcess:
                 "-m",
                 "flask",
                 "--app",
-                "webhook_support:create_app",
+                app,
                 "obitox",
                 "worker",
                 "--maintenance-interval",
@@ -229,6 +235,9 @@ def delete_rq_keys(client: redis.Redis, queue: str) -> None:
     if keys:
         client.delete(*keys)
     client.srem("rq:queues", f"rq:queue:{queue}")
+    if not queue.endswith("-processing"):
+        # The processing queue its workers also worked (OBITOX_PROCESSING_QUEUE).
+        delete_rq_keys(client, f"{queue}-processing")
 
 
 def webhook_config(redis_url: str, queue: str, url: str, **extra: Any) -> dict[str, Any]:
@@ -236,6 +245,8 @@ def webhook_config(redis_url: str, queue: str, url: str, **extra: Any) -> dict[s
     return {
         "OBITOX_RQ_REDIS_URL": redis_url,
         "OBITOX_RQ_QUEUE": queue,
+        # Never the shared default: the worker works both queues.
+        "OBITOX_PROCESSING_QUEUE": f"{queue}-processing",
         "OBITOX_WEBHOOK_ALLOW_PRIVATE": True,  # the receiver is on loopback
         "OBITOX_WEBHOOK_RETRY_SCHEDULE": [],
         "OBITOX_WEBHOOK_TIMEOUT": 5,

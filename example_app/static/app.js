@@ -355,7 +355,9 @@ async function refreshCompleted() {
   } catch {
     return; // the app restarted or is unreachable: the next tick tries again
   }
-  const signature = uploads.map((u) => u.uploadId).join(",");
+  const signature = uploads
+    .map((u) => `${u.uploadId}:${Object.values(u.processing ?? {}).map((p) => p.status).join("/")}`)
+    .join(",");
   if (signature === shownCompleted) return; // unchanged: keep focus and screen readers calm
   shownCompleted = signature;
   completedEmpty.hidden = uploads.length > 0;
@@ -374,9 +376,36 @@ async function refreshCompleted() {
         element("code", "", upload.key),
       );
       item.append(element("span", "name", upload.filename), element("span", "size", formatBytes(upload.size)), link, meta);
+      item.append(renderProcessing(upload));
       return item;
     }),
   );
+}
+
+// What the example's processors made of an upload (example_app/processors.py): its thumbnail
+// and its SHA-256, or where each processor stands.
+function renderProcessing(upload) {
+  const box = element("div", "processing");
+  if (upload.thumbnailUrl) {
+    const image = element("img", "thumbnail");
+    image.src = upload.thumbnailUrl;
+    image.alt = `Thumbnail of ${upload.filename}`;
+    box.append(image);
+  }
+  for (const [name, run] of Object.entries(upload.processing ?? {})) {
+    const line = element("span", "processor");
+    line.dataset.processor = name;
+    line.dataset.status = run.status;
+    if (name === "sha256" && run.status === "completed") {
+      line.append("sha256 ", element("code", "", run.result.sha256));
+    } else if (run.status !== "completed" || name !== "thumbnail") {
+      line.textContent = `${name}: ${run.status}${run.error ? ` (${run.error})` : ""}`;
+    } else {
+      continue;
+    }
+    box.append(line);
+  }
+  return box;
 }
 
 // -- webhooks this app received (example_app/webhooks.py) -------------------------------------

@@ -41,6 +41,7 @@ class HostHooks(Protocol):
 
     key_builder: Callable[..., str] | None
     storage_resolver: Callable[[str], Any] | None
+    processors: dict[str, Any]
 
 
 class DomainBase:

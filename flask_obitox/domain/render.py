@@ -82,6 +82,8 @@ def render_upload(record: UploadRecord, *, now: float | None = None) -> UploadVi
         "percentage": 100.0 if status == "completed" else _percentage(done, size),
         "totalParts": record.total_parts if record.kind == "multipart" else None,
         "completedParts": completed_parts(record, status),
+        "processing": render_processing(record),
+        "ready": is_ready(record),
     }
 
 
@@ -128,3 +130,27 @@ def render_group(
         "createdAt": isoformat(group.created_at),
         "updatedAt": isoformat(group.updated_at),
     }
+
+
+def render_processing(record: UploadRecord) -> dict[str, dict[str, Any]]:
+    """``processing`` as the upload view shows it: ``{status, attempts, result?, error?,
+    updatedAt}`` per processor (the internal run counter left out)."""
+    shown: dict[str, dict[str, Any]] = {}
+    for name, entry in (record.processing or {}).items():
+        view = {
+            "status": entry["status"],
+            "attempts": entry["attempts"],
+            "updatedAt": entry["updatedAt"],
+        }
+        for optional in ("result", "error"):
+            if entry.get(optional) is not None:
+                view[optional] = entry[optional]
+        shown[name] = view
+    return shown
+
+
+def is_ready(record: UploadRecord) -> bool:
+    """Completed, and every processor of it completed (none: ready at once)."""
+    return record.status == "completed" and all(
+        entry["status"] == "completed" for entry in (record.processing or {}).values()
+    )

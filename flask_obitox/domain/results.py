@@ -82,6 +82,10 @@ class UploadView(TypedDict):
     percentage: float
     totalParts: int | None  # multipart only
     completedParts: int | None  # multipart only
+    #: Each processor: ``{status, attempts, result?, error?, updatedAt}`` (DESIGN §14).
+    processing: dict[str, dict[str, Any]]
+    #: Completed, and every processor completed.
+    ready: bool
 
 
 class UploadPage(TypedDict):

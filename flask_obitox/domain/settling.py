@@ -11,6 +11,7 @@ sends ``upload-completed``; everyone answers the winner's result.
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any, cast
 
 from .. import signals
@@ -22,6 +23,7 @@ from ..storage.client import ObjectInfo
 from ..validation import HEAD_BYTES, verify_content
 from .common import OPEN, aborted, mismatch, not_complete, not_found, upload_closed
 from .groups import Grouping
+from .processors import processing_plan
 from .render import render_upload
 from .results import CompletedUpload, UploadView
 
@@ -205,12 +207,21 @@ class Settling(Grouping):
         changes: dict[str, Any] = {"status": "completed", "result": result}
         if record.deferred:
             changes["size"] = info.size
+        # Its processors are queued in the same write that completes it: a completed
+        # upload always says what runs after it, whoever completed it.
+        plan = processing_plan(
+            getattr(self.hooks, "processors", None) or {}, record, self.settings, time.time()
+        )
+        if plan is not None:
+            changes["processing"] = plan
         updated = self.state.update(record.upload_id, OPEN, current=stored, **changes)
         if updated is None:
             self.free_after_lost_race(record, storage)
             return self.settle_race(record.upload_id)
         self.send(signals.upload_completed, upload=updated)
         self.member_settled(updated)
+        if plan is None:
+            self.send(signals.upload_ready, upload=updated)
         return cast("CompletedUpload", result)
 
     def free_after_lost_race(self, record: UploadRecord, storage: Storage) -> None:

@@ -24,6 +24,7 @@ from .capabilities import (
     OwnerIndex,
     Page,
     ProgressReports,
+    RecordChanges,
 )
 from .memory import MemoryStateBackend
 from .redis import RedisStateBackend
@@ -49,6 +50,7 @@ __all__ = [
     "OwnerIndex",
     "Page",
     "ProgressReports",
+    "RecordChanges",
     "RedisClusterStateBackend",
     "RedisStateBackend",
     "StateBackend",

@@ -57,6 +57,11 @@ class UploadRecord:
     #: it at completion: Uppy's POST and multipart uploads. Records of releases before
     #: this field marked it with ``part_size == 0``; see :attr:`deferred`.
     size_deferred: bool = False
+    #: Each processor's run: ``name -> {status, attempts, result?, error?, updatedAt,
+    #: run}`` (see :mod:`flask_obitox.domain.processing`); ``None``: none planned.
+    processing: dict[str, dict[str, Any]] | None = None
+    #: Keys of the objects processors derived from this upload (deleted with it).
+    derived: list[str] | None = None
     #: A random token written with every change: no two callers' compare-and-sets write
     #: the same bytes, so a retried one that finds its own write knows it won.
     revision: str | None = None
@@ -65,8 +70,6 @@ class UploadRecord:
     #: The owner's reports per part number (as a string): ``uploading``, ``uploaded`` or
     #: ``failed``. Storage's ListParts wins over them wherever it knows a part.
     part_reports: dict[str, str] | None = None
-    #: Keys of objects made from this upload (processing): deleted with it.
-    derived: list[str] | None = None
 
     @property
     def deferred(self) -> bool:

@@ -17,6 +17,8 @@ tusd composes stores. Each capability has its own contract test suite
   over many owners' events (what one reader per process needs to feed every open
   event stream).
 - :class:`ProgressReports`: an owner's progress report merged into a record atomically.
+- :class:`RecordChanges`: a compare-and-set whose changes are computed from the record
+  it compares against (a read-modify-write, for fields several writers share).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ __all__ = [
     "OwnerIndex",
     "Page",
     "ProgressReports",
+    "RecordChanges",
     "merge_progress",
 ]
 
@@ -388,4 +391,25 @@ class EventFanIn(Protocol):
     def wake_event_waiters(self) -> None:
         """Make this backend's (this process's) :meth:`wait_for_owners` return now, or
         at once the next time it is called."""
+        ...
+
+
+@runtime_checkable
+class RecordChanges(Protocol):
+    """A read-modify-write of one upload record. ``update`` applies fixed changes, so
+    two writers of the same field (two processors of one upload each recording their
+    outcome in ``processing``) would lose one write; here the changes are computed
+    again from every record the compare is made against."""
+
+    def update_with(
+        self,
+        upload_id: str,
+        expect_status: Collection[str],
+        change: Callable[[UploadRecord], dict[str, Any] | None],
+    ) -> UploadRecord | None:
+        """If the record exists and its status is in ``expect_status``, store the
+        record with ``change(record)`` applied (``updated_at`` set, TTL kept) and return
+        it. ``change`` may run several times (once per lost race) and must have no side
+        effect; it returns ``None`` to leave the record alone. ``None`` when nothing was
+        written."""
         ...

@@ -257,6 +257,30 @@ class MemoryStateBackend(GroupChanges):
             self._records[upload_id] = (entry[0], new.to_json())
         return new
 
+    def update_with(
+        self,
+        upload_id: str,
+        expect_status: Collection[str],
+        change: Callable[[UploadRecord], dict[str, Any] | None],
+    ) -> UploadRecord | None:
+        expect_status = expected_statuses(expect_status)
+        with self._lock:
+            entry = self._live(upload_id, time.monotonic())
+            if entry is None:
+                return None
+            record = UploadRecord.from_json(entry[1])
+            if record.status not in expect_status:
+                return None
+            changes = change(record)
+            if changes is None:
+                return None
+            check_changes(changes)
+            new = apply_changes(record, changes, time.time())
+            self._records[upload_id] = (entry[0], new.to_json())
+            if "expires_at" in changes:
+                self._expiry[upload_id] = new.expires_at
+        return new
+
     def delete(self, upload_id: str) -> None:
         with self._lock:
             self._forget_upload(upload_id)

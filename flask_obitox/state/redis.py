@@ -22,7 +22,7 @@ names the server without its password.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, cast
 
 import redis
@@ -376,6 +376,36 @@ class RedisStateBackend(RedisGroups, RedisEvents):
         if settles(record.status, new.status):
             args.append(self.settled_ttl * 1000)
         return args
+
+    def update_with(
+        self,
+        upload_id: str,
+        expect_status: Collection[str],
+        change: Callable[[UploadRecord], dict[str, Any] | None],
+    ) -> UploadRecord | None:
+        expect_status = expected_statuses(expect_status)
+        key = self.key(upload_id)
+        client = self._client
+        with self._guard("update"):
+            for _ in range(MAX_CAS_ATTEMPTS):
+                stored: bytes | str | None = client.get(key)
+                if stored is None:
+                    return None
+                record = UploadRecord.from_json(stored)
+                if record.status not in expect_status:
+                    return None
+                # Computed from this very read: a lost compare re-reads and recomputes.
+                changes = change(record)
+                if changes is None:
+                    return None
+                check_changes(changes)
+                new = apply_changes(record, changes, time.time())
+                if self._swap(key, stored, record, new):
+                    self._after_swap(record, new, moved_expiry="expires_at" in changes)
+                    return new
+        raise StateUnavailable(
+            f"Redis at {self.url}: update of {upload_id!r} lost {MAX_CAS_ATTEMPTS} races in a row"
+        )
 
     def _swap(self, key: str, old: bytes | str, record: UploadRecord, new: UploadRecord) -> bool:
         """The compare-and-set of ``record`` (stored as ``old``) to ``new``, and its owner

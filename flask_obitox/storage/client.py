@@ -11,7 +11,7 @@ import dataclasses
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
@@ -232,6 +232,20 @@ class Storage:
                 return body.read(length)
             finally:
                 body.close()
+
+    def open(self, key: str) -> Any:
+        """A streaming read of ``key``: a file-like object (``read(n)``, ``close()``),
+        the whole object read as it is consumed, never held in memory at once."""
+        with self._calling():
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+
+    def put(self, key: str, data: bytes | IO[bytes], content_type: str) -> str:
+        """Store ``data`` as ``key``; returns its ETag."""
+        with self._calling():
+            answer = self.client.put_object(
+                Bucket=self.bucket, Key=key, Body=data, ContentType=content_type
+            )
+        return str(answer.get("ETag", "")).strip('"')
 
     def delete(self, key: str) -> None:
         with self._calling():

@@ -1,8 +1,9 @@
 """From upload signals to RQ jobs: the endpoints, the queue, and enqueueing.
 
 ``init_app`` creates one :class:`Webhooks` per app and connects this module's
-receivers to ``upload-completed``, ``upload-aborted``, ``upload-rejected`` and
-``upload-expired`` for that app. Each event becomes one message (its body encoded
+receivers to ``upload-completed``, ``upload-aborted``, ``upload-rejected``,
+``upload-expired``, ``upload-ready`` and ``processing-failed`` (final failures only)
+for that app. Each event becomes one message (its body encoded
 once) and one RQ job per subscribed endpoint, with a job id derived from the message
 id and the endpoint, saved the way RQ's ``unique=True`` saves a job: RQ's own Lua
 script refuses a second job with the same id atomically, so the same event enqueued
@@ -48,8 +49,10 @@ from .events import (
     UPLOAD_COMPLETED,
     UPLOAD_DELETED,
     UPLOAD_EXPIRED,
+    UPLOAD_READY,
     Message,
     group_message,
+    processing_failed_message,
     rejected_message,
     upload_message,
 )
@@ -306,24 +309,28 @@ class Webhooks:
         return job
 
     def _save_unique(self, jobs: Sequence[Job]) -> list[Any]:
-        """Save and queue ``jobs`` in one round trip; per job, 1 (enqueued), 0 (its id
-        exists) or the error Redis answered."""
-        queue = self.queue
-        pipe = self.enqueue_connection.pipeline(transaction=True)
-        # Loaded in the same transaction, so no EVALSHA can miss it.
-        pipe.script_load(UNIQUE_ENQUEUE_SCRIPT)
-        pipe.sadd(queue.redis_queues_keys, queue.key)
-        for job in jobs:
-            fields = [
-                item
-                for name, value in job.to_dict().items()
-                if value is not None
-                for item in (name, value if isinstance(value, bytes | str) else str(value))
-            ]
-            ttl = -1 if job.ttl is None else job.ttl
-            pipe.evalsha(_UNIQUE_ENQUEUE_SHA, 2, job.key, queue.key, job.id, "R", ttl, *fields)
-        replies: list[Any] = pipe.execute(raise_on_error=False)
-        return replies[2:]
+        return save_unique_jobs(self.enqueue_connection, self.queue, jobs)
+
+
+def save_unique_jobs(connection: redis.Redis, queue: Queue, jobs: Sequence[Job]) -> list[Any]:
+    """Save and queue ``jobs`` (built with ``queue.create_job``, each with its own
+    deterministic id) in one round trip; per job, 1 (enqueued), 0 (its id exists) or
+    the error Redis answered. Webhook deliveries and processing runs both use it."""
+    pipe = connection.pipeline(transaction=True)
+    # Loaded in the same transaction, so no EVALSHA can miss it.
+    pipe.script_load(UNIQUE_ENQUEUE_SCRIPT)
+    pipe.sadd(queue.redis_queues_keys, queue.key)
+    for job in jobs:
+        fields = [
+            item
+            for name, value in job.to_dict().items()
+            if value is not None
+            for item in (name, value if isinstance(value, bytes | str) else str(value))
+        ]
+        ttl = -1 if job.ttl is None else job.ttl
+        pipe.evalsha(_UNIQUE_ENQUEUE_SHA, 2, job.key, queue.key, job.id, "R", ttl, *fields)
+    replies: list[Any] = pipe.execute(raise_on_error=False)
+    return replies[2:]
 
 
 # -- per app -----------------------------------------------------------------------
@@ -419,6 +426,22 @@ def on_group_cancelled(
     _dispatch_group(sender, GROUP_CANCELLED, group, view)
 
 
+def on_upload_ready(sender: Flask, upload: UploadRecord, **extra: Any) -> None:
+    _dispatch_upload(sender, UPLOAD_READY, upload)
+
+
+def on_processing_failed(
+    sender: Flask, upload: UploadRecord, name: str, error: str, final: bool, **extra: Any
+) -> None:
+    if not final:
+        return  # a retry is coming: only a processor that gave up is an event
+    webhooks = webhooks_for(sender)
+    if webhooks.subscribers("processing.failed"):
+        include_owner = webhooks.settings.webhook_include_owner
+        message = processing_failed_message(upload, name, error, include_owner=include_owner)
+        _dispatch(sender, webhooks, message)
+
+
 def on_upload_rejected(
     sender: Flask,
     *,
@@ -460,3 +483,5 @@ def connect_signals(app: Flask) -> None:
     signals.group_completed.connect(on_group_completed, sender=app)
     signals.group_failed.connect(on_group_failed, sender=app)
     signals.group_cancelled.connect(on_group_cancelled, sender=app)
+    signals.upload_ready.connect(on_upload_ready, sender=app)
+    signals.processing_failed.connect(on_processing_failed, sender=app)

@@ -37,6 +37,8 @@ UPLOAD_DELETED = "upload.deleted"
 GROUP_COMPLETED = "group.completed"
 GROUP_FAILED = "group.failed"
 GROUP_CANCELLED = "group.cancelled"
+UPLOAD_READY = "upload.ready"
+PROCESSING_FAILED = "processing.failed"
 
 __all__ = [
     "UPLOAD_ABORTED",
@@ -116,4 +118,18 @@ def rejected_message(
         data["owner"] = owner
     return build_message(
         UPLOAD_REJECTED, data, upload_id=upload.upload_id if upload is not None else None
+    )
+
+
+def processing_failed_message(
+    upload: UploadRecord, name: str, error: str, *, include_owner: bool
+) -> Message:
+    """``processing.failed``: processor ``name`` gave up on ``upload`` (its last
+    attempt failed). ``data`` is the upload view plus ``processor`` and ``error``; each
+    run that fails (a retried one is a new run) is its own message."""
+    data = upload_data(upload, include_owner=include_owner)
+    data.update(processor=name, error=error)
+    run = (upload.processing or {}).get(name, {}).get("run", 1)
+    return build_message(
+        PROCESSING_FAILED, data, upload_id=f"{upload.upload_id}\x00{name}\x00{run}"
     )

@@ -1,5 +1,9 @@
 """``flask obitox worker``: an RQ worker, with RQ's scheduler, running inside the app.
 
+It works the webhook queue (``OBITOX_RQ_QUEUE``) and the processing queue
+(``OBITOX_PROCESSING_QUEUE``), in that order: a delivery never waits behind a batch of
+processors.
+
 Each job runs in a fresh app context of the app the command was started for, so the
 delivery job reads that app's config and the ``webhook-delivered`` /
 ``webhook-failed`` signals reach the host's receivers.
@@ -36,6 +40,7 @@ from flask import Flask
 from rq import Queue, SimpleWorker, Worker
 from rq.job import Job
 
+from ..domain.processing import ProcessorFailed
 from .delivery import WebhookDeliveryFailed
 from .dispatch import webhooks_for
 
@@ -65,6 +70,12 @@ class _InApp:
             done: bool = super().perform_job(job, queue, *args, **kwargs)  # type: ignore[misc]
             return done
 
+    def clean_registries(self, *args: Any, **kwargs: Any) -> None:
+        # Maintenance hands abandoned jobs (their worker was killed) to their failure
+        # callbacks, which record the failure through the app's domain.
+        with self.flask_app.app_context():
+            super().clean_registries(*args, **kwargs)  # type: ignore[misc]
+
     def get_heartbeat_ttl(self, job: Job, *args: Any, **kwargs: Any) -> int:
         # RQ adds 60 s to the time a job may run silently before its entry expires;
         # the death penalty stops the job at its timeout, so a few seconds suffice.
@@ -92,6 +103,8 @@ class _InApp:
 
     def handle_exception(self, job: Job, *exc_info: Any) -> None:
         error = exc_info[1] if len(exc_info) > 1 else None
+        if isinstance(error, ProcessorFailed):
+            return  # logged, one line, where the attempt was recorded
         if isinstance(error, WebhookDeliveryFailed):
             # An expected outcome (the receiver said no): one line, not a traceback.
             self.log.warning(  # type: ignore[attr-defined]
@@ -127,11 +140,13 @@ def make_worker(
     maintenance_interval: int = MAINTENANCE_INTERVAL,
     name: str | None = None,
 ) -> AppSimpleWorker | AppForkWorker:
-    """A worker for ``app`` on ``queues`` (default: ``OBITOX_RQ_QUEUE``), on the Redis
-    ``OBITOX_RQ_REDIS_URL`` names."""
+    """A worker for ``app`` on ``queues`` (default: ``OBITOX_RQ_QUEUE`` and
+    ``OBITOX_PROCESSING_QUEUE``, webhooks first), on the Redis ``OBITOX_RQ_REDIS_URL``
+    names."""
     webhooks = webhooks_for(app)
     connection = webhooks.connection
-    names = list(queues) or [webhooks.settings.rq_queue]
+    settings = webhooks.settings
+    names = list(queues) or [settings.rq_queue, settings.processing_queue]
     cls = WORKER_CLASSES[worker_class]
     worker = cls(
         [Queue(queue, connection=connection) for queue in names],
