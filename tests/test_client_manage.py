@@ -311,20 +311,21 @@ def test_events_receive_upload_completed_for_an_upload_made_meanwhile(
     theirs = mallory.events(reconnect_attempts=1)
     with alice.events(reconnect_attempts=1) as stream:  # open once events() returns
         result = alice.upload_file(first)
-        seen = until(stream, "upload.completed")
-    assert [e["type"] for e in seen] == ["upload.signed", "upload.completed"]
+        # No processor is registered: upload.ready follows upload.completed at once.
+        seen = until(stream, "upload.ready")
+    assert [e["type"] for e in seen] == ["upload.signed", "upload.completed", "upload.ready"]
     assert {e["data"]["uploadId"] for e in seen} == {result.upload_id}
     view = alice.get_upload(result.upload_id)
     for name in ("uploadId", "status", "filename", "size", "key"):
-        assert seen[-1]["data"][name] == view[name]
+        assert seen[1]["data"][name] == view[name]
     position = stream.last_event_id
     assert position == seen[-1]["id"]
 
     # Missed while disconnected, then replayed from Last-Event-ID: once, in order.
     later = alice.upload_file(second)
     with alice.events(last_event_id=position, reconnect_attempts=1) as again:
-        replayed = until(again, "upload.completed")
-    assert [e["type"] for e in replayed] == ["upload.signed", "upload.completed"]
+        replayed = until(again, "upload.ready")
+    assert [e["type"] for e in replayed] == ["upload.signed", "upload.completed", "upload.ready"]
     assert {e["data"]["uploadId"] for e in replayed} == {later.upload_id}
 
     # Another owner's stream saw none of it.
