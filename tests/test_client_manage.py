@@ -288,7 +288,9 @@ def test_a_failed_report_never_fails_the_upload(
     ):
         result = client.resumable_upload(path, part_size=5 * MiB)
         assert client.report_progress  # a 503 is no reason to stop reporting
-    assert len(refused) >= 3  # after each of the 3 parts, each refused once
+    # Reports leave from a background thread and a newer one replaces one still waiting,
+    # so how many reach the server depends on timing: at least one did, and was refused.
+    assert refused
     assert s3_server.get_object(Bucket=BUCKET, Key=result.key)["Body"].read() == (path.read_bytes())
 
 
