@@ -45,6 +45,7 @@ from .redis_base import MAX_CAS_ATTEMPTS, ROW, SKIP, STALE, UNAVAILABLE_ERRORS, 
 from .redis_events import RedisEvents
 from .redis_groups import RedisGroups
 from .redis_layout import DELETE_IF_SCRIPT
+from .redis_wire import pack_commands
 
 __all__ = ["MAX_CAS_ATTEMPTS", "UNAVAILABLE_ERRORS", "RedisStateBackend", "redact_url"]
 
@@ -112,10 +113,10 @@ class RedisStateBackend(RedisGroups, RedisEvents):
         key's entry; one
         ``ZADD`` to the expiry index; per owner the index entries (``ZADD`` per set,
         pruning, ``EXPIRE``); per group one join script. The commands are packed by
-        redis-py's own ``Connection.pack_commands`` and the replies read with
-        ``read_response``, without a ``Pipeline`` object: for 100 records that halves
-        the time (its per-command bookkeeping dominates; measured in
-        ``docs/performance.rst``).
+        :func:`~.redis_wire.pack_commands` (redis-py's bytes, a quarter of its
+        instructions) and the replies read with ``read_response``, without a
+        ``Pipeline`` object: for 100 records that halves the time (its per-command
+        bookkeeping dominates; measured in ``docs/performance.rst``).
 
         Not a MULTI/EXEC transaction: the keys live in many hash slots (so the layout
         works on Redis Cluster), and a transaction cannot span slots. Each command is
@@ -207,7 +208,8 @@ class RedisStateBackend(RedisGroups, RedisEvents):
             raise self._unavailable(action, exc) from exc
 
         def attempt() -> list[Any]:
-            connection.send_packed_command(connection.pack_commands(commands))
+            # A list of buffers, as redis-py sends its own (a bare bytes is iterated).
+            connection.send_packed_command([pack_commands(commands, connection.encoder)])
             return [connection.read_response() for _ in commands]
 
         try:
