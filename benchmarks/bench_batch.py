@@ -32,7 +32,7 @@ from instructions import (
     add_instruction_options,
     count_instructions,
     millions,
-    run_counted_workload,
+    run_counted_workloads,
     skipped_line,
 )
 from timing import median_seconds
@@ -147,7 +147,7 @@ def cached_loop() -> Callable[[], list[str]]:
 
 def run(args: argparse.Namespace, state: Any, label: str) -> None:
     workloads = {"batch": lambda: batch_request(state), "boto3": cached_loop}
-    if run_counted_workload(args, workloads):
+    if run_counted_workloads(args, workloads):
         return
     ours = median_seconds(workloads["batch"](), args.rounds)
     loop = median_seconds(cached_loop(), max(20, args.rounds // 5))
@@ -184,7 +184,7 @@ def print_instructions(args: argparse.Namespace) -> None:
         print(skipped_line())
         return
     k = args.instruction_iterations
-    print(f"CPU instructions (callgrind, ({k} iterations - 0 iterations) / {k}):")
+    print(f"CPU instructions (callgrind, {k} iterations counted, per iteration):")
     for name, count in [
         ("flask-obitox batch request (whole)", counts["batch"]),
         ("boto3 generate_presigned_url, cached", counts["boto3"]),

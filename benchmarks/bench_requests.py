@@ -32,7 +32,7 @@ from flask import Flask
 from instructions import (
     add_instruction_options,
     count_instructions,
-    run_counted_workload,
+    run_counted_workloads,
     skipped_line,
 )
 from moto import mock_aws
@@ -177,7 +177,7 @@ def main() -> None:
 
     with bench_state(args) as (state, label):
         work = workloads(state)
-        if run_counted_workload(args, work):
+        if run_counted_workloads(args, work):
             return
         seconds = {name: median_seconds(make(), args.rounds) for name, make in work.items()}
 
@@ -195,7 +195,7 @@ def main() -> None:
         print(skipped_line())
         return
     k = args.instruction_iterations
-    print(f"CPU instructions per request (callgrind, ({k} iterations - 0 iterations) / {k}):")
+    print(f"CPU instructions per request (callgrind, {k} iterations counted):")
     print(f"{'route':<14}{'obitox':>10}{'boto3':>10}{'ratio':>8}")
     for route, boto in ROUTES.items():
         ours, theirs = counts[route], counts[boto]
