@@ -2,8 +2,9 @@
 
 Marshmallow costs 15-30 µs per object, which alone would eat the budget of a
 100-file batch. :func:`compile_loader` turns a schema into a function that handles
-well-formed input with a few type checks and the schema's own validator objects, and
-hands anything else to ``schema.load`` itself. So the result, and every error message,
+well-formed input with a few type checks and the schema's own validators (marshmallow's
+Length, Range, Regexp and OneOf as the comparisons they make), and hands anything else
+to ``schema.load`` itself. So the result, and every error message,
 is exactly marshmallow's: ``tests/test_fastschema.py`` checks that with hypothesis.
 
 Only the field kinds our schemas use are compiled (String, Integer, Float, Boolean,
@@ -17,7 +18,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, missing
+from marshmallow import RAISE, Schema, ValidationError, fields, missing, validate
 
 Checker = Callable[[Any], Any]
 
@@ -33,14 +34,73 @@ class _NotCompilable(Exception):
     pass
 
 
-def _run_validators(field: fields.Field[Any], value: Any) -> Any:
-    for validator in field.validators:
+def _accepts(validator: Callable[[Any], Any]) -> Callable[[Any], bool]:
+    """Whether ``validator`` accepts a value (of the field's type, already checked).
+
+    marshmallow's own Length, Range, Regexp and OneOf become the comparison they make,
+    without the call, the exception and the message they prepare on a refusal (their
+    exact classes only: a subclass may accept otherwise); any other validator is
+    called. A refusal is never decided here: the caller hands it to marshmallow, whose
+    answer and message stand."""
+    kind = type(validator)
+    if kind is validate.Length:
+        equal, low, high = validator.equal, validator.min, validator.max  # type: ignore[attr-defined]
+        if equal is not None:
+            return lambda value: len(value) == equal
+        if low is not None and high is not None:
+            return lambda value: low <= len(value) <= high
+    elif kind is validate.Range:
+        low, high = validator.min, validator.max  # type: ignore[attr-defined]
+        low_in = validator.min_inclusive  # type: ignore[attr-defined]
+        if high is None and low is not None:
+            return (lambda value: value >= low) if low_in else (lambda value: value > low)
+    elif kind is validate.Regexp:
+        match = validator.regex.match  # type: ignore[attr-defined]
+        return lambda value: match(value) is not None
+    elif kind is validate.OneOf:
+        choices = validator.choices  # type: ignore[attr-defined]
+        if isinstance(choices, tuple | list | frozenset | set):
+
+            def one_of(value: Any) -> bool:
+                try:
+                    return value in choices
+                except TypeError:
+                    return False
+
+            return one_of
+
+    def called(value: Any) -> bool:
         try:
-            if validator(value) is False:
-                raise _FALLBACK
+            return validator(value) is not False
         except ValidationError:
-            raise _FALLBACK from None
-    return value
+            return False
+
+    return called
+
+
+def _finisher(field: fields.Field[Any]) -> Checker | None:
+    """The field's validators as one function returning the value or raising
+    :class:`_Fallback`; ``None`` for a field without validators."""
+    tests = tuple(_accepts(validator) for validator in field.validators)
+    if not tests:
+        return None
+    if len(tests) == 1:
+        [test] = tests
+
+        def finish_one(value: Any) -> Any:
+            if test(value):
+                return value
+            raise _FALLBACK
+
+        return finish_one
+
+    def finish_all(value: Any) -> Any:
+        for test in tests:
+            if not test(value):
+                raise _FALLBACK
+        return value
+
+    return finish_all
 
 
 def _value_checker(field: fields.Field[Any]) -> Checker:
@@ -49,18 +109,27 @@ def _value_checker(field: fields.Field[Any]) -> Checker:
         raise _NotCompilable(f"{field!r} has a default")
     if field.allow_none and type(field) is not fields.Raw:
         raise _NotCompilable(f"{field!r} allows None")
-    validated = bool(field.validators)
+    validated = _finisher(field)
 
     def finish(value: Any) -> Any:
-        return _run_validators(field, value) if validated else value
+        return validated(value) if validated else value
 
     kind = type(field)
     if kind is fields.String:
+        if validated is None:
+
+            def check_plain_str(value: Any) -> Any:
+                if type(value) is not str:
+                    raise _FALLBACK
+                return value
+
+            return check_plain_str
+        str_finish = validated
 
         def check_str(value: Any) -> Any:
             if type(value) is not str:
                 raise _FALLBACK
-            return finish(value)
+            return str_finish(value)
 
         return check_str
     if kind is fields.Integer:
@@ -186,21 +255,31 @@ def compile_dumper(schema: Schema) -> Callable[[Mapping[str, Any]], dict[str, An
     """Return a function equal to ``schema.dump`` for dicts whose values already have
     the declared JSON types (what our services build), falling back to marshmallow
     for anything else."""
-    plan: list[tuple[str, str, Callable[[Any], Any]]] = []
+    # Per field: its attribute, its key, and either the exact types a scalar may have
+    # (checked inline: no call per field) or the checker of anything else.
+    plan: list[tuple[str, str, tuple[type, ...] | None, Callable[[Any], Any]]] = []
     try:
         if any(schema._hooks.values()) or schema.many:
             raise _NotCompilable("hooks")
         for name, field in schema.dump_fields.items():
-            plan.append((field.attribute or name, field.data_key or name, _dump_checker(field)))
+            check = _dump_checker(field)
+            scalar = _SCALAR_TYPES.get(type(field))
+            plan.append((field.attribute or name, field.data_key or name, scalar, check))
     except _NotCompilable:
         return schema.dump
 
     def dump(obj: Mapping[str, Any]) -> dict[str, Any]:
         try:
             out = {}
-            for attribute, data_key, check in plan:
+            for attribute, data_key, scalar, check in plan:
                 if attribute in obj:
-                    out[data_key] = check(obj[attribute])
+                    value = obj[attribute]
+                    if scalar is None:
+                        out[data_key] = check(value)
+                    elif value is None or type(value) in scalar:
+                        out[data_key] = value
+                    else:
+                        raise _FALLBACK
             return out
         except _Fallback:
             return schema.dump(obj)  # type: ignore[no-any-return]
@@ -208,18 +287,21 @@ def compile_dumper(schema: Schema) -> Callable[[Mapping[str, Any]], dict[str, An
     return dump
 
 
+#: The exact types a scalar field dumps unchanged (anything else: marshmallow decides).
+_SCALAR_TYPES: dict[type, tuple[type, ...]] = {
+    fields.String: (str,),
+    fields.Integer: (int,),
+    fields.Float: (float,),
+    fields.Boolean: (bool,),
+}
+
+
 def _dump_checker(field: fields.Field[Any]) -> Callable[[Any], Any]:
     if field.dump_default is not missing:
         raise _NotCompilable("dump_default")
     kind = type(field)
-    scalar = {
-        fields.String: (str,),
-        fields.Integer: (int,),
-        fields.Float: (float,),
-        fields.Boolean: (bool,),
-    }
-    if kind in scalar:
-        wanted = scalar[kind]
+    if kind in _SCALAR_TYPES:
+        wanted = _SCALAR_TYPES[kind]
 
         def check_scalar(value: Any) -> Any:
             if value is None or type(value) in wanted:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -112,6 +113,7 @@ CASES = [
     ("bench_signer.py", ["--rounds", "2"], "presign_put_objects, whole batch", 60),
     ("bench_components.py", ["--rounds", "2"], "write records to Redis", 60),
     ("bench_multipart.py", ["--rounds", "1"], "flask-obitox /parts requests (whole)", 180),
+    ("bench_requests.py", ["--rounds", "2"], "/parts (10)", 120),
     (
         "bench_client.py",
         ["--size-mib", "12", "--part-mib", "5", "--runs", "1"],
@@ -156,6 +158,27 @@ def test_benchmark_runs(
 ) -> None:
     out = run([sys.executable, str(BENCHMARKS / script), *args], redis_url, timeout)
     assert expected in out, out
+
+
+def test_instruction_counts_skip_cleanly_without_valgrind(redis_url: str) -> None:
+    """No valgrind on the PATH: the timings, then one line saying how to install it."""
+    command = [sys.executable, str(BENCHMARKS / "bench_batch.py"), "--rounds", "2"]
+    command += ["--naive-rounds", "1", "--memory", "--instructions"]
+    out = run(command, redis_url, 60, PATH=str(Path(sys.executable).parent))
+    assert "goal: batch request" in out, out
+    assert "instruction counts skipped: valgrind is missing (apt-get install valgrind)" in out
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="apt-get install valgrind")
+def test_instruction_counts_come_from_callgrind(redis_url: str) -> None:
+    """One counted iteration of each workload: a figure per row, and the verdict."""
+    command = [sys.executable, str(BENCHMARKS / "bench_batch.py"), "--rounds", "2"]
+    command += ["--naive-rounds", "1", "--memory", "--instructions"]
+    out = run([*command, "--instruction-iterations", "1"], redis_url, 600)
+    counted = out[out.index("CPU instructions (callgrind") :]
+    assert re.search(r"flask-obitox batch request \(whole\)\s+\d+\.\d\dM", counted), out
+    assert re.search(r"boto3 generate_presigned_url, cached\s+\d+\.\d\dM", counted), out
+    assert "goal by instructions: >= 10x fewer" in counted, out
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is missing: apt-get install wrk")

@@ -127,19 +127,28 @@ class Signing(Grouping):
         """Presign every planned PUT in one call (one credentials read, one clock) and
         answer each."""
         urls = storage.presign_puts([p.put for p in planned])
-        return [
-            {
-                "uploadId": plan.record.upload_id,
-                "key": plan.record.key,
-                "bucket": plan.record.bucket,
-                "method": "PUT",
-                "url": url,
-                "headers": plan.headers,
-                "expiresIn": plan.expires_in,
-                "expiresAt": isoformat(now + plan.expires_in),
-            }
-            for plan, url in zip(planned, urls, strict=True)
-        ]
+        # One clock for the request: a batch's files share a few expiries, so each
+        # distinct one is formatted once.
+        expires_at: dict[int, str] = {}
+        answers: list[SignedUpload] = []
+        for plan, url in zip(planned, urls, strict=True):
+            record, expires_in = plan.record, plan.expires_in
+            at = expires_at.get(expires_in)
+            if at is None:
+                at = expires_at[expires_in] = isoformat(now + expires_in)
+            answers.append(
+                {
+                    "uploadId": record.upload_id,
+                    "key": record.key,
+                    "bucket": record.bucket,
+                    "method": "PUT",
+                    "url": url,
+                    "headers": plan.headers,
+                    "expiresIn": expires_in,
+                    "expiresAt": at,
+                }
+            )
+        return answers
 
     def sign_upload(self, owner: str, spec: Mapping[str, Any]) -> SignedUpload:
         """``POST /uploads``: validate one file and return its presigned PUT."""
