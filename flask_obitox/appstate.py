@@ -34,6 +34,7 @@ class Hooks:
     admin_loader: Callable[[], Any] | None = None
     key_builder: Callable[..., str] | None = None
     storage_resolver: Callable[[str], Any] | None = None
+    profile_guard: Callable[[str, str], Any] | None = None
 
 
 @dataclasses.dataclass(slots=True)

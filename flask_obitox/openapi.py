@@ -30,10 +30,11 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
         "/uploads",
         "post",
         "Sign one upload: validate the file and return a presigned PUT URL.",
-        "FileSpecSchema",
+        "UploadRequestSchema",
         {201: ("The signed upload.", "SignedUploadSchema")},
         [
             "INVALID_INPUT",
+            "FORBIDDEN",
             "FILE_TOO_LARGE",
             "VALIDATION_FAILED",
             "STATE_UNAVAILABLE",
@@ -46,7 +47,13 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
         "Sign up to OBITOX_BATCH_MAX_FILES uploads; each file succeeds or fails on its own.",
         "BatchRequestSchema",
         {200: ("Signed uploads and per-file errors, in request order.", "BatchResponseSchema")},
-        ["INVALID_INPUT", "BATCH_TOO_LARGE", "STATE_UNAVAILABLE", "STORAGE_UNAVAILABLE"],
+        [
+            "INVALID_INPUT",
+            "FORBIDDEN",
+            "BATCH_TOO_LARGE",
+            "STATE_UNAVAILABLE",
+            "STORAGE_UNAVAILABLE",
+        ],
     ),
     (
         "/uploads/{uploadId}/complete",
@@ -80,6 +87,7 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
         {201: ("The multipart upload.", "MultipartCreatedSchema")},
         [
             "INVALID_INPUT",
+            "FORBIDDEN",
             "FILE_TOO_LARGE",
             "VALIDATION_FAILED",
             "STATE_UNAVAILABLE",
@@ -179,10 +187,17 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
         "/s3/params",
         "get",
         "Companion: a presigned POST for one file (query: filename, type, metadata[k]); "
-        "its policy bounds the size by the server's limits.",
+        "its policy bounds the size by the server's limits (metadata[profile]: an upload "
+        "profile, whose storage settings the policy requires).",
         None,
         {200: ("The presigned POST.", "CompanionParamsSchema")},
-        ["INVALID_INPUT", "VALIDATION_FAILED", "STATE_UNAVAILABLE", "STORAGE_UNAVAILABLE"],
+        [
+            "INVALID_INPUT",
+            "FORBIDDEN",
+            "VALIDATION_FAILED",
+            "STATE_UNAVAILABLE",
+            "STORAGE_UNAVAILABLE",
+        ],
     ),
     (
         "/s3/complete",
@@ -204,10 +219,17 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
     (
         "/s3/multipart",
         "post",
-        "Companion: start a multipart upload (one CreateMultipartUpload).",
+        "Companion: start a multipart upload (one CreateMultipartUpload; metadata.profile: "
+        "an upload profile).",
         "CompanionMultipartRequestSchema",
         {200: ("The upload's key and id.", "CompanionMultipartCreatedSchema")},
-        ["INVALID_INPUT", "VALIDATION_FAILED", "STATE_UNAVAILABLE", "STORAGE_UNAVAILABLE"],
+        [
+            "INVALID_INPUT",
+            "FORBIDDEN",
+            "VALIDATION_FAILED",
+            "STATE_UNAVAILABLE",
+            "STORAGE_UNAVAILABLE",
+        ],
     ),
     (
         "/s3/multipart/{uploadId}",
@@ -330,7 +352,8 @@ _QUERY_PARAMETERS: dict[str, list[dict[str, Any]]] = {
             "in": "query",
             "name": "metadata",
             "description": "Uppy's file.meta as metadata[name]=value: name, type and empty "
-            "values are dropped, the rest is checked as the native routes check metadata "
+            "values are dropped, profile names the upload profile, the rest is checked as "
+            "the native routes check metadata "
             f"(at most {schemas.METADATA_MAX_BYTES} bytes in all).",
             "style": "deepObject",
             "explode": True,

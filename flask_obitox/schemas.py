@@ -17,6 +17,7 @@ from .config import (
     EXTENSION_PATTERN,
     MEDIA_PATTERN,
     NETWORK_TYPES,
+    PROFILE_NAME_PATTERN,
     S3_MAX_PARTS,
     S3_MAX_SINGLE_PUT,
     S3_MIN_PART_SIZE,
@@ -102,8 +103,19 @@ class _FileFieldsSchema(Schema):
     validation = fields.Nested(ValidationRulesSchema)
 
 
+def _profile_field() -> fields.String:
+    return fields.String(
+        validate=validate.Regexp(PROFILE_NAME_PATTERN, error="not a profile name"),
+        **_doc(
+            "An upload profile of OBITOX_PROFILES: its rules, key prefix and storage "
+            "settings (encryption, storage class, cache headers) apply. Storage settings "
+            "come from the server only."
+        ),
+    )
+
+
 class FileSpecSchema(_FileFieldsSchema):
-    """One file to upload."""
+    """One file to upload (alone, or as an entry of a batch)."""
 
     checksumSha256 = fields.String(
         validate=validate.Regexp(
@@ -118,6 +130,12 @@ class FileSpecSchema(_FileFieldsSchema):
     )
 
 
+class UploadRequestSchema(FileSpecSchema):
+    """``POST /uploads``: one file, under a profile or the ``OBITOX_*`` defaults."""
+
+    profile = _profile_field()
+
+
 class CompleteRequestSchema(Schema):
     """``POST /uploads/<id>/complete`` takes no fields: send ``{}`` (or nothing) as JSON."""
 
@@ -130,6 +148,7 @@ class BatchRequestSchema(Schema):
     )
     validation = fields.Nested(ValidationRulesSchema)
     networkType = fields.String(validate=validate.OneOf(NETWORK_TYPES))
+    profile = _profile_field()
 
 
 class BatchEnvelopeSchema(Schema):
@@ -138,6 +157,7 @@ class BatchEnvelopeSchema(Schema):
     # allow_none: a null entry fails alone, like any other malformed entry.
     files = fields.List(fields.Raw(allow_none=True), required=True)
     validation = fields.Nested(ValidationRulesSchema)
+    profile = _profile_field()
     networkType = fields.String(validate=validate.OneOf(NETWORK_TYPES))
 
 
@@ -215,11 +235,15 @@ class UploadStatusSchema(Schema):
     )
     etag = fields.String(allow_none=True)
     reason = fields.String(allow_none=True, **_doc("Why a rejected upload was rejected."))
+    profile = fields.String(
+        allow_none=True, **_doc("The upload profile (OBITOX_PROFILES) it was created under.")
+    )
 
 
 class MultipartRequestSchema(_FileFieldsSchema):
     """``POST /multipart``: a file of up to ``OBITOX_MAX_MULTIPART_SIZE`` bytes."""
 
+    profile = _profile_field()
     partSize = fields.Integer(
         strict=True,
         validate=validate.Range(min=1),

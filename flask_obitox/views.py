@@ -24,6 +24,7 @@ install_error_handlers(bp)
 
 # Compiled once: marshmallow's own load/dump is the fallback and the oracle.
 load_file_spec = compile_loader(schemas.FileSpecSchema())
+load_upload_request = compile_loader(schemas.UploadRequestSchema())
 load_batch = compile_loader(schemas.BatchEnvelopeSchema())
 load_no_fields = compile_loader(schemas.CompleteRequestSchema())
 dump_signed = compile_dumper(schemas.SignedUploadSchema())
@@ -60,7 +61,7 @@ def load_batch_entry(data: Any) -> dict[str, Any] | InvalidEntry:
 @bp.post("/uploads")
 def create_upload() -> Response:
     ext, owner = caller()
-    spec = load(load_file_spec, json_body(ext))
+    spec = load(load_upload_request, json_body(ext))
     return respond(dump_signed(ext.service.sign_upload(owner, spec)), 201)
 
 
@@ -74,6 +75,7 @@ def create_batch() -> Response:
         load_batch_entry,
         validation=body.get("validation"),
         network_type=body.get("networkType"),
+        profile=body.get("profile"),
     )
     return respond(dump_batch(answer))
 

@@ -40,4 +40,5 @@ def render_upload(record: UploadRecord, *, now: float | None = None) -> UploadVi
         "expiresAt": isoformat(record.expires_at),
         "etag": result.get("etag"),
         "reason": result.get("reason"),
+        "profile": record.profile,
     }

@@ -76,6 +76,8 @@ class UploadView(TypedDict):
     expiresAt: str
     etag: str | None
     reason: str | None
+    #: The upload profile it was created under (``None``: the ``OBITOX_*`` defaults).
+    profile: str | None
 
 
 class MultipartCreated(TypedDict):
