@@ -656,3 +656,27 @@ def test_companion_multipart_stores_the_profile_settings(alice: UserClient, s3_s
     view = alice.get(f"/uploads/{created['uploadId']}").json
     assert view["profile"] == "documents"
     assert "profile" not in view["metadata"]
+
+
+def test_the_python_client_uploads_under_a_profile(
+    e2e_app: Flask, s3_server: Any, tmp_path: Any
+) -> None:
+    from client_support import LiveServer
+
+    from flask_obitox.client import ObitoXClient
+
+    small = tmp_path / "report.pdf"
+    small.write_bytes(PDF)
+    big = tmp_path / "big.pdf"
+    big.write_bytes(PDF + b"x" * (7 * MiB))
+    with (
+        LiveServer(e2e_app) as live,
+        ObitoXClient(live.url + "/obitox", auth_headers={"X-User": "alice"}) as client,
+    ):
+        one = client.upload_file(small, profile="documents")
+        [many] = client.upload_files([small], profile="documents")
+        resumed = client.resumable_upload(big, profile="documents")
+    assert many.result is not None
+    for key in (one.key, many.result.key, resumed.key):
+        assert key.startswith("uploads/documents/")
+        assert stored(s3_server, key) == DOCUMENTS_STORED

@@ -574,19 +574,22 @@ class ObitoXClient:
         content_type: str | None = None,
         metadata: Mapping[str, str] | None = None,
         on_progress: ProgressCallback | None = None,
+        profile: str | None = None,
     ) -> UploadResult:
         """Upload one file with a single signed PUT (``POST /uploads``, PUT, complete).
 
         :param content_type: declared type; guessed from the name when omitted. The
             server checks the first bytes against it after the upload.
+        :param profile: an upload profile of the server's ``OBITOX_PROFILES``.
         :raises ObitoXClientError: with the server's code (``FILE_TOO_LARGE``,
             ``CONTENT_MISMATCH``...) or a client one (``STORAGE_ERROR``...).
         """
         file = resolve(path)
         identity = FileIdentity.of(file)
-        signed = self._call(
-            "POST", "/uploads", self._spec(file, identity, content_type, metadata), idempotent=False
-        )
+        spec = self._spec(file, identity, content_type, metadata)
+        if profile is not None:
+            spec["profile"] = profile
+        signed = self._call("POST", "/uploads", spec, idempotent=False)
         tracker = _Tracker(on_progress, identity.size, 1)
         tracker.start()
         result = self._send_signed(file, identity, signed, tracker, threading.Event())
@@ -599,9 +602,11 @@ class ObitoXClient:
         *,
         concurrency: int | None = None,
         on_progress: ProgressCallback | None = None,
+        profile: str | None = None,
     ) -> list[UploadOutcome]:
         """Upload many files: one batch call signs them all, then parallel PUTs, each
-        followed by its complete call.
+        followed by its complete call; ``profile`` (an upload profile of the server's
+        ``OBITOX_PROFILES``) applies to every file.
 
         One file failing (refused by validation, missing, rejected after upload) never
         stops the others: every path gets an :class:`UploadOutcome`, in the order given.
@@ -621,7 +626,10 @@ class ObitoXClient:
             chunk = ready[start : start + self.batch_size]
             specs = [self._spec(files[i], identity, None, None) for i, identity in chunk]
             try:
-                answer = self._call("POST", "/uploads/batch", {"files": specs}, idempotent=False)
+                envelope: dict[str, Any] = {"files": specs}
+                if profile is not None:
+                    envelope["profile"] = profile
+                answer = self._call("POST", "/uploads/batch", envelope, idempotent=False)
             except ObitoXClientError as error:
                 for index, _ in chunk:
                     outcomes[index] = UploadOutcome(files[index], error=error)
@@ -700,6 +708,7 @@ class ObitoXClient:
         metadata: Mapping[str, str] | None = None,
         restart: bool = False,
         on_restart: Callable[[StaleResumeFile], None] | None = None,
+        profile: str | None = None,
     ) -> UploadResult:
         """Upload a file in parts that can be continued after a crash.
 
@@ -719,6 +728,8 @@ class ObitoXClient:
             continued is continued either way.
         :param on_restart: called with the :class:`StaleResumeFile` that ``restart``
             overrode, before the new upload begins (to tell the user).
+        :param profile: an upload profile of the server's ``OBITOX_PROFILES`` (for a new
+            upload; a resumed one keeps the profile it began with).
         :raises StaleResumeFile: the resume file's upload can no longer be continued,
             and ``restart`` is false. What storage held of it is aborted when the server
             still knows it; the resume file stays.
@@ -752,6 +763,8 @@ class ObitoXClient:
         body = self._spec(file, identity, content_type, metadata)
         if part_size is not None:
             body["partSize"] = part_size
+        if profile is not None:
+            body["profile"] = profile
         answer = self._call("POST", "/multipart", body, idempotent=False)
         try:
             upload = _Multipart(
