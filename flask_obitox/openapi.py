@@ -577,8 +577,12 @@ def _operation(
 
 
 @functools.lru_cache(maxsize=8)
-def openapi_spec(url_prefix: str) -> dict[str, Any]:
-    """The OpenAPI document for routes mounted at ``url_prefix`` (cached: it is pure)."""
+def openapi_spec(url_prefix: str, profiles: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The OpenAPI document for routes mounted at ``url_prefix`` (cached: it is pure).
+
+    ``profiles``: the app's upload profiles (``OBITOX_PROFILES``), which become the only
+    values ``profile`` may take (none: no ``profile`` field); ``None`` documents the
+    field for any app."""
     marshmallow_plugin = MarshmallowPlugin()
     spec = APISpec(
         title="flask-obitox",
@@ -596,7 +600,9 @@ def openapi_spec(url_prefix: str) -> dict[str, Any]:
         f"FileSpec.{name}": converter.field2property(file_fields[name])
         for name in ("filename", "contentType", "metadata")
     }
-    shared["CompanionMetadata"] = _companion_metadata(shared["FileSpec.metadata"], body=False)
+    shared["CompanionMetadata"] = _companion_metadata(
+        shared["FileSpec.metadata"], body=False, profiles=profiles
+    )
     # Every schema a route names, in table order (nested ones register themselves).
     names = ["ErrorSchema"]
     for _path, _method, _summary, request_schema, responses, _codes in ROUTES:
@@ -645,24 +651,41 @@ def openapi_spec(url_prefix: str) -> dict[str, Any]:
     companion["filename"] = dict(shared["FileSpec.filename"])
     companion["type"] = {**shared["FileSpec.contentType"], **companion["type"]}
     companion["metadata"] = {
-        **_companion_metadata(shared["FileSpec.metadata"], body=True),
+        **_companion_metadata(shared["FileSpec.metadata"], body=True, profiles=profiles),
         "description": companion["metadata"]["description"],
     }
+    if profiles is not None:
+        # This app's profiles are the only ones a create call may name.
+        for name in ("UploadRequest", "BatchRequest", "MultipartRequest"):
+            fields = document["components"]["schemas"][name]["properties"]
+            if profiles:
+                fields["profile"] = {**fields["profile"], "enum": list(profiles)}
+            else:
+                del fields["profile"]
     return document
 
 
-def _companion_metadata(native: dict[str, Any], *, body: bool) -> dict[str, Any]:
+def _companion_metadata(
+    native: dict[str, Any], *, body: bool, profiles: tuple[str, ...] | None = None
+) -> dict[str, Any]:
     """Uppy's ``file.meta`` as the Companion routes read it: its own ``name`` and
-    ``type`` and empty values (``null`` too) are dropped, the rest must pass the native
-    metadata rules. In a JSON body, numbers and booleans become strings."""
+    ``type`` and empty values (``null`` too) are dropped, ``profile`` names an upload
+    profile (one of ``profiles``, when given), the rest must pass the native metadata
+    rules. In a JSON body, numbers and booleans become strings."""
     value = {key: v for key, v in native["additionalProperties"].items() if key != "type"}
     value["type"] = ["string", "number", "boolean", "null"] if body else "string"
     dropped = ["", "null", "undefined", None]
     key_pattern = native["propertyNames"]["pattern"].removeprefix("^")
     own: dict[str, Any] = {} if body else {"type": "string"}
+    properties = {"name": own, "type": own}
+    reserved = "name|type"
+    if profiles is not None:
+        # Empty values are dropped like any other: then no profile.
+        properties["profile"] = {"enum": [*profiles, *dropped]}
+        reserved += "|profile"
     return {
         "type": ["object", "null"] if body else "object",
-        "properties": {"name": own, "type": own},
-        "patternProperties": {rf"^(?!(?:name|type)\Z){key_pattern}": value},
+        "properties": properties,
+        "patternProperties": {rf"^(?!(?:{reserved})\Z){key_pattern}": value},
         "additionalProperties": {"enum": dropped},
     }

@@ -163,4 +163,5 @@ def cors_verify() -> Response:
 def openapi() -> Response:
     from .openapi import openapi_spec
 
-    return respond(openapi_spec(get_state().settings.url_prefix))
+    settings = get_state().settings
+    return respond(openapi_spec(settings.url_prefix, tuple(settings.profiles)))

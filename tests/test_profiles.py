@@ -680,3 +680,12 @@ def test_the_python_client_uploads_under_a_profile(
     for key in (one.key, many.result.key, resumed.key):
         assert key.startswith("uploads/documents/")
         assert stored(s3_server, key) == DOCUMENTS_STORED
+
+
+def test_the_served_document_names_the_apps_profiles(client: UserClient) -> None:
+    document = client.get("/openapi.json").json
+    schemas = document["components"]["schemas"]
+    for name in ("UploadRequest", "BatchRequest", "MultipartRequest"):
+        assert schemas[name]["properties"]["profile"]["enum"] == list(PROFILES)
+    companion = schemas["CompanionMultipartRequest"]["properties"]["metadata"]
+    assert companion["properties"]["profile"]["enum"][:3] == list(PROFILES)
