@@ -31,6 +31,22 @@ DEFAULT_BUCKET = "obitox-demo"
 #: The page sends files from this size on as resumable multipart uploads (the
 #: extension's default, 100 MiB, would hide pause and resume in a demo).
 DEMO_MULTIPART_THRESHOLD = 8 * 1024 * 1024
+#: Two upload profiles (docs/profiles.rst): the page lets each upload pick one. No
+#: encryption here, so the embedded S3 and any bucket take them as they are.
+EXAMPLE_PROFILES = {
+    "images": {
+        "allowed_content_types": ["image/*"],
+        "max_file_size": 20 * 1024 * 1024,
+        "key_prefix": "images/",
+        "cache_control": "public, max-age=31536000, immutable",
+    },
+    "documents": {
+        "allowed_content_types": ["application/pdf"],
+        "allowed_extensions": ["pdf"],
+        "key_prefix": "documents/",
+        "content_disposition": "attachment",
+    },
+}
 
 
 #: Demo user ids start with this; a token names one of them.
@@ -97,6 +113,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         OBITOX_BUCKET=DEFAULT_BUCKET,
         OBITOX_STATE_BACKEND="memory://",
         OBITOX_MULTIPART_THRESHOLD=DEMO_MULTIPART_THRESHOLD,
+        OBITOX_PROFILES=EXAMPLE_PROFILES,
         # The receiver shows each demo user the deliveries about their own uploads.
         OBITOX_WEBHOOK_INCLUDE_OWNER=True,
         EXAMPLE_EMBEDDED_S3=False,

@@ -37,6 +37,7 @@ class Hooks:
     storage_resolver: Callable[[str], Any] | None = None
     #: ``@obitox.processor`` functions by name (:class:`~flask_obitox.domain.processors.Processor`).
     processors: dict[str, Any] = dataclasses.field(default_factory=dict)
+    profile_guard: Callable[[str, str], Any] | None = None
 
 
 @dataclasses.dataclass(slots=True)

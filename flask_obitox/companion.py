@@ -28,7 +28,7 @@ from .appstate import ObitoXState, get_state
 from .config import S3_MAX_PARTS, Settings
 from .errors import ObitoXError
 from .http import install_error_handlers, json_body, load, owner_of, respond
-from .views import load_file_spec, load_multipart
+from .views import load_multipart, load_upload_request
 
 #: Companion's ``partNumbers`` query of ``/batch``: at most this many per call.
 MAX_BATCH_PARTS = 1000
@@ -106,9 +106,13 @@ def _file_spec(
     ext: ObitoXState, owner: str, loader: Any, filename: str, content_type: str, metadata: Any
 ) -> dict[str, Any]:
     """Uppy's file as the native routes' file spec (its size decided later), loaded by
-    the native schema; a refusal is an ``upload-rejected`` like any other."""
+    the native schema; a refusal is an ``upload-rejected`` like any other. Uppy's
+    ``meta.profile`` is the upload profile, not metadata."""
     spec: dict[str, Any] = {"filename": filename, "contentType": content_type, "size": 0}
     meta = _metadata(metadata)  # not an object: a malformed request, not a refused file
+    profile = meta.pop("profile", None)
+    if profile is not None:
+        spec["profile"] = profile
     if meta:
         spec["metadata"] = meta
     try:
@@ -130,7 +134,7 @@ def params() -> Response:
     spec = _file_spec(
         ext,
         owner,
-        load_file_spec,
+        load_upload_request,
         _string(args, "filename"),
         _string(args, "type", default="application/octet-stream"),
         metadata,

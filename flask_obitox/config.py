@@ -125,6 +125,7 @@ class ConfigVars:
     PROCESSING_QUEUE = "OBITOX_PROCESSING_QUEUE"
     PROCESSING_RETRY_SCHEDULE = "OBITOX_PROCESSING_RETRY_SCHEDULE"
     STORAGE_EVENTS_TOKEN = "OBITOX_STORAGE_EVENTS_TOKEN"  # noqa: S105 - a key name
+    PROFILES = "OBITOX_PROFILES"
 
 
 #: Defaults, applied with ``app.config.setdefault``. ``STATE_BACKEND`` is resolved
@@ -179,6 +180,7 @@ DEFAULTS: dict[str, Any] = {
     ConfigVars.PROCESSING_QUEUE: "obitox-processing",
     ConfigVars.PROCESSING_RETRY_SCHEDULE: [10, 60, 300],
     ConfigVars.STORAGE_EVENTS_TOKEN: None,
+    ConfigVars.PROFILES: {},
 }
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -253,6 +255,8 @@ class Settings:
     processing_retry_schedule: tuple[int, ...] = (10, 60, 300)
     #: The bearer token of ``POST /storage-events``; ``None``: the route is 404.
     storage_events_token: str | None = dataclasses.field(default=None, repr=False)
+    #: ``OBITOX_PROFILES``, validated: name -> :class:`Profile`.
+    profiles: Mapping[str, Profile] = dataclasses.field(default_factory=dict)
 
 
 def _int(
@@ -602,7 +606,9 @@ def _queue_name(config: Mapping[str, Any], key: str) -> str:
 def load_settings(config: MutableMapping[str, Any]) -> Settings:
     """Fill defaults into ``config`` and return the validated :class:`Settings`."""
     for key, default in DEFAULTS.items():
-        config.setdefault(key, list(default) if isinstance(default, list) else default)
+        config.setdefault(
+            key, type(default)(default) if isinstance(default, list | dict) else default
+        )
     if config[ConfigVars.STATE_BACKEND] is None:
         config[ConfigVars.STATE_BACKEND] = config.get("REDIS_URL") or DEFAULT_REDIS_URL
 
@@ -717,7 +723,7 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
             f"both are {rq_queue!r}"
         )
 
-    return Settings(
+    settings = Settings(
         bucket=bucket,
         region=_optional_str(config, ConfigVars.REGION),
         endpoint_url=endpoint_url,
@@ -775,3 +781,270 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
         processing_retry_schedule=_schedule(config, ConfigVars.PROCESSING_RETRY_SCHEDULE),
         storage_events_token=_secret_token(config, ConfigVars.STORAGE_EVENTS_TOKEN),
     )
+    profiles = load_profiles(config, settings)
+    return dataclasses.replace(settings, profiles=profiles) if profiles else settings
+
+
+# -- upload profiles (OBITOX_PROFILES) --------------------------------------------------
+
+#: What a client sends as ``profile``.
+PROFILE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z"
+#: The rule keys of part one a profile may set, and the ``OBITOX_*`` key each replaces.
+PROFILE_RULE_KEYS: dict[str, str] = {
+    "max_file_size": ConfigVars.MAX_FILE_SIZE,
+    "max_multipart_size": ConfigVars.MAX_MULTIPART_SIZE,
+    "min_file_size": ConfigVars.MIN_FILE_SIZE,
+    "allowed_content_types": ConfigVars.ALLOWED_CONTENT_TYPES,
+    "allowed_extensions": ConfigVars.ALLOWED_EXTENSIONS,
+    "block_executables": ConfigVars.BLOCK_EXECUTABLES,
+    "batch_max_files": ConfigVars.BATCH_MAX_FILES,
+    "expiry_min": ConfigVars.EXPIRY_MIN,
+    "expiry_max": ConfigVars.EXPIRY_MAX,
+    "expiry_default": ConfigVars.EXPIRY_DEFAULT,
+    "multipart_threshold": ConfigVars.MULTIPART_THRESHOLD,
+    "part_size": ConfigVars.PART_SIZE,
+}
+#: The storage settings a profile may set: key -> (the boto3 parameter, the header a
+#: single PUT URL signs, the field of a presigned POST policy).
+PROFILE_STORAGE_KEYS: dict[str, tuple[str, str, str]] = {
+    "acl": ("ACL", "x-amz-acl", "acl"),
+    "cache_control": ("CacheControl", "Cache-Control", "Cache-Control"),
+    "content_disposition": ("ContentDisposition", "Content-Disposition", "Content-Disposition"),
+    "server_side_encryption": (
+        "ServerSideEncryption",
+        "x-amz-server-side-encryption",
+        "x-amz-server-side-encryption",
+    ),
+    "sse_kms_key_id": (
+        "SSEKMSKeyId",
+        "x-amz-server-side-encryption-aws-kms-key-id",
+        "x-amz-server-side-encryption-aws-kms-key-id",
+    ),
+    "storage_class": ("StorageClass", "x-amz-storage-class", "x-amz-storage-class"),
+}
+PROFILE_KEYS: tuple[str, ...] = (
+    *PROFILE_RULE_KEYS,
+    "key_prefix",
+    *PROFILE_STORAGE_KEYS,
+    "metadata",
+    "processors",
+    "webhooks",
+)
+#: Storage classes an object can be read back from at once (``complete`` reads its first
+#: bytes): GLACIER and DEEP_ARCHIVE need a restore first, so a lifecycle rule moves
+#: objects there instead.
+STORAGE_CLASSES = (
+    "STANDARD",
+    "REDUCED_REDUNDANCY",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER_IR",
+)
+SERVER_SIDE_ENCRYPTIONS = ("AES256", "aws:kms")
+CANNED_ACLS = (
+    "private",
+    "public-read",
+    "public-read-write",
+    "authenticated-read",
+    "aws-exec-read",
+    "bucket-owner-read",
+    "bucket-owner-full-control",
+)
+#: S3 limits user metadata to 2 KB (names and values together).
+S3_MAX_METADATA_BYTES = 2048
+_METADATA_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Profile:
+    """One entry of ``OBITOX_PROFILES``, resolved once at ``init_app``."""
+
+    name: str
+    #: The app's settings with this profile's rule keys (and its key prefix, inside
+    #: ``OBITOX_KEY_PREFIX``) in place of the ``OBITOX_*`` values.
+    settings: Settings = dataclasses.field(repr=False)
+    #: The ``OBITOX_*`` keys this profile replaced -> how errors name them
+    #: (``OBITOX_PROFILES['avatars'].max_file_size``).
+    sources: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: boto3 parameter -> value (``ServerSideEncryption``...): CreateMultipartUpload's.
+    storage_params: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: (header, value) pairs signed into every single PUT URL, in the order given.
+    put_headers: tuple[tuple[str, str], ...] = ()
+    #: The presigned POST policy's fields (and exact-match conditions).
+    post_fields: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: Fixed ``x-amz-meta-*`` pairs every upload of the profile carries (names lower case).
+    metadata: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: The only processors run for its uploads (``None``: every matching one).
+    processors: tuple[str, ...] | None = None
+    #: The only webhook events its uploads send (``None``: all).
+    webhooks: tuple[str, ...] | None = None
+
+    def source(self, key: str) -> str:
+        """How errors name the ``OBITOX_*`` key ``key`` for this profile."""
+        return self.sources.get(key, key)
+
+
+def load_profiles(config: Mapping[str, Any], settings: Settings) -> dict[str, Profile]:
+    """``OBITOX_PROFILES`` validated against ``settings`` (the app's own), one
+    :class:`ConfigError` per mistake, naming the profile and the key."""
+    raw = config[ConfigVars.PROFILES]
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(
+            f"{ConfigVars.PROFILES} must be a dict of profile name -> settings, got {raw!r}"
+        )
+    profiles: dict[str, Profile] = {}
+    for name, value in raw.items():
+        if not isinstance(name, str) or not re.match(PROFILE_NAME_PATTERN, name):
+            raise ConfigError(
+                f"{ConfigVars.PROFILES} names a profile {name!r}: a name is 1 to 64 letters, "
+                "digits, '_', '.' or '-', starting with a letter or digit"
+            )
+        profiles[name] = _profile(config, settings, name, value)
+    return profiles
+
+
+def _profile(config: Mapping[str, Any], settings: Settings, name: str, value: object) -> Profile:
+    where = f"{ConfigVars.PROFILES}[{name!r}]"
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where} must be a dict of profile settings, got {value!r}")
+    unknown = sorted(str(key) for key in set(value) - set(PROFILE_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"{where} has unknown keys {unknown}: a profile may set {', '.join(PROFILE_KEYS)}"
+        )
+    overrides = {PROFILE_RULE_KEYS[key]: v for key, v in value.items() if key in PROFILE_RULE_KEYS}
+    sources = {
+        PROFILE_RULE_KEYS[key]: f"{where}.{key}" for key in value if key in PROFILE_RULE_KEYS
+    }
+    if value.get("key_prefix") is not None:
+        prefix = value["key_prefix"]
+        if isinstance(prefix, str) and prefix and not prefix.endswith("/"):
+            prefix += "/"
+        if (
+            not isinstance(prefix, str)
+            or not prefix
+            or not _is_key_prefix(settings.key_prefix + prefix)
+        ):
+            raise ConfigError(
+                f"{where}.key_prefix must be a relative key prefix like 'avatars/' (it goes "
+                f"after {ConfigVars.KEY_PREFIX} {settings.key_prefix!r}; segments without "
+                f"'.', '..', empty parts or control characters), got {value['key_prefix']!r}"
+            )
+        overrides[ConfigVars.KEY_PREFIX] = settings.key_prefix + prefix
+        sources[ConfigVars.KEY_PREFIX] = f"{where}.key_prefix"
+    rule_settings = settings
+    if overrides:
+        merged = {**config, **overrides, ConfigVars.PROFILES: {}}
+        try:
+            rule_settings = load_settings(merged)
+        except ConfigError as error:
+            message = str(error)
+            for key, shown in sources.items():
+                message = re.sub(rf"\b{key}\b", shown, message)
+            raise ConfigError(message if message != str(error) else f"{where}: {message}") from None
+
+    storage: dict[str, str] = {}
+    for key, (param, _header, _field) in PROFILE_STORAGE_KEYS.items():
+        setting = value.get(key)
+        if setting is None:
+            continue
+        if (
+            not isinstance(setting, str)
+            or not setting
+            or not re.fullmatch(r"[\x20-\x7e]+", setting)
+        ):
+            raise ConfigError(
+                f"{where}.{key} must be a non-empty printable ASCII string, got {setting!r}"
+            )
+        storage[param] = setting.strip()
+    _check_storage(where, value)
+    metadata = _profile_metadata(where, value.get("metadata"))
+    return Profile(
+        name=name,
+        settings=rule_settings,
+        sources=sources,
+        storage_params=storage,
+        put_headers=tuple(
+            (header, storage[param])
+            for param, header, _field in PROFILE_STORAGE_KEYS.values()
+            if param in storage
+        ),
+        post_fields={
+            field: storage[param]
+            for param, _header, field in PROFILE_STORAGE_KEYS.values()
+            if param in storage
+        },
+        metadata=metadata,
+        processors=_profile_names(where, "processors", value.get("processors")),
+        webhooks=_profile_names(where, "webhooks", value.get("webhooks"), WEBHOOK_EVENTS),
+    )
+
+
+def _check_storage(where: str, value: Mapping[str, Any]) -> None:
+    """The storage keys' values S3 would refuse, refused here (a typo in a storage
+    class would otherwise fail every upload of the profile)."""
+    choices = {
+        "storage_class": STORAGE_CLASSES,
+        "server_side_encryption": SERVER_SIDE_ENCRYPTIONS,
+        "acl": CANNED_ACLS,
+    }
+    for key, allowed in choices.items():
+        setting = value.get(key)
+        if setting is not None and setting not in allowed:
+            extra = (
+                " (GLACIER and DEEP_ARCHIVE objects cannot be read back to verify them: "
+                "move them there with a lifecycle rule)"
+                if key == "storage_class"
+                else ""
+            )
+            raise ConfigError(
+                f"{where}.{key} must be one of {', '.join(allowed)}, got {setting!r}{extra}"
+            )
+    sse = value.get("server_side_encryption")
+    if value.get("sse_kms_key_id") is not None and sse != "aws:kms":
+        raise ConfigError(
+            f"{where}.sse_kms_key_id needs server_side_encryption 'aws:kms', got {sse!r}"
+        )
+
+
+def _profile_metadata(where: str, metadata: object) -> dict[str, str]:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping) or not all(
+        isinstance(k, str) and _METADATA_NAME.fullmatch(k) and isinstance(v, str)
+        for k, v in metadata.items()
+    ):
+        raise ConfigError(
+            f"{where}.metadata must be a dict of names (letters, digits, '-', '_') to "
+            f"strings, got {metadata!r}"
+        )
+    bad = [v for v in metadata.values() if not re.fullmatch(r"[\x20-\x7e]*", v)]
+    if bad:
+        raise ConfigError(f"{where}.metadata values must be printable ASCII, got {bad!r}")
+    if sum(len(k) + len(v) for k, v in metadata.items()) > S3_MAX_METADATA_BYTES:
+        raise ConfigError(
+            f"{where}.metadata holds more than the {S3_MAX_METADATA_BYTES} bytes S3 allows"
+        )
+    return {k.lower(): v.strip() for k, v in metadata.items()}
+
+
+def _profile_names(
+    where: str, key: str, names: object, allowed: Sequence[str] | None = None
+) -> tuple[str, ...] | None:
+    """``processors``/``webhooks``: ``None`` (all) or a list of names."""
+    if names is None:
+        return None
+    if isinstance(names, str) or not isinstance(names, Sequence):
+        raise ConfigError(f"{where}.{key} must be a list of names (or None for all), got {names!r}")
+    if not all(isinstance(n, str) and n for n in names):
+        raise ConfigError(f"{where}.{key} must hold non-empty strings, got {list(names)!r}")
+    if allowed is not None:
+        bad = [n for n in names if n not in allowed]
+        if bad:
+            raise ConfigError(
+                f"{where}.{key} holds unknown events {bad!r}; events are {', '.join(allowed)}"
+            )
+    return tuple(dict.fromkeys(names))

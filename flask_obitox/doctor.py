@@ -30,7 +30,8 @@ from rq.scheduler import RQScheduler
 from rq.suspension import is_suspended
 
 from .appstate import ObitoXState, get_state
-from .config import ConfigError, load_settings
+from .config import ConfigError, Profile, load_settings
+from .domain.settling import stored_as
 from .errors import StateUnavailable
 from .state import MemoryStateBackend
 from .state.redis import redact_url
@@ -118,6 +119,7 @@ class Doctor:
             ("bucket", "bucket writable", self.check_bucket),
             ("presign", "presigned upload", self.check_presign),
             ("create-only", "create-only writes", self.check_create_only),
+            ("profiles", "upload profiles", self.check_profiles),
             ("cors", "bucket CORS", self.check_cors),
             ("lifecycle", "lifecycle rule", self.check_lifecycle),
             ("state", "state backend", self.check_state),
@@ -150,9 +152,10 @@ class Doctor:
             raise _Skipped("skipped: the bucket check failed")
 
     @contextmanager
-    def _probe_key(self) -> Iterator[str]:
+    def _probe_key(self, prefix: str | None = None) -> Iterator[str]:
         """A fresh key under the prefix, deleted afterwards even if the check failed."""
-        key = f"{self.settings.key_prefix}{PROBE_FOLDER}/{secrets.token_hex(8)}"
+        prefix = self.settings.key_prefix if prefix is None else prefix
+        key = f"{prefix}{PROBE_FOLDER}/{secrets.token_hex(8)}"
         try:
             yield key
         finally:
@@ -307,6 +310,73 @@ class Doctor:
                     turn_off,
                 )
         return "a second PUT with If-None-Match: * to the same key answered 412: signed URLs cannot overwrite"
+
+    def check_profiles(self) -> str:
+        """Per profile with storage settings: one byte PUT through a URL signed with its
+        headers, under its prefix; HEAD shows them stored; a ranged GET reads it back
+        (KMS: the key's kms:GenerateDataKey, then kms:Decrypt); deleted."""
+        profiles = self.settings.profiles
+        if not profiles:
+            raise _Skipped("OBITOX_PROFILES is empty: no upload profile to check")
+        if not self._presign_ok:
+            raise _Skipped("skipped: the presigned upload check failed")
+        return "; ".join(self._check_profile(profile) for profile in profiles.values())
+
+    def _check_profile(self, profile: Profile) -> str:
+        name = profile.name
+        if not profile.put_headers and not profile.metadata:
+            return f"{name!r}: rules only"
+        storage = self.storage
+        headers = {
+            "Content-Type": "application/octet-stream",
+            **{f"x-amz-meta-{k}": v for k, v in profile.metadata.items()},
+            **dict(profile.put_headers),
+        }
+        with self._probe_key(profile.settings.key_prefix) as key:
+            with explained(storage):
+                url = storage.presigner.presign_put_object(
+                    storage.bucket,
+                    key,
+                    content_type="application/octet-stream",
+                    content_length=1,
+                    expires_in=60,
+                    metadata=profile.metadata,
+                    headers=profile.put_headers,
+                )
+            host = urlsplit(url).netloc
+            request = urllib.request.Request(  # noqa: S310 - an https/http URL we signed
+                url, data=b"\x00", method="PUT", headers=headers
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT):  # noqa: S310
+                    pass
+            except urllib.error.HTTPError as error:
+                said, fix = _explain_http_refusal(error, host)
+                raise _Failed(
+                    f"profile {name!r}: {said}", _profile_fix(profile, said, fix)
+                ) from None
+            except (urllib.error.URLError, OSError) as error:
+                raise _Failed(
+                    f"profile {name!r}: storage could not be reached ({getattr(error, 'reason', error)})",
+                    "run the doctor again: the presigned upload check reached it a moment ago",
+                ) from None
+            with explained(storage, "HeadObject"):
+                info = storage.head(key)
+            if info is None:
+                raise _Failed(f"profile {name!r}: the PUT answered 2xx but HEAD finds nothing")
+            for param, expected in profile.storage_params.items():
+                actual = info.stored.get(param)
+                if param != "ACL" and not stored_as(param, expected, actual):
+                    raise _Failed(
+                        f"profile {name!r}: storage accepted {param} {expected!r} but stored "
+                        f"{actual!r}; every upload of the profile would be rejected at complete",
+                        f"this store does not keep {param}: remove it from the profile, or use "
+                        "a store that does (AWS S3 keeps them all)",
+                    )
+            with explained(storage, "GetObject"):
+                storage.read_head(key, 1)
+        kept = ", ".join(dict(profile.put_headers)) or "its metadata"
+        return f"{name!r}: a PUT with {kept} stored them and read back"
 
     def check_cors(self) -> str:
         self._needs_bucket()
@@ -480,6 +550,23 @@ def _explain_http_refusal(error: urllib.error.HTTPError, host: str) -> tuple[str
         "InvalidAccessKeyId": "check OBITOX_AWS_ACCESS_KEY_ID",
     }
     return said, fixes.get(code, "see storage's answer above")
+
+
+def _profile_fix(profile: Profile, said: str, fallback: str) -> str:
+    """What to do when storage refused a profile's probe PUT."""
+    params = profile.storage_params
+    if "SSEKMSKeyId" in params or params.get("ServerSideEncryption") == "aws:kms":
+        key = params.get("SSEKMSKeyId", "the bucket's aws/s3 key")
+        kms = (
+            f"check that the KMS key {key} exists in the bucket's region and that the app's "
+            "credentials may use it (kms:GenerateDataKey to write, kms:Decrypt to read and for "
+            "multipart uploads; see docs/profiles.rst)"
+        )
+        if "KMS" in said or "AccessDenied" in said:
+            return kms
+    if "StorageClass" in params and "StorageClass" in said:
+        return f"this store does not offer {params['StorageClass']}: change the profile's storage_class"
+    return fallback
 
 
 def _conditional_put(url: str) -> tuple[int, str]:

@@ -168,6 +168,13 @@ class ObitoX:
 
         return register
 
+    def profile_guard(self, callback: F) -> F:
+        """Register ``(owner, profile) -> bool``: may this owner upload under the
+        ``OBITOX_PROFILES`` entry ``profile``? A false answer is 403 FORBIDDEN. Without
+        a guard every caller may use every profile."""
+        self.hooks.profile_guard = callback
+        return callback
+
     def add_webhook(self, url: str, secret: str, events: Sequence[str] | None = None) -> None:
         """Deliver ``events`` (default: all) to ``url``, signed with ``secret``
         (``whsec_...``), for every app this instance serves, in addition to their

@@ -40,6 +40,7 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
         {201: ("The signed upload.", "SignedUploadSchema")},
         [
             "INVALID_INPUT",
+            "FORBIDDEN",
             "FILE_TOO_LARGE",
             "VALIDATION_FAILED",
             *_JOIN,
@@ -61,7 +62,14 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
         "Sign up to OBITOX_BATCH_MAX_FILES uploads; each file succeeds or fails on its own.",
         "BatchRequestSchema",
         {200: ("Signed uploads and per-file errors, in request order.", "BatchResponseSchema")},
-        ["INVALID_INPUT", "BATCH_TOO_LARGE", *_JOIN, "STATE_UNAVAILABLE", "STORAGE_UNAVAILABLE"],
+        [
+            "INVALID_INPUT",
+            "FORBIDDEN",
+            "BATCH_TOO_LARGE",
+            *_JOIN,
+            "STATE_UNAVAILABLE",
+            "STORAGE_UNAVAILABLE",
+        ],
     ),
     (
         "/uploads/{uploadId}/complete",
@@ -188,6 +196,7 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
         {201: ("The multipart upload.", "MultipartCreatedSchema")},
         [
             "INVALID_INPUT",
+            "FORBIDDEN",
             "FILE_TOO_LARGE",
             "VALIDATION_FAILED",
             *_JOIN,
@@ -312,10 +321,17 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
         "/s3/params",
         "get",
         "Companion: a presigned POST for one file (query: filename, type, metadata[k]); "
-        "its policy bounds the size by the server's limits.",
+        "its policy bounds the size by the server's limits (metadata[profile]: an upload "
+        "profile, whose storage settings the policy requires).",
         None,
         {200: ("The presigned POST.", "CompanionParamsSchema")},
-        ["INVALID_INPUT", "VALIDATION_FAILED", "STATE_UNAVAILABLE", "STORAGE_UNAVAILABLE"],
+        [
+            "INVALID_INPUT",
+            "FORBIDDEN",
+            "VALIDATION_FAILED",
+            "STATE_UNAVAILABLE",
+            "STORAGE_UNAVAILABLE",
+        ],
     ),
     (
         "/s3/complete",
@@ -337,10 +353,17 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
     (
         "/s3/multipart",
         "post",
-        "Companion: start a multipart upload (one CreateMultipartUpload).",
+        "Companion: start a multipart upload (one CreateMultipartUpload; metadata.profile: "
+        "an upload profile).",
         "CompanionMultipartRequestSchema",
         {200: ("The upload's key and id.", "CompanionMultipartCreatedSchema")},
-        ["INVALID_INPUT", "VALIDATION_FAILED", "STATE_UNAVAILABLE", "STORAGE_UNAVAILABLE"],
+        [
+            "INVALID_INPUT",
+            "FORBIDDEN",
+            "VALIDATION_FAILED",
+            "STATE_UNAVAILABLE",
+            "STORAGE_UNAVAILABLE",
+        ],
     ),
     (
         "/s3/multipart/{uploadId}",
@@ -536,7 +559,8 @@ _QUERY_PARAMETERS: dict[str, list[dict[str, Any]]] = {
             "in": "query",
             "name": "metadata",
             "description": "Uppy's file.meta as metadata[name]=value: name, type and empty "
-            "values are dropped, the rest is checked as the native routes check metadata "
+            "values are dropped, profile names the upload profile, the rest is checked as "
+            "the native routes check metadata "
             f"(at most {schemas.METADATA_MAX_BYTES} bytes in all).",
             "style": "deepObject",
             "explode": True,
@@ -803,8 +827,12 @@ def _operation(
 
 
 @functools.lru_cache(maxsize=8)
-def openapi_spec(url_prefix: str) -> dict[str, Any]:
-    """The OpenAPI document for routes mounted at ``url_prefix`` (cached: it is pure)."""
+def openapi_spec(url_prefix: str, profiles: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The OpenAPI document for routes mounted at ``url_prefix`` (cached: it is pure).
+
+    ``profiles``: the app's upload profiles (``OBITOX_PROFILES``), which become the only
+    values ``profile`` may take (none: no ``profile`` field); ``None`` documents the
+    field for any app."""
     marshmallow_plugin = MarshmallowPlugin()
     spec = APISpec(
         title="flask-obitox",
@@ -822,7 +850,9 @@ def openapi_spec(url_prefix: str) -> dict[str, Any]:
         f"FileSpec.{name}": converter.field2property(file_fields[name])
         for name in ("filename", "contentType", "metadata")
     }
-    shared["CompanionMetadata"] = _companion_metadata(shared["FileSpec.metadata"], body=False)
+    shared["CompanionMetadata"] = _companion_metadata(
+        shared["FileSpec.metadata"], body=False, profiles=profiles
+    )
     # Every schema a route names, in table order (nested ones register themselves).
     names = ["ErrorSchema"]
     for _path, _method, _summary, request_schema, responses, _codes in ROUTES:
@@ -881,24 +911,41 @@ def openapi_spec(url_prefix: str) -> dict[str, Any]:
     companion["filename"] = dict(shared["FileSpec.filename"])
     companion["type"] = {**shared["FileSpec.contentType"], **companion["type"]}
     companion["metadata"] = {
-        **_companion_metadata(shared["FileSpec.metadata"], body=True),
+        **_companion_metadata(shared["FileSpec.metadata"], body=True, profiles=profiles),
         "description": companion["metadata"]["description"],
     }
+    if profiles is not None:
+        # This app's profiles are the only ones a create call may name.
+        for name in ("UploadRequest", "BatchRequest", "MultipartRequest"):
+            fields = document["components"]["schemas"][name]["properties"]
+            if profiles:
+                fields["profile"] = {**fields["profile"], "enum": list(profiles)}
+            else:
+                del fields["profile"]
     return document
 
 
-def _companion_metadata(native: dict[str, Any], *, body: bool) -> dict[str, Any]:
+def _companion_metadata(
+    native: dict[str, Any], *, body: bool, profiles: tuple[str, ...] | None = None
+) -> dict[str, Any]:
     """Uppy's ``file.meta`` as the Companion routes read it: its own ``name`` and
-    ``type`` and empty values (``null`` too) are dropped, the rest must pass the native
-    metadata rules. In a JSON body, numbers and booleans become strings."""
+    ``type`` and empty values (``null`` too) are dropped, ``profile`` names an upload
+    profile (one of ``profiles``, when given), the rest must pass the native metadata
+    rules. In a JSON body, numbers and booleans become strings."""
     value = {key: v for key, v in native["additionalProperties"].items() if key != "type"}
     value["type"] = ["string", "number", "boolean", "null"] if body else "string"
     dropped = ["", "null", "undefined", None]
     key_pattern = native["propertyNames"]["pattern"].removeprefix("^")
     own: dict[str, Any] = {} if body else {"type": "string"}
+    properties = {"name": own, "type": own}
+    reserved = "name|type"
+    if profiles is not None:
+        # Empty values are dropped like any other: then no profile.
+        properties["profile"] = {"enum": [*profiles, *dropped]}
+        reserved += "|profile"
     return {
         "type": ["object", "null"] if body else "object",
-        "properties": {"name": own, "type": own},
-        "patternProperties": {rf"^(?!(?:name|type)\Z){key_pattern}": value},
+        "properties": properties,
+        "patternProperties": {rf"^(?!(?:{reserved})\Z){key_pattern}": value},
         "additionalProperties": {"enum": dropped},
     }

@@ -17,6 +17,7 @@ from .config import (
     EXTENSION_PATTERN,
     MEDIA_PATTERN,
     NETWORK_TYPES,
+    PROFILE_NAME_PATTERN,
     S3_MAX_PARTS,
     S3_MAX_SINGLE_PUT,
     S3_MIN_PART_SIZE,
@@ -125,8 +126,19 @@ def _group_id(description: str) -> fields.String:
     return fields.String(validate=_ID, **_doc(description))
 
 
+def _profile_field() -> fields.String:
+    return fields.String(
+        validate=validate.Regexp(PROFILE_NAME_PATTERN, error="not a profile name"),
+        **_doc(
+            "An upload profile of OBITOX_PROFILES: its rules, key prefix and storage "
+            "settings (encryption, storage class, cache headers) apply. Storage settings "
+            "come from the server only."
+        ),
+    )
+
+
 class FileSpecSchema(_FileFieldsSchema):
-    """One file to upload."""
+    """One file to upload (alone, or as an entry of a batch)."""
 
     checksumSha256 = fields.String(
         validate=validate.Regexp(
@@ -142,9 +154,11 @@ class FileSpecSchema(_FileFieldsSchema):
 
 
 class UploadRequestSchema(FileSpecSchema):
-    """``POST /uploads``: one file, optionally joining a group."""
+    """``POST /uploads``: one file, under a profile or the ``OBITOX_*`` defaults,
+    optionally joining a group."""
 
     groupId = _group_id("Join this group of the caller's (open and not sealed).")
+    profile = _profile_field()
 
 
 class CompleteRequestSchema(Schema):
@@ -172,6 +186,7 @@ class BatchRequestSchema(Schema):
         GroupRequestSchema,
         **_doc("A new group holding exactly this batch's signed files, sealed."),
     )
+    profile = _profile_field()
 
 
 class BatchEnvelopeSchema(Schema):
@@ -180,6 +195,7 @@ class BatchEnvelopeSchema(Schema):
     # allow_none: a null entry fails alone, like any other malformed entry.
     files = fields.List(fields.Raw(allow_none=True), required=True)
     validation = fields.Nested(ValidationRulesSchema)
+    profile = _profile_field()
     networkType = fields.String(validate=validate.OneOf(NETWORK_TYPES))
     groupId = _group_id("Every signed file joins this group of the caller's.")
     group = fields.Nested(
@@ -378,12 +394,16 @@ class PartStateSchema(Schema):
     size = fields.Integer(required=True, allow_none=True)
     status = fields.String(required=True, **_doc("pending, uploading, uploaded or failed"))
     etag = fields.String(**_doc("Storage's, once it holds the part."))
+    profile = fields.String(
+        allow_none=True, **_doc("The upload profile (OBITOX_PROFILES) it was created under.")
+    )
 
 
 class MultipartRequestSchema(_FileFieldsSchema):
     """``POST /multipart``: a file of up to ``OBITOX_MAX_MULTIPART_SIZE`` bytes."""
 
     groupId = _group_id("Join this group of the caller's (open and not sealed).")
+    profile = _profile_field()
     partSize = fields.Integer(
         strict=True,
         validate=validate.Range(min=1),

@@ -98,6 +98,7 @@ def create_batch() -> Response:
         network_type=body.get("networkType"),
         group_id=body.get("groupId"),
         group=body.get("group"),
+        profile=body.get("profile"),
     )
     return respond(dump_batch(answer))
 
@@ -360,4 +361,5 @@ def cors_verify() -> Response:
 def openapi() -> Response:
     from .openapi import openapi_spec
 
-    return respond(openapi_spec(get_state().settings.url_prefix))
+    settings = get_state().settings
+    return respond(openapi_spec(settings.url_prefix, tuple(settings.profiles)))

@@ -143,7 +143,19 @@ def test_routes_need_an_identity(e2e_app: Flask) -> None:
     assert anonymous.post("/s3/multipart", json={"filename": "a.png"}).status_code == 401
 
 
-def test_presign_post_is_botocore_byte_for_byte() -> None:
+#: An upload profile's storage headers as POST policy fields.
+PROFILE_FIELDS = {
+    "Cache-Control": "public, max-age=60",
+    "Content-Disposition": "attachment",
+    "x-amz-server-side-encryption": "aws:kms",
+    "x-amz-server-side-encryption-aws-kms-key-id": "alias/docs",
+    "x-amz-storage-class": "STANDARD_IA",
+    "acl": "private",
+}
+
+
+@pytest.mark.parametrize("extra", [{}, PROFILE_FIELDS], ids=["plain", "profile"])
+def test_presign_post_is_botocore_byte_for_byte(extra: dict[str, str]) -> None:
     now = datetime.datetime(2024, 5, 17, 12, 34, 56)
     for endpoint, style in [
         (None, "auto"),
@@ -158,7 +170,7 @@ def test_presign_post_is_botocore_byte_for_byte() -> None:
             **CREDENTIALS,
         )
         key = "uploads/a b/ünï €.png"
-        fields = {"Content-Type": "image/png", "x-amz-meta-album": "a  b"}
+        fields = {"Content-Type": "image/png", "x-amz-meta-album": "a  b", **extra}
         conditions: list[Any] = [
             ["content-length-range", 3, 999],
             *({k: v} for k, v in fields.items()),
@@ -172,6 +184,7 @@ def test_presign_post_is_botocore_byte_for_byte() -> None:
             min_size=3,
             max_size=999,
             expires_in=600,
+            extra_fields=extra,
             now=now,
         )
         with frozen_botocore_clock(now):

@@ -34,6 +34,7 @@ ALL_CHECKS = (
     "bucket",
     "presign",
     "create-only",
+    "profiles",
     "cors",
     "lifecycle",
     "state",
@@ -172,7 +173,7 @@ def obitox_worker(tmp_path: Path, webhooks: dict[str, Any]) -> Iterator[dict[str
 def test_a_healthy_deployment_passes(
     s3_server: Any, moto_server: str, redis_url: str, obitox_worker: dict[str, Any]
 ) -> None:
-    app = server_app(moto_server, redis_url, **obitox_worker)
+    app = server_app(moto_server, redis_url, OBITOX_PROFILES=PROFILES, **obitox_worker)
     prepare_bucket(app)
     code, checks = doctor(app)
     assert statuses(checks) == dict.fromkeys(ALL_CHECKS, "ok"), checks
@@ -185,6 +186,45 @@ def test_a_healthy_deployment_passes(
     assert s3_server.list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0
 
 
+#: Upload profiles whose storage settings the doctor's probe PUT must see stored.
+PROFILES = {
+    "documents": {
+        "key_prefix": "documents/",
+        "server_side_encryption": "aws:kms",
+        "sse_kms_key_id": "alias/docs",
+        "storage_class": "STANDARD_IA",
+        "content_disposition": "attachment",
+        "metadata": {"kind": "document"},
+    },
+    "images": {"cache_control": "public, max-age=60", "acl": "private"},
+    "rules-only": {"max_file_size": 1024},
+}
+
+
+def test_each_profile_is_probed_with_its_headers(
+    s3_server: Any, moto_server: str, redis_url: str
+) -> None:
+    app = server_app(moto_server, redis_url, OBITOX_PROFILES=PROFILES)
+    _code, checks = doctor(app)
+    profiles = checks["profiles"]
+    assert profiles["status"] == "ok", profiles
+    assert (
+        "'documents': a PUT with Content-Disposition, x-amz-server-side-encryption"
+        in profiles["detail"]
+    )
+    assert "'images': a PUT with x-amz-acl, Cache-Control" in profiles["detail"]
+    assert "'rules-only': rules only" in profiles["detail"]
+    assert s3_server.list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0
+
+
+def test_no_profiles_skips_the_profiles_check(
+    s3_server: Any, moto_server: str, redis_url: str
+) -> None:
+    _code, checks = doctor(server_app(moto_server, redis_url))
+    assert checks["profiles"]["status"] == "skip"
+    assert "OBITOX_PROFILES is empty" in checks["profiles"]["detail"]
+
+
 def test_the_table_marks_each_check(s3_server: Any, moto_server: str, redis_url: str) -> None:
     app = server_app(moto_server, redis_url)
     prepare_bucket(app)
@@ -195,7 +235,7 @@ def test_the_table_marks_each_check(s3_server: Any, moto_server: str, redis_url:
     assert any(line.startswith("✓ presigned upload") for line in lines)
     assert any(line.startswith("- RQ queue") for line in lines)
     assert "✗" not in result.output
-    assert lines[-1] == "8 passed, 0 failed, 3 skipped"
+    assert lines[-1] == "8 passed, 0 failed, 4 skipped"
 
 
 def test_redis_down_fails_the_state_and_queue_checks(

@@ -89,6 +89,42 @@ def test_the_pages_flow_stores_every_file(example_app: Flask, s3_server: Any) ->
         assert hashlib.sha256(stored).digest() == hashlib.sha256(content).digest()
 
 
+def test_the_pages_two_profiles_store_their_headers(example_app: Flask, s3_server: Any) -> None:
+    """The page offers the images and documents profiles; each stores its headers."""
+    client = example_app.test_client()
+    page = client.get("/").get_data(as_text=True)
+    assert 'id="profile"' in page
+    assert '<option value="images">' in page
+    assert '<option value="documents">' in page
+    pdf = b"%PDF-1.7\n" + b"%" * 100
+    cases = [
+        (
+            "images",
+            "pixel.png",
+            PNG,
+            "image/png",
+            "CacheControl",
+            "public, max-age=31536000, immutable",
+        ),
+        ("documents", "report.pdf", pdf, "application/pdf", "ContentDisposition", "attachment"),
+    ]
+    for profile, name, content, kind, field, value in cases:
+        spec = {"filename": name, "contentType": kind, "size": len(content)}
+        answer = client.post(
+            "/obitox/uploads/batch", json={"files": [spec], "profile": profile}
+        ).json
+        [signed] = answer["uploads"]
+        assert signed["key"].startswith(f"uploads/{profile}/")
+        assert requests.put(signed["url"], data=content, headers=signed["headers"], timeout=10).ok
+        done = client.post(f"/obitox/uploads/{signed['uploadId']}/complete", json={})
+        assert done.status_code == 200, done.json
+        assert s3_server.head_object(Bucket=BUCKET, Key=signed["key"])[field] == value
+    # Each profile's rules: a PDF is no image.
+    spec = {"filename": "report.pdf", "contentType": "application/pdf", "size": len(pdf)}
+    answer = client.post("/obitox/uploads/batch", json={"files": [spec], "profile": "images"}).json
+    assert answer["errors"][0]["error"] == "VALIDATION_FAILED"
+
+
 def test_an_executable_is_refused_in_the_batch(example_app: Flask) -> None:
     batch = sign(
         example_app.test_client(),

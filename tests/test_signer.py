@@ -600,6 +600,7 @@ def put_batches(draw: st.DrawFn) -> list[PutObjectSpec]:
                 st.sampled_from(checksum_pool),
                 batch_metadata,
                 batch_if_none_matches,
+                st.just(()) | storage_headers,
             ),
             min_size=1,
             max_size=4,
@@ -607,7 +608,7 @@ def put_batches(draw: st.DrawFn) -> list[PutObjectSpec]:
     )
     specs = []
     for _ in range(draw(st.integers(min_value=1, max_value=20))):
-        content_type, checksum, meta, if_none_match = draw(st.sampled_from(variants))
+        content_type, checksum, meta, if_none_match, more = draw(st.sampled_from(variants))
         if meta is not None and draw(st.booleans()):
             meta = dict(meta)  # an equal mapping, not the same object
         specs.append(
@@ -619,9 +620,126 @@ def put_batches(draw: st.DrawFn) -> list[PutObjectSpec]:
                 checksum_sha256=checksum,
                 metadata=meta,
                 if_none_match=if_none_match,
+                headers=more,
             )
         )
     return specs
+
+
+#: An upload profile's storage headers, as the presigner signs them -> the botocore
+#: ``put_object`` parameter that sets each.
+HEADER_PARAMS = {
+    "Cache-Control": "CacheControl",
+    "Content-Disposition": "ContentDisposition",
+    "x-amz-acl": "ACL",
+    "x-amz-server-side-encryption": "ServerSideEncryption",
+    "x-amz-server-side-encryption-aws-kms-key-id": "SSEKMSKeyId",
+    "x-amz-storage-class": "StorageClass",
+}
+header_value = st.one_of(
+    st.sampled_from(
+        ["AES256", "aws:kms", "alias/docs", "STANDARD_IA", "public, max-age=31536000",
+         'attachment; filename="a b.pdf"', "  two   spaces  ", "private"]
+    ),
+    st.text(printable_ascii, min_size=1, max_size=30),
+)  # fmt: skip
+#: Any subset of the profile headers, in any order (a profile's order is its config's).
+storage_headers = (
+    st.dictionaries(st.sampled_from(sorted(HEADER_PARAMS)), header_value, min_size=1)
+    .flatmap(lambda d: st.permutations(list(d.items())))
+    .map(tuple)
+)
+
+
+@SETTINGS
+@given(
+    client_name=client_names,
+    bucket=buckets,
+    key=keys,
+    content_type=content_types,
+    content_length=content_lengths,
+    checksum=st.none() | checksums,
+    meta=st.none() | metadata,
+    if_none_match=if_none_matches,
+    more=storage_headers,
+    expires_in=expires,
+    now=instants,
+)
+@example(
+    client_name="aws-us-east-1-default",
+    bucket="uploads",
+    key="uploads/documents/AbC/report.pdf",
+    content_type="application/pdf",
+    content_length=1234,
+    checksum=None,
+    meta={"owner": "7"},
+    if_none_match="*",
+    more=(
+        ("Content-Disposition", "attachment"),
+        ("x-amz-server-side-encryption", "aws:kms"),
+        ("x-amz-server-side-encryption-aws-kms-key-id", "alias/docs"),
+        ("x-amz-storage-class", "STANDARD_IA"),
+        ("Cache-Control", "private"),
+        ("x-amz-acl", "bucket-owner-full-control"),
+    ),
+    expires_in=300,
+    now=FIXED,
+)
+def test_put_object_with_profile_headers_matches_botocore(
+    client_name: str,
+    bucket: str,
+    key: str,
+    content_type: str,
+    content_length: int,
+    checksum: str | None,
+    meta: dict[str, str] | None,
+    if_none_match: str | None,
+    more: tuple[tuple[str, str], ...],
+    expires_in: int,
+    now: datetime.datetime,
+) -> None:
+    """A profile's storage headers (some sort before content-length, some among the
+    x-amz-* ones) are signed exactly as botocore signs the put_object parameters."""
+    params: dict[str, Any] = {
+        "Bucket": bucket,
+        "Key": key,
+        "ContentType": content_type,
+        "ContentLength": content_length,
+    }
+    if checksum is not None:
+        params["ChecksumSHA256"] = checksum
+    if meta is not None:
+        params["Metadata"] = meta
+    if if_none_match is not None:
+        params["IfNoneMatch"] = if_none_match
+    for header, value in more:
+        params[HEADER_PARAMS[header]] = value
+    expected = oracle(CLIENTS[client_name], "put_object", params, expires_in, now)
+    ours = PRESIGNERS[client_name].presign_put_object(
+        bucket,
+        key,
+        content_type=content_type,
+        content_length=content_length,
+        expires_in=expires_in,
+        checksum_sha256=checksum,
+        metadata=meta,
+        if_none_match=if_none_match,
+        headers=more,
+        now=now,
+    )
+    assert ours == expected
+    signed = query(ours)["X-Amz-SignedHeaders"][0].split(";")
+    assert {header.lower() for header, _value in more} <= set(signed)
+
+
+def test_extra_headers_that_cannot_be_signed_are_refused() -> None:
+    presigner = PRESIGNERS["aws-us-east-1-default"]
+    for name in ("Host", "content-length", "User-Agent"):
+        with pytest.raises(ValueError, match="cannot be signed"):
+            presigner.presign_put_object(
+                "uploads", "k", content_type="a/b", content_length=1, expires_in=60,
+                headers=[(name, "x")], now=FIXED,
+            )  # fmt: skip
 
 
 def oracle_puts(
@@ -644,6 +762,8 @@ def oracle_puts(
                 params["Metadata"] = spec.metadata
             if spec.if_none_match is not None:
                 params["IfNoneMatch"] = spec.if_none_match
+            for header, value in spec.headers:
+                params[HEADER_PARAMS[header]] = value
             urls.append(
                 client.generate_presigned_url(
                     "put_object", Params=params, ExpiresIn=spec.expires_in
@@ -677,6 +797,10 @@ def oracle_puts(
         PutObjectSpec("k", "image/jpeg", 1, 60, "c2hh", None, "*"),
         PutObjectSpec("k", "image/jpeg", 1, 60, None, {"album": "summer"}, "*"),
         PutObjectSpec("k", "image/jpeg", 1, 60, None, {"album": "summer"}),
+        # Profiles: the same file with and without storage headers are two variants.
+        PutObjectSpec("k", "image/jpeg", 1, 60, None, {"album": "summer"}, "*", (("Cache-Control", "public"),)),
+        PutObjectSpec("k", "application/pdf", 1, 60, None, None, "*", (("Content-Disposition", "attachment"), ("x-amz-server-side-encryption", "AES256"))),
+        PutObjectSpec("k", "application/pdf", 1, 60, None, None, "*", (("x-amz-server-side-encryption", "AES256"), ("Content-Disposition", "attachment"))),
         PutObjectSpec("k", "application/x-www-form-urlencoded; charset=utf-8", 1, 60, None, None, "*"),
     ],
     now=FIXED,
@@ -697,6 +821,7 @@ def test_put_objects_batch_matches_botocore(
         checksum_sha256=specs[-1].checksum_sha256,
         metadata=specs[-1].metadata,
         if_none_match=specs[-1].if_none_match,
+        headers=specs[-1].headers,
         now=now,
     )
 

@@ -203,6 +203,11 @@ clearButton.addEventListener("click", () => {
 
 // -- sending files ------------------------------------------------------------------------
 
+/** The upload profile picked on the page (OBITOX_PROFILES), or none: the defaults. */
+function chosenProfile() {
+  return document.getElementById("profile")?.value || undefined;
+}
+
 async function uploadSmall(batch) {
   // One batch call per BATCH_MAX files (the server's OBITOX_BATCH_MAX_FILES).
   for (let start = 0; start < batch.length; start += config.batchMax) {
@@ -210,6 +215,7 @@ async function uploadSmall(batch) {
     const files = chunk.map((row) => row.file);
     await ox.uploadFiles(files, {
       concurrency: 4,
+      profile: chosenProfile(),
       validation: { maxSize: config.maxFileSize },
       onProgress: ({ perFile }) => perFile.forEach((bytes, i) => chunk[i].progress(bytes)),
       onFileDone: (file, result, error) => {
@@ -224,6 +230,7 @@ async function uploadSmall(batch) {
 async function uploadLarge(row) {
   const upload = ox.resumableUpload(row.file, {
     concurrency: 3,
+    profile: chosenProfile(),
     validation: { maxSize: config.maxMultipartSize },
     onProgress: ({ loaded }) => {
       if (row.status !== "paused") row.progress(loaded);

@@ -657,6 +657,7 @@ class ObitoXClient:
         metadata: Mapping[str, str] | None = None,
         on_progress: ProgressCallback | None = None,
         group_id: str | None = None,
+        profile: str | None = None,
     ) -> UploadResult:
         """Upload one file with a single signed PUT (``POST /uploads``, PUT, complete).
 
@@ -664,17 +665,16 @@ class ObitoXClient:
             server checks the first bytes against it after the upload.
         :param group_id: a group of the caller's to join (:meth:`create_group`); the
             server refuses a sealed, cancelled or deleted one with ``GROUP_CLOSED``.
+        :param profile: an upload profile of the server's ``OBITOX_PROFILES``.
         :raises ObitoXClientError: with the server's code (``FILE_TOO_LARGE``,
             ``CONTENT_MISMATCH``...) or a client one (``STORAGE_ERROR``...).
         """
         file = resolve(path)
         identity = FileIdentity.of(file)
-        signed = self._call(
-            "POST",
-            "/uploads",
-            self._spec(file, identity, content_type, metadata, group_id),
-            idempotent=False,
-        )
+        spec = self._spec(file, identity, content_type, metadata, group_id)
+        if profile is not None:
+            spec["profile"] = profile
+        signed = self._call("POST", "/uploads", spec, idempotent=False)
         tracker = _Tracker(on_progress, identity.size, 1)
         tracker.start()
         result = self._send_signed(file, identity, signed, tracker, threading.Event())
@@ -689,9 +689,11 @@ class ObitoXClient:
         on_progress: ProgressCallback | None = None,
         group: str | Mapping[str, Any] | None = None,
         group_id: str | None = None,
+        profile: str | None = None,
     ) -> UploadOutcomes:
         """Upload many files: one batch call signs them all, then parallel PUTs, each
-        followed by its complete call.
+        followed by its complete call; ``profile`` (an upload profile of the server's
+        ``OBITOX_PROFILES``) applies to every file.
 
         One file failing (refused by validation, missing, rejected after upload) never
         stops the others: every path gets an :class:`UploadOutcome`, in the order given.
@@ -734,9 +736,10 @@ class ObitoXClient:
             chunk = ready[start : start + self.batch_size]
             specs = [self._spec(files[i], identity, None, None) for i, identity in chunk]
             try:
-                answer = self._call(
-                    "POST", "/uploads/batch", {**envelope, "files": specs}, idempotent=False
-                )
+                body: dict[str, Any] = {**envelope, "files": specs}
+                if profile is not None:
+                    body["profile"] = profile
+                answer = self._call("POST", "/uploads/batch", body, idempotent=False)
             except ObitoXClientError as error:
                 for index, _ in chunk:
                     outcomes[index] = UploadOutcome(files[index], error=error)
@@ -820,6 +823,7 @@ class ObitoXClient:
         restart: bool = False,
         on_restart: Callable[[StaleResumeFile], None] | None = None,
         group_id: str | None = None,
+        profile: str | None = None,
     ) -> UploadResult:
         """Upload a file in parts that can be continued after a crash.
 
@@ -841,6 +845,8 @@ class ObitoXClient:
             overrode, before the new upload begins (to tell the user).
         :param group_id: a group of the caller's for a new upload to join; an upload
             that is continued stays in the group it began in.
+        :param profile: an upload profile of the server's ``OBITOX_PROFILES`` (for a new
+            upload; a resumed one keeps the profile it began with).
         :raises StaleResumeFile: the resume file's upload can no longer be continued,
             and ``restart`` is false. What storage held of it is aborted when the server
             still knows it; the resume file stays.
@@ -874,6 +880,8 @@ class ObitoXClient:
         body = self._spec(file, identity, content_type, metadata, group_id)
         if part_size is not None:
             body["partSize"] = part_size
+        if profile is not None:
+            body["profile"] = profile
         answer = self._call("POST", "/multipart", body, idempotent=False)
         try:
             upload = _Multipart(

@@ -89,7 +89,7 @@ class Cleanup(Grouping):
         """Whether a live record owns ``pending``. Storage's start date alone is not
         trusted (some S3-compatible servers report a fixed one): a key in the default
         layout ``<prefix><uploadId>/<filename>`` names its record, which is checked."""
-        upload_id = pending.key[len(prefix) :].partition("/")[0]
+        upload_id = self.upload_id_in_key(pending.key)
         record = self.state.get(upload_id) if upload_id else None
         return (
             record is not None

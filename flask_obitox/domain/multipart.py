@@ -67,19 +67,26 @@ class Multipart(Settling):
         The answer's ``uploadId`` is ours (128 random bits, bound to the owner): it is
         the resume token. Storage's UploadId never leaves the server.
         """
+        profile = self.profile(owner, spec.get("profile"))
+        settings = profile.settings if profile is not None else self.settings
         storage = self.storage_for(owner)
         layout: dict[str, Any]
         try:
-            rules = self.rules(None if deferred else spec.get("validation"), multipart=True)
+            rules = self.rules(
+                None if deferred else spec.get("validation"),
+                multipart=True,
+                profile=spec.get("profile"),
+            )
             if deferred:
                 file = Signing.checked_deferred_file(spec, rules)
                 layout = {"size": 0, "size_deferred": True}
             else:
                 file = Signing.checked_file(spec, rules)
                 part_size, total_parts = part_layout(
-                    spec["size"], spec.get("partSize"), self.settings.part_size
+                    spec["size"], spec.get("partSize"), settings.part_size
                 )
                 layout = {"size": spec["size"], "part_size": part_size, "total_parts": total_parts}
+            file = self.with_profile_metadata(file, profile)
         except ObitoXError as error:
             self.reject(owner, spec.get("filename"), error, stage="validation")
             raise
@@ -88,8 +95,13 @@ class Multipart(Settling):
         if group_id is not None:
             self.joinable_group(owner, group_id)
         upload_id = new_upload_ids(1)[0]
-        key = self.build_key(owner, file.filename, upload_id, file.metadata)
-        s3_upload_id = storage.create_multipart(key, file.content_type, file.metadata)
+        key = self.build_key(owner, file.filename, upload_id, file.metadata, profile)
+        s3_upload_id = storage.create_multipart(
+            key,
+            file.content_type,
+            file.metadata,
+            profile.storage_params if profile is not None else None,
+        )
         record = self.new_record(
             upload_id,
             owner,
@@ -102,6 +114,7 @@ class Multipart(Settling):
             validation=rules.client_rules or None,
             network_type=spec.get("networkType"),
             group_id=group_id,
+            profile=profile.name if profile is not None else None,
             **layout,
         )
         try:
@@ -186,12 +199,13 @@ class Multipart(Settling):
         # A URL never outlives its upload's record.
         remaining = max(1, int(record.expires_at - now))
         storage = self.storage_for(owner, record.bucket)
+        settings = self.settings_of(record.profile)
         sizes: list[int | None]
         if record.deferred:
             # Every part but the last is at least 5 MiB, so an upload within the size
             # limit never needs a higher part number: refusing them bounds what storage
             # can hold.
-            most = min(S3_MAX_PARTS, -(-self.settings.max_multipart_size // S3_MIN_PART_SIZE))
+            most = min(S3_MAX_PARTS, -(-settings.max_multipart_size // S3_MIN_PART_SIZE))
             beyond = [n for n in wanted if n > most]
             if beyond:
                 raise ObitoXError(
@@ -200,7 +214,7 @@ class Multipart(Settling):
                     f"OBITOX_MAX_MULTIPART_SIZE; got {beyond[:10]}.",
                     details={"field": "partNumbers", "max": most},
                 )
-            expires_in = min(remaining, self.expiry(S3_MIN_PART_SIZE, network))
+            expires_in = min(remaining, self.expiry(S3_MIN_PART_SIZE, network, None, settings))
             urls = storage.presign_unsized_parts(
                 record.key, record.s3_upload_id, wanted, expires_in
             )
@@ -220,7 +234,7 @@ class Multipart(Settling):
             for number in wanted:
                 length = part_length(record, number)
                 expires_in = expiry_by_size.get(length) or expiry_by_size.setdefault(
-                    length, min(remaining, self.expiry(length, network))
+                    length, min(remaining, self.expiry(length, network, None, settings))
                 )
                 specs.append(UploadPartSpec(number, length, expires_in))
             urls = storage.presign_parts(record.key, record.s3_upload_id, specs)

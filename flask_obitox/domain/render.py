@@ -84,6 +84,7 @@ def render_upload(record: UploadRecord, *, now: float | None = None) -> UploadVi
         "completedParts": completed_parts(record, status),
         "processing": render_processing(record),
         "ready": is_ready(record),
+        "profile": record.profile,
     }
 
 

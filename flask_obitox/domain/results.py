@@ -86,6 +86,8 @@ class UploadView(TypedDict):
     processing: dict[str, dict[str, Any]]
     #: Completed, and every processor completed.
     ready: bool
+    #: The upload profile it was created under (``None``: the ``OBITOX_*`` defaults).
+    profile: str | None
 
 
 class UploadPage(TypedDict):

@@ -19,13 +19,29 @@ from ..errors import ObitoXError
 from ..state import UploadRecord
 from ..state.capabilities import KeyIndex
 from ..storage import Storage
-from ..storage.client import ObjectInfo
+from ..storage.client import STORED_FIELDS, ObjectInfo
 from ..validation import HEAD_BYTES, verify_content
 from .common import OPEN, aborted, mismatch, not_complete, not_found, upload_closed
 from .groups import Grouping
 from .processors import processing_plan
 from .render import render_upload
 from .results import CompletedUpload, UploadView
+
+
+def stored_as(name: str, expected: str, actual: str | None) -> bool:
+    """Whether a HEAD's ``actual`` value of ``name`` is what the profile set.
+
+    S3 omits the storage class of STANDARD objects, and answers a KMS key as its ARN:
+    a key id matches the ARN that ends with it; an alias, which only KMS can resolve,
+    matches any key (the bucket policy in docs/profiles.rst pins the key itself).
+    """
+    if actual == expected:
+        return True
+    if name == "StorageClass":
+        return expected == "STANDARD" and actual is None
+    if name == "SSEKMSKeyId" and actual:
+        return "alias/" in expected or actual.endswith("/" + expected)
+    return False
 
 
 class ObjectChanged(Exception):
@@ -135,10 +151,7 @@ class Settling(Grouping):
             found = self.state.upload_id_for_key(bucket, key)
             if found is not None:
                 return found
-        prefix = self.settings.key_prefix
-        if not key.startswith(prefix):
-            return None
-        return key[len(prefix) :].partition("/")[0] or None
+        return self.upload_id_in_key(key)
 
     # -- verification and the race ----------------------------------------------------
 
@@ -147,6 +160,9 @@ class Settling(Grouping):
         and with ``OBITOX_VERIFY_CONTENT`` its first bytes (a ranged GET, never more)."""
         if info.size != record.size:
             return f"stored size {info.size} differs from the declared size {record.size}"
+        stored = self.profile_mismatch(record, info)
+        if stored is not None:
+            return stored
         if not self.settings.verify_content:
             return None
         # An empty object is checked too: an empty "image/png" is not a PNG.
@@ -158,6 +174,28 @@ class Settling(Grouping):
         if head is None:  # replaced or deleted since the HEAD
             raise ObjectChanged(record.upload_id)
         return verify_content(record.content_type, head, self.rules_of(record))
+
+    def profile_mismatch(self, record: UploadRecord, info: ObjectInfo) -> str | None:
+        """How the stored object breaks its profile's storage settings (a PUT that
+        dropped a signed header storage did not enforce, a bucket default that
+        overrode it), or ``None``. The ACL is not in a HEAD's answer: not checked."""
+        profile = self.profiles.get(record.profile) if record.profile is not None else None
+        if profile is None:
+            return None
+        for name, expected in profile.storage_params.items():
+            actual = info.stored.get(name)
+            if name in STORED_FIELDS and not stored_as(name, expected, actual):
+                return (
+                    f"the stored object has {name} {actual!r} where the profile "
+                    f"{profile.name!r} requires {expected!r}"
+                )
+        for name, expected in profile.metadata.items():
+            if info.metadata.get(name) != expected:
+                return (
+                    f"the stored object lacks the metadata {name}={expected!r} of the "
+                    f"profile {profile.name!r}"
+                )
+        return None
 
     def answer_if_settled(self, upload_id: str) -> CompletedUpload | None:
         """The settled answer, read again, of an upload whose object changed or vanished

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from .. import signals
+from ..config import Profile
 from ..errors import ObitoXError, ServiceUnavailable
 from ..state import UploadRecord
 from ..state.capabilities import GroupRecord
@@ -85,15 +86,24 @@ class Signing(Grouping):
         storage: Storage,
         upload_id: str,
         now: float,
+        profile: Profile | None = None,
         group_id: str | None = None,
     ) -> Planned:
-        """Validate one file and decide its key, expiry and signed headers (no I/O)."""
+        """Validate one file and decide its key, expiry and signed headers (no I/O);
+        ``profile``'s rules are ``rules``, its key prefix, bounds and headers apply."""
         file = self.checked_file(spec, rules)
+        if profile is not None:
+            file = self.with_profile_metadata(file, profile)
         filename, content_type, metadata = file
         size = spec["size"]
         checksum = spec.get("checksumSha256")
-        key = self.build_key(owner, filename, upload_id, metadata)
-        expires_in = self.expiry(size, spec.get("networkType", network_type), spec.get("expiresIn"))
+        key = self.build_key(owner, filename, upload_id, metadata, profile)
+        expires_in = self.expiry(
+            size,
+            spec.get("networkType", network_type),
+            spec.get("expiresIn"),
+            profile.settings if profile is not None else None,
+        )
         headers = {"Content-Type": content_type}
         # Create-only: storage refuses this URL's PUT (412) once the object exists, so
         # a leaked or replayed URL cannot replace what was uploaded and verified.
@@ -104,6 +114,11 @@ class Signing(Grouping):
             headers["x-amz-checksum-sha256"] = checksum
         for name, value in metadata.items():
             headers[f"x-amz-meta-{name}"] = value
+        storage_headers: tuple[tuple[str, str], ...] = ()
+        if profile is not None:
+            # Signed: a PUT without them (the encryption header dropped) is refused.
+            storage_headers = profile.put_headers
+            headers.update(storage_headers)
         record = self.new_record(
             upload_id,
             owner,
@@ -116,8 +131,11 @@ class Signing(Grouping):
             checksum_sha256=checksum,
             validation=rules.client_rules or None,
             group_id=group_id,
+            profile=profile.name if profile is not None else None,
         )
-        put = PutObjectSpec(key, content_type, size, expires_in, checksum, metadata, if_none_match)
+        put = PutObjectSpec(
+            key, content_type, size, expires_in, checksum, metadata, if_none_match, storage_headers
+        )
         return Planned(record, put, headers, expires_in)
 
     @staticmethod
@@ -152,13 +170,16 @@ class Signing(Grouping):
 
     def sign_upload(self, owner: str, spec: Mapping[str, Any]) -> SignedUpload:
         """``POST /uploads``: validate one file and return its presigned PUT."""
+        profile = self.profile(owner, spec.get("profile"))
         storage = self.storage_for(owner)
         now = time.time()
         group_id = spec.get("groupId")
         try:
-            rules = self.rules(spec.get("validation"))
+            rules = self.rules(spec.get("validation"), profile=spec.get("profile"))
             upload_id = new_upload_ids(1)[0]
-            plan = self.plan(owner, spec, rules, None, storage, upload_id, now, group_id)
+            plan = self.plan(
+                owner, spec, rules, None, storage, upload_id, now, profile, group_id=group_id
+            )
         except ObitoXError as error:
             self.reject(owner, spec.get("filename"), error, stage="validation")
             raise
@@ -170,8 +191,8 @@ class Signing(Grouping):
         self.send(signals.upload_signed, upload=plan.record)
         return answer
 
-    def check_batch_size(self, count: int) -> None:
-        limit = self.settings.batch_max_files
+    def check_batch_size(self, count: int, profile: Profile | None = None) -> None:
+        limit = (profile.settings if profile is not None else self.settings).batch_max_files
         if count < 1:
             raise ObitoXError(
                 "INVALID_INPUT", "files must hold at least one file.", details={"field": "files"}
@@ -193,19 +214,21 @@ class Signing(Grouping):
         network_type: str | None = None,
         group_id: str | None = None,
         group: Mapping[str, Any] | None = None,
+        profile: str | None = None,
     ) -> BatchResult:
         """``POST /uploads/batch``: each file on its own; one state round trip for all.
 
         ``entries`` are the request's raw file entries and ``load`` the adapter's parser
         of one (a loaded spec, or an :class:`InvalidEntry` for one that does not load),
         so an oversize batch is refused before any entry is parsed, and a malformed
-        entry fails alone and keeps its index.
+        entry fails alone and keeps its index. ``profile`` applies to every file.
 
         ``group_id``: every signed file joins that group of the caller's. ``group``
         (``{name, description?, metadata?}``): a new group holding exactly the signed
         files, sealed (made only when a file is signed; the answer then has its id).
         """
-        self.check_batch_size(len(entries))
+        chosen = self.profile(owner, profile)
+        self.check_batch_size(len(entries), chosen)
         if group_id is not None and group is not None:
             raise ObitoXError(
                 "INVALID_INPUT",
@@ -215,7 +238,7 @@ class Signing(Grouping):
         if group_id is not None:
             self.joinable_group(owner, group_id)
         storage = self.storage_for(owner)
-        batch_rules = self.rules(validation)
+        batch_rules = self.rules(validation, profile=profile)
         now = time.time()
         upload_ids = new_upload_ids(len(entries))
         planned: list[Planned] = []
@@ -231,7 +254,15 @@ class Signing(Grouping):
             try:
                 rules = batch_rules.tighten(file_rules) if file_rules else batch_rules
                 plan = self.plan(
-                    owner, spec, rules, network_type, storage, upload_ids[index], now, group_id
+                    owner,
+                    spec,
+                    rules,
+                    network_type,
+                    storage,
+                    upload_ids[index],
+                    now,
+                    chosen,
+                    group_id=group_id,
                 )
             except ObitoXError as error:
                 errors.append(batch_error(index, spec["filename"], error))
@@ -283,19 +314,23 @@ class Signing(Grouping):
         """Companion's ``GET /s3/params``: validate like ``POST /uploads`` (all but the
         size, which the browser decides and :meth:`~.Settling.finish` checks), record the
         upload, and answer a presigned POST whose policy bounds the size by the rules."""
+        profile = self.profile(owner, spec.get("profile"))
+        settings = profile.settings if profile is not None else self.settings
         storage = self.storage_for(owner)
-        rules = self.rules()
+        rules = self.rules(profile=spec.get("profile"))
         try:
-            file = self.checked_deferred_file(spec, rules)
+            file = self.with_profile_metadata(self.checked_deferred_file(spec, rules), profile)
         except ObitoXError as error:
             self.reject(owner, spec.get("filename"), error, stage="validation")
             raise
         upload_id = new_upload_ids(1)[0]
-        key = self.build_key(owner, file.filename, upload_id, file.metadata)
+        key = self.build_key(owner, file.filename, upload_id, file.metadata, profile)
         # Uppy POSTs files below its multipart threshold (100 MiB by default): a URL for
         # that size, not for the largest file allowed, so the policy does not outlive the
         # upload by a day (until it expires, the same form could replace the object).
-        expires_in = self.expiry(min(rules.max_size, self.settings.multipart_threshold), None)
+        expires_in = self.expiry(
+            min(rules.max_size, settings.multipart_threshold), None, settings=settings
+        )
         post = storage.presign_post(
             key,
             content_type=file.content_type,
@@ -303,6 +338,7 @@ class Signing(Grouping):
             min_size=max(rules.min_size, 0),
             max_size=rules.max_size,
             expires_in=expires_in,
+            extra_fields=profile.post_fields if profile is not None else None,
         )
         record = self.new_record(
             upload_id,
@@ -314,6 +350,7 @@ class Signing(Grouping):
             size=0,
             now=time.time(),
             size_deferred=True,
+            profile=profile.name if profile is not None else None,
         )
         self.state.create(record, self.record_ttl)
         self.send(signals.upload_signed, upload=record)

@@ -226,7 +226,10 @@ class Client {
   /** Upload small files: one batch call signs them all, the PUTs run in parallel and
    *  each finished file is completed (verified) by the server. Resolves to one entry per
    *  file, in order: `{file, result}` or `{file, error}`; never rejects for one file. */
-  async uploadFiles(files, { concurrency = 4, onProgress, onFileDone, validation, metadata } = {}) {
+  async uploadFiles(
+    files,
+    { concurrency = 4, onProgress, onFileDone, validation, metadata, profile } = {},
+  ) {
     files = Array.from(files);
     const outcomes = files.map((file) => ({ file, result: null, error: null }));
     const loaded = files.map(() => 0);
@@ -255,6 +258,7 @@ class Client {
         ...(metadata ? { metadata } : {}),
       })),
       ...(serverValidation(validation) ? { validation: serverValidation(validation) } : {}),
+      ...(profile ? { profile } : {}),
     };
     let signed;
     try {
@@ -322,10 +326,14 @@ class Client {
  *  lastModified; a later `resumableUpload` of the same file asks the server which parts
  *  storage holds (`GET /multipart/<id>`) and sends only the others. */
 export class ResumableUpload {
-  constructor(client, file, { partSize, concurrency = 3, onProgress, metadata, validation } = {}) {
+  constructor(
+    client,
+    file,
+    { partSize, concurrency = 3, onProgress, metadata, validation, profile } = {},
+  ) {
     this.client = client;
     this.file = file;
-    this.options = { partSize, concurrency, onProgress, metadata, validation };
+    this.options = { partSize, concurrency, onProgress, metadata, validation, profile };
     this.uploadId = null;
     this.resumed = false;
     this.skippedParts = [];
@@ -405,6 +413,7 @@ export class ResumableUpload {
       size: file.size,
       ...(options.partSize ? { partSize: Math.max(options.partSize, MIN_PART_SIZE) } : {}),
       ...(options.metadata ? { metadata: options.metadata } : {}),
+      ...(options.profile ? { profile: options.profile } : {}),
       ...(serverValidation(options.validation)
         ? { validation: serverValidation(options.validation) }
         : {}),

@@ -11,7 +11,7 @@ import dataclasses
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import boto3
 from botocore.config import Config
@@ -41,11 +41,24 @@ class StorageSettings:
         return f"{self.endpoint_url or 's3'}/{self.bucket}"
 
 
+#: What a HEAD answers about how an object is stored (an upload profile's settings).
+STORED_FIELDS = (
+    "ServerSideEncryption",
+    "SSEKMSKeyId",
+    "StorageClass",
+    "CacheControl",
+    "ContentDisposition",
+)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class ObjectInfo:
     size: int
     etag: str
     content_type: str | None
+    #: boto3 name -> value of the :data:`STORED_FIELDS` the HEAD answered.
+    stored: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    metadata: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -197,10 +210,13 @@ class Storage:
             with self._calling():
                 self.client.head_bucket(Bucket=self.bucket)
             return None
+        stored = cast("Mapping[str, Any]", answer)
         return ObjectInfo(
             size=int(answer["ContentLength"]),
             etag=str(answer.get("ETag", "")).strip('"'),
             content_type=answer.get("ContentType"),
+            stored={name: str(stored[name]) for name in STORED_FIELDS if stored.get(name)},
+            metadata=dict(answer.get("Metadata") or {}),
         )
 
     def read_head(self, key: str, length: int, *, etag: str | None = None) -> bytes | None:
@@ -270,11 +286,23 @@ class Storage:
 
     # -- multipart ---------------------------------------------------------------------
 
-    def create_multipart(self, key: str, content_type: str, metadata: Mapping[str, str]) -> str:
-        """``CreateMultipartUpload``; returns storage's UploadId (never shown to clients)."""
+    def create_multipart(
+        self,
+        key: str,
+        content_type: str,
+        metadata: Mapping[str, str],
+        params: Mapping[str, str] | None = None,
+    ) -> str:
+        """``CreateMultipartUpload``; returns storage's UploadId (never shown to clients).
+        ``params``: more of its parameters (an upload profile's ``ServerSideEncryption``,
+        ``StorageClass``...), which the assembled object keeps."""
         with self._calling():
             answer = self.client.create_multipart_upload(
-                Bucket=self.bucket, Key=key, ContentType=content_type, Metadata=dict(metadata)
+                Bucket=self.bucket,
+                Key=key,
+                ContentType=content_type,
+                Metadata=dict(metadata),
+                **cast("dict[str, Any]", dict(params or {})),
             )
         return str(answer["UploadId"])
 
@@ -314,9 +342,11 @@ class Storage:
         min_size: int,
         max_size: int,
         expires_in: int,
+        extra_fields: Mapping[str, str] | None = None,
     ) -> PresignedPost:
         """A presigned POST policy for ``key`` (browser form uploads), bounding the size
-        with a ``content-length-range`` storage enforces."""
+        with a ``content-length-range`` storage enforces; ``extra_fields`` (an upload
+        profile's storage headers) are fields the policy requires exactly."""
         try:
             return presign_post(
                 self.presigner,
@@ -327,6 +357,7 @@ class Storage:
                 min_size=min_size,
                 max_size=max_size,
                 expires_in=expires_in,
+                extra_fields=extra_fields,
             )
         except STORAGE_ERRORS as error:
             raise self.unavailable(error) from error

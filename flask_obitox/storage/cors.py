@@ -41,8 +41,16 @@ RULE_ID = "obitox-upload"
 UPLOAD_METHODS = ("PUT", "POST", "GET", "HEAD")
 #: The request headers our signed uploads send: the signed Content-Type, Content-MD5
 #: from clients that add it, x-amz-checksum-sha256 / x-amz-meta-*, and If-None-Match
-#: (``OBITOX_CREATE_ONLY``), which is not CORS-safelisted.
-UPLOAD_HEADERS = ("content-type", "content-md5", "x-amz-*", "if-none-match")
+#: (``OBITOX_CREATE_ONLY``), which is not CORS-safelisted; an upload profile's signed
+#: Cache-Control and Content-Disposition (its encryption and storage class are x-amz-*).
+UPLOAD_HEADERS = (
+    "content-type",
+    "content-md5",
+    "x-amz-*",
+    "if-none-match",
+    "cache-control",
+    "content-disposition",
+)
 #: ETag for multipart completion, Location for presigned POST, the version id and the
 #: checksum for clients that check what was stored.
 EXPOSE_HEADERS = ("ETag", "Location", "x-amz-version-id", "x-amz-checksum-sha256")

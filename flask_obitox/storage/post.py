@@ -39,12 +39,15 @@ def presign_post(
     min_size: int,
     max_size: int,
     expires_in: int,
+    extra_fields: Mapping[str, str] | None = None,
     now: datetime.datetime | None = None,
 ) -> PresignedPost:
     """The same answer as ``client.generate_presigned_post(bucket, key, Fields=fields,
     Conditions=conditions, ExpiresIn=expires_in)`` with ``fields`` the Content-Type and
     ``x-amz-meta-*`` values and ``conditions`` a ``content-length-range`` of
-    ``[min_size, max_size]`` followed by each field as an exact match.
+    ``[min_size, max_size]`` followed by each field as an exact match; ``extra_fields``
+    (an upload profile's ``Cache-Control``, ``x-amz-server-side-encryption``...) are
+    fields after the metadata ones, so storage refuses a form that drops or changes one.
 
     The size range is what storage enforces: a body outside it is refused by S3 itself.
     """
@@ -73,6 +76,8 @@ def presign_post(
     fields: dict[str, str] = {"Content-Type": content_type}
     for name, value in metadata.items():
         fields[f"x-amz-meta-{name}"] = value
+    if extra_fields:
+        fields.update(extra_fields)
     conditions: list[Any] = [["content-length-range", min_size, max_size]]
     conditions += [{name: value} for name, value in fields.items()]
     scope = f"{credentials.access_key}/{datestamp}{target.scope_tail}"

@@ -143,6 +143,9 @@ class PutObjectSpec(NamedTuple):
     metadata: Mapping[str, str] | None = None
     #: ``"*"``: storage refuses the PUT (412) once an object exists at the key.
     if_none_match: str | None = None
+    #: More headers to sign, (name, value) in the order given: an upload profile's
+    #: storage headers (``Cache-Control``, ``x-amz-server-side-encryption``...).
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 class UploadPartSpec(NamedTuple):
@@ -237,6 +240,43 @@ def _put_headers(
     for name, indices in layout.meta:  # {"A": .., "a": ..}: one header, values joined
         lines += f"{name}{','.join([' '.join(values[i].split()) for i in indices])}\n"
     return lines, layout.signed_headers, layout.signed_headers_q
+
+
+def _put_headers_with(
+    content_type: str,
+    checksum: str | None,
+    metadata: Mapping[str, str] | None,
+    host: str,
+    if_none_match: str | None,
+    more: Sequence[tuple[str, str]],
+) -> tuple[str, str, str, str]:
+    """:func:`_put_headers` with ``more`` headers signed too, some of which may sort
+    before ``content-length`` (``cache-control``, ``content-disposition``): the lines
+    before it, the lines after it, SignedHeaders and ``"&X-Amz-SignedHeaders=..."``.
+    Built as ``_presign`` builds any header set; the batch caches it per variant."""
+    values: dict[str, list[str]] = {"content-length": [""], "host": [host]}
+    if content_type != _AUTO_CONTENT_TYPE:  # botocore drops exactly this one
+        values["content-type"] = [content_type]
+    if if_none_match is not None:
+        values["if-none-match"] = [if_none_match]
+    if checksum is not None:
+        values["x-amz-checksum-sha256"] = [checksum]
+    if metadata:
+        _check_metadata(metadata)
+        for name, value in metadata.items():
+            values.setdefault("x-amz-meta-" + name.lower(), []).append(value)
+    for name, value in more:
+        lname = name.lower()
+        if lname in _UNSIGNED_HEADERS or lname in ("content-length", "host"):
+            raise ValueError(f"{name!r} cannot be signed as an extra header")
+        values.setdefault(lname, []).append(value)
+    names = sorted(values)
+    lines = {n: f"{n}:{','.join([' '.join(v.split()) for v in values[n]])}\n" for n in names}
+    split = names.index("content-length")
+    before = "".join(lines[n] for n in names[:split])
+    after = "".join(lines[n] for n in names[split + 1 :])
+    signed_headers = ";".join(sorted([n.strip() for n in names]))
+    return before, after, signed_headers, "&X-Amz-SignedHeaders=" + _q(signed_headers)
 
 
 #: The bytes ``quote`` never escapes (its ``_ALWAYS_SAFE``: ``A-Za-z0-9_.-~``).
@@ -424,13 +464,23 @@ class SigV4Presigner:
         checksum_sha256: str | None = None,
         metadata: Mapping[str, str] | None = None,
         if_none_match: str | None = None,
+        headers: Sequence[tuple[str, str]] = (),
         now: datetime.datetime | None = None,
     ) -> str:
         """Same URL as ``generate_presigned_url("put_object", Params={"Bucket", "Key",
         "ContentType", "ContentLength"[, "ChecksumSHA256"][, "Metadata"][,
-        "IfNoneMatch"]})``."""
+        "IfNoneMatch"]})``; ``headers`` are those of more parameters (``CacheControl``
+        is ``("Cache-Control", value)``, ``StorageClass`` ``("x-amz-storage-class",
+        value)``...)."""
         spec = PutObjectSpec(
-            key, content_type, content_length, expires_in, checksum_sha256, metadata, if_none_match
+            key,
+            content_type,
+            content_length,
+            expires_in,
+            checksum_sha256,
+            metadata,
+            if_none_match,
+            tuple(headers),
         )
         return self.presign_put_objects(bucket, (spec,), now=now)[0]
 
@@ -465,7 +515,7 @@ class SigV4Presigner:
         parts: dict[object, tuple[str, str, str]] = {}
         urls: list[str] = []
         append = urls.append
-        for key, content_type, content_length, expires_in, checksum, metadata, inm in specs:
+        for key, content_type, content_length, expires_in, checksum, metadata, inm, more in specs:
             # The argument checks of the single-URL methods, exact types first.
             if type(key) is not str or not key:
                 _check_key(key)
@@ -481,13 +531,21 @@ class SigV4Presigner:
                 if metadata
                 else (content_type, checksum, inm)
             )
+            if more:
+                variant = (*variant, more)
             fixed = parts.get(variant)
             if fixed is None:
-                headers, signed_headers, signed_headers_q = _put_headers(
-                    content_type, checksum, metadata, host_line, inm
-                )
+                before = ""
+                if more:
+                    before, headers, signed_headers, signed_headers_q = _put_headers_with(
+                        content_type, checksum, metadata, target.host, inm, more
+                    )
+                else:
+                    headers, signed_headers, signed_headers_q = _put_headers(
+                        content_type, checksum, metadata, host_line, inm
+                    )
                 fixed = parts[variant] = (
-                    f"{token_q}{signed_headers_q}\ncontent-length:",
+                    f"{token_q}{signed_headers_q}\n{before}content-length:",
                     f"\n{headers}\n{signed_headers}\n{_UNSIGNED_PAYLOAD}",
                     f"{signed_headers_q}{token_q}&X-Amz-Signature=",
                 )

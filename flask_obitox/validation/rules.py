@@ -396,6 +396,9 @@ class Rules:
     #: The setting named in errors (``OBITOX_MAX_MULTIPART_SIZE`` for multipart rules).
     max_size_setting: str = "OBITOX_MAX_FILE_SIZE"
     min_size_setting: str = "OBITOX_MIN_FILE_SIZE"
+    #: Named in errors too (an upload profile names its own keys).
+    types_setting: str = "OBITOX_ALLOWED_CONTENT_TYPES"
+    extensions_setting: str = "OBITOX_ALLOWED_EXTENSIONS"
 
     def __post_init__(self) -> None:
         if self.max_size < 0 or self.min_size < 0:
@@ -422,12 +425,12 @@ class Rules:
 def _compile(rules: Rules) -> RuleSet:
     type_rules: tuple[TypeRule, ...] = ()
     if rules.allowed_types:
-        type_rules = (TypeRule.build(rules.allowed_types, "OBITOX_ALLOWED_CONTENT_TYPES"),)
+        type_rules = (TypeRule.build(rules.allowed_types, rules.types_setting),)
     extension_rules: tuple[ExtensionRule, ...] = ()
     if rules.allowed_extensions:
         extension_rules = (
             ExtensionRule(
-                "OBITOX_ALLOWED_EXTENSIONS",
+                rules.extensions_setting,
                 frozenset(rules.allowed_extensions),
                 rules.allowed_extensions,
             ),

@@ -378,9 +378,18 @@ def enqueue_request_events(error: BaseException | None = None) -> None:
             )
 
 
+def profile_sends(settings: Settings, upload: UploadRecord | None, event: str) -> bool:
+    """Whether ``upload``'s profile lets ``event`` out: its ``webhooks`` lists the
+    events its uploads send (``None``: all; an upload without a profile sends all)."""
+    if upload is None or upload.profile is None:
+        return True
+    profile = settings.profiles.get(upload.profile)
+    return profile is None or profile.webhooks is None or event in profile.webhooks
+
+
 def _dispatch_upload(app: Flask, event: str, upload: UploadRecord) -> None:
     webhooks = webhooks_for(app)
-    if webhooks.subscribers(event):
+    if webhooks.subscribers(event) and profile_sends(webhooks.settings, upload, event):
         include_owner = webhooks.settings.webhook_include_owner
         _dispatch(app, webhooks, upload_message(event, upload, include_owner=include_owner))
 
@@ -454,7 +463,9 @@ def on_upload_rejected(
     **extra: Any,
 ) -> None:
     webhooks = webhooks_for(sender)
-    if webhooks.subscribers("upload.rejected"):
+    if webhooks.subscribers("upload.rejected") and profile_sends(
+        webhooks.settings, upload, "upload.rejected"
+    ):
         _dispatch(
             sender,
             webhooks,
