@@ -297,6 +297,9 @@ class UploadStatusSchema(Schema):
         ),
     )
     ready = fields.Boolean(required=True, **_doc("Completed, and every processor of it completed."))
+    profile = fields.String(
+        allow_none=True, **_doc("The upload profile (OBITOX_PROFILES) it was created under.")
+    )
 
 
 class UploadPageSchema(Schema):
@@ -394,9 +397,6 @@ class PartStateSchema(Schema):
     size = fields.Integer(required=True, allow_none=True)
     status = fields.String(required=True, **_doc("pending, uploading, uploaded or failed"))
     etag = fields.String(**_doc("Storage's, once it holds the part."))
-    profile = fields.String(
-        allow_none=True, **_doc("The upload profile (OBITOX_PROFILES) it was created under.")
-    )
 
 
 class MultipartRequestSchema(_FileFieldsSchema):

@@ -33,7 +33,7 @@ from .common import (
     part_layout,
     part_length,
 )
-from .progress import part_states
+from .progress import resume_view
 from .results import Aborted, CompletedUpload, MultipartCreated, ResumeView, SignedPart, SignedParts
 from .settling import Settling
 from .signing import Signing
@@ -268,7 +268,7 @@ class Multipart(Settling):
         if open_only:
             self.check_open(record)
         if record.status == "completed":
-            return _resume_view(record, [], [], record.size)
+            return resume_view(record, [], [], record.size)
         self.settled(record)  # aborted, rejected, expired: nothing to resume
         assert record.s3_upload_id is not None
         held = self.storage_for(owner, record.bucket).list_parts(record.key, record.s3_upload_id)
@@ -284,7 +284,7 @@ class Multipart(Settling):
         have = {p.part_number for p in uploaded}
         remaining = [n for n in range(1, (total or 0) + 1) if n not in have]
         self.send(signals.multipart_resumed, upload=record, uploaded_parts=len(uploaded))
-        return _resume_view(record, uploaded, remaining, sum(p.size for p in uploaded))
+        return resume_view(record, uploaded, remaining, sum(p.size for p in uploaded))
 
     # -- complete ---------------------------------------------------------------------
 
@@ -476,27 +476,3 @@ class Multipart(Settling):
             "key": record.key,
             "bucket": record.bucket,
         }
-
-
-def _resume_view(
-    record: UploadRecord, uploaded: Sequence[PartInfo], remaining: list[int], uploaded_bytes: int
-) -> ResumeView:
-    return {
-        "uploadId": record.upload_id,
-        "key": record.key,
-        "status": record.status,
-        "partSize": record.part_size,
-        "totalParts": record.total_parts,
-        "uploadedParts": [
-            {"partNumber": p.part_number, "etag": p.etag, "size": p.size} for p in uploaded
-        ],
-        "remainingParts": remaining,
-        "uploadedBytes": uploaded_bytes,
-        "totalBytes": record.size,
-        "parts": part_states(record, uploaded),
-        "percentage": 100.0
-        if record.status == "completed"
-        else round(100.0 * uploaded_bytes / record.size, 2)
-        if record.size
-        else 0.0,
-    }

@@ -18,7 +18,7 @@ from ..storage.client import PartInfo
 from .common import OPEN, not_found, part_length, upload_closed
 from .groups import Grouping
 from .render import effective_status, render_upload
-from .results import PartState, ProgressAck
+from .results import PartState, ProgressAck, ResumeView
 
 
 def part_states(record: UploadRecord, held: Sequence[PartInfo]) -> list[PartState]:
@@ -116,3 +116,28 @@ class Progress(Grouping):
                     f"Part numbers must be between 1 and {total} (totalParts); got {outside[:10]}.",
                     details={"field": "parts", "invalid": outside[:100], "totalParts": total},
                 )
+
+
+def resume_view(
+    record: UploadRecord, uploaded: Sequence[PartInfo], remaining: list[int], uploaded_bytes: int
+) -> ResumeView:
+    """Where a multipart upload stands, as ``GET /multipart/<id>`` shows it."""
+    return {
+        "uploadId": record.upload_id,
+        "key": record.key,
+        "status": record.status,
+        "partSize": record.part_size,
+        "totalParts": record.total_parts,
+        "uploadedParts": [
+            {"partNumber": p.part_number, "etag": p.etag, "size": p.size} for p in uploaded
+        ],
+        "remainingParts": remaining,
+        "uploadedBytes": uploaded_bytes,
+        "totalBytes": record.size,
+        "parts": part_states(record, uploaded),
+        "percentage": 100.0
+        if record.status == "completed"
+        else round(100.0 * uploaded_bytes / record.size, 2)
+        if record.size
+        else 0.0,
+    }
