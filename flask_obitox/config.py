@@ -99,6 +99,9 @@ class ConfigVars:
     METRICS_TOKEN = "OBITOX_METRICS_TOKEN"  # noqa: S105 - a key name
     MAX_OPEN_MULTIPART = "OBITOX_MAX_OPEN_MULTIPART"
     MAX_OPEN_BYTES = "OBITOX_MAX_OPEN_BYTES"
+    EVENTS = "OBITOX_EVENTS"
+    EVENTS_RETENTION = "OBITOX_EVENTS_RETENTION"
+    EVENTS_HEARTBEAT = "OBITOX_EVENTS_HEARTBEAT"
 
 
 #: Defaults, applied with ``app.config.setdefault``. ``STATE_BACKEND`` is resolved
@@ -145,6 +148,9 @@ DEFAULTS: dict[str, Any] = {
     ConfigVars.METRICS_TOKEN: None,
     ConfigVars.MAX_OPEN_MULTIPART: 100,
     ConfigVars.MAX_OPEN_BYTES: 10 * 2**40,  # 10 TiB
+    ConfigVars.EVENTS: True,
+    ConfigVars.EVENTS_RETENTION: 1000,
+    ConfigVars.EVENTS_HEARTBEAT: 15,
 }
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -203,6 +209,12 @@ class Settings:
     max_open_multipart: int = 100
     #: Bytes one owner's open multipart uploads may add up to; 0 is no cap.
     max_open_bytes: int = 10 * 2**40
+    #: Publish upload and group events to the owners' event streams (``GET /events``).
+    events: bool = True
+    #: Events kept per owner for ``Last-Event-ID`` replay.
+    events_retention: int = 1000
+    #: Seconds between the comment lines that keep an idle event stream open.
+    events_heartbeat: int = 15
 
 
 def _int(
@@ -682,4 +694,7 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
         metrics_token=_metrics_token(config),
         max_open_multipart=_int(config, ConfigVars.MAX_OPEN_MULTIPART, minimum=0, maximum=10_000),
         max_open_bytes=_int(config, ConfigVars.MAX_OPEN_BYTES, minimum=0),
+        events=_bool(config, ConfigVars.EVENTS),
+        events_retention=_int(config, ConfigVars.EVENTS_RETENTION, minimum=1, maximum=1_000_000),
+        events_heartbeat=_int(config, ConfigVars.EVENTS_HEARTBEAT, minimum=1, maximum=300),
     )

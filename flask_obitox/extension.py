@@ -8,12 +8,12 @@ from typing import Any, TypeVar
 
 from flask import Flask
 
-from . import cli, companion, ratelimit, views
+from . import cli, companion, events, ratelimit, views
 from .appstate import ANONYMOUS_OWNER, EXTENSION_KEY, Hooks, ObitoXState, get_state
 from .config import ConfigError, load_settings, webhook_endpoint
 from .domain import UploadService
 from .http import install_routing_errors
-from .state import MemoryStateBackend, StateBackend, backend_from_uri
+from .state import EventStream, MemoryStateBackend, StateBackend, backend_from_uri
 from .storage import StorageRegistry
 from .webhooks.dispatch import Webhooks, connect_signals
 
@@ -61,6 +61,8 @@ class ObitoX:
                 state = backend_from_uri(settings.state_backend)
             except ValueError as error:
                 raise ConfigError(str(error)) from None
+        if isinstance(state, EventStream):
+            state.events_retention = settings.events_retention
         if isinstance(state, MemoryStateBackend) and not app.testing:
             logger.warning(
                 "OBITOX_STATE_BACKEND is memory://: upload state lives in this process only; "
@@ -102,6 +104,8 @@ class ObitoX:
         install_routing_errors(app, prefix)
         app.cli.add_command(cli.obitox_cli)
         connect_signals(app)
+        if settings.events:
+            events.connect_signals(app)
 
     # -- hooks ---------------------------------------------------------------------
 

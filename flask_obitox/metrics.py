@@ -31,6 +31,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -108,6 +109,13 @@ class Metrics:
             ["endpoint", "method", "status"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
+        )
+
+        self.open_streams = Gauge(
+            "obitox_event_streams_open",
+            "Event streams (GET /events) open now.",
+            registry=registry,
+            multiprocess_mode="livesum",
         )
 
     def exposition(self) -> bytes:

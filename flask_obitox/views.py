@@ -8,13 +8,15 @@ the JSON error shape ``{"error", "message", "details"}`` (:mod:`flask_obitox.htt
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
-from flask import Blueprint, Response, request
+import orjson
+from flask import Blueprint, Response, current_app, request
 
 from . import schemas
 from .appstate import get_state
-from .domain import InvalidEntry
+from .domain import EventFeed, InvalidEntry
 from .errors import ObitoXError
 from .fastschema import compile_dumper, compile_loader
 from .http import caller, install_error_handlers, json_body, load, require_admin, respond
@@ -43,6 +45,8 @@ dump_cors_setup = schemas.CorsSetupSchema().dump
 dump_cors_verify = schemas.CorsVerifySchema().dump
 #: More ``origin`` query parameters than this is not a verification, it is a flood.
 MAX_VERIFY_ORIGINS = 100
+#: The longest id a ``GET /events`` parameter or ``Last-Event-ID`` may be.
+MAX_EVENT_PARAM = 200
 
 
 def load_batch_entry(data: Any) -> dict[str, Any] | InvalidEntry:
@@ -129,6 +133,67 @@ def complete_multipart(upload_id: str) -> Response:
 def abort_multipart(upload_id: str) -> Response:
     ext, owner = caller()
     return respond(dump_aborted(ext.service.abort_multipart(owner, upload_id)))
+
+
+# -- live events --------------------------------------------------------------------------
+
+
+def _event_param(name: str, value: str | None) -> str | None:
+    if value is not None and (not value or len(value) > MAX_EVENT_PARAM):
+        raise ObitoXError(
+            "INVALID_INPUT",
+            f"{name} must be 1 to {MAX_EVENT_PARAM} characters.",
+            details={"field": name, "limit": MAX_EVENT_PARAM},
+        )
+    return value
+
+
+def _server_sent(feed: EventFeed, opened: Any, closed: Any) -> Iterator[bytes]:
+    """``feed`` as text/event-stream: one message per event, a comment per heartbeat."""
+    opened()
+    try:
+        # Sent at once: the client (and any proxy) sees the stream is open.
+        yield b"retry: 3000\n: connected\n\n"
+        for events in feed:
+            if not events:
+                yield b": heartbeat\n\n"
+                continue
+            yield b"".join(
+                b"id: %s\nevent: %s\ndata: %s\n\n"
+                % (event_id.encode(), str(event["type"]).encode(), orjson.dumps(event))
+                for event_id, event in events
+            )
+    finally:
+        closed()
+
+
+@bp.get("/events")
+def events() -> Response:
+    ext, owner = caller()
+    last_event_id = _event_param(
+        "Last-Event-ID",
+        request.headers.get("Last-Event-ID") or request.args.get("lastEventId") or None,
+    )
+    feed = ext.service.open_event_feed(
+        owner,
+        last_event_id,
+        group_id=_event_param("groupId", request.args.get("groupId")),
+        upload_id=_event_param("uploadId", request.args.get("uploadId")),
+    )
+    gauge = ext.metrics.open_streams if ext.metrics is not None else None
+    response = current_app.response_class(
+        _server_sent(
+            feed,
+            gauge.inc if gauge is not None else lambda: None,
+            gauge.dec if gauge is not None else lambda: None,
+        ),
+        mimetype="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+    # A client gone before the first chunk never starts the generator: close the feed
+    # (and leave the reader) all the same.
+    response.call_on_close(feed.close)
+    return response
 
 
 # -- admin: bucket CORS (the same operations as `flask obitox cors`) ----------------------

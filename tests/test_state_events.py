@@ -4,17 +4,37 @@ every backend that claims it."""
 from __future__ import annotations
 
 import threading
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 from state_support import BACKENDS, RoundTrips, backend_claiming
 
-from flask_obitox.state import EventStream, InvalidCursor, RedisStateBackend
+from flask_obitox.state import EventFanIn, EventStream, InvalidCursor, RedisStateBackend
+
+
+@pytest.fixture
+def redis_backend(redis_url: str) -> Iterator[RedisStateBackend]:
+    """The events engineer's key prefix (the Redis is shared with other work)."""
+    prefix = f"obitox-test-events-{uuid.uuid4().hex[:12]}"
+    backend = RedisStateBackend.from_url(redis_url, prefix=prefix)
+    yield backend
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{prefix}*"))
+    if keys:
+        client.delete(*keys)
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> Any:
     return backend_claiming(request, EventStream)
+
+
+@pytest.fixture(params=BACKENDS)
+def fan_in(request: pytest.FixtureRequest) -> Any:
+    return backend_claiming(request, EventFanIn)
 
 
 def position(event_id: str) -> tuple[int, int]:
@@ -140,3 +160,63 @@ def test_redis_append_and_read_are_one_round_trip_each(
     assert trips.count == 1
     key = redis_backend.layout.owner_events("user-1")
     assert 0 < redis_backend.client.ttl(key) <= redis_backend.events_ttl
+
+
+# -- EventFanIn --------------------------------------------------------------------
+
+
+def test_append_events_keeps_order_across_owners(fan_in: Any) -> None:
+    ids = fan_in.append_events([("user-1", event(1)), ("user-2", event(2)), ("user-1", event(3))])
+    assert len(ids) == 3
+    assert fan_in.read_events("user-1") == [(ids[0], event(1)), (ids[2], event(3))]
+    assert fan_in.read_events("user-2") == [(ids[1], event(2))]
+    assert fan_in.append_events([]) == []
+
+
+def test_wait_for_owners_returns_what_each_owner_missed(fan_in: Any) -> None:
+    first = fan_in.append_event("user-1", event(1))
+    second = fan_in.append_event("user-1", event(2))
+    other = fan_in.append_event("user-2", event(3))
+    found = fan_in.wait_for_owners({"user-1": first, "user-2": None, "user-3": None}, 30)
+    assert found == {"user-1": [(second, event(2))], "user-2": [(other, event(3))]}
+    with pytest.raises(InvalidCursor):
+        fan_in.wait_for_owners({"user-1": "garbage"}, 0.1)
+
+
+def test_wait_for_owners_wakes_for_an_event_and_for_a_wake(fan_in: Any) -> None:
+    last = fan_in.append_event("user-1", event(0))
+    got: list[Any] = []
+
+    def wait() -> None:
+        got.append(fan_in.wait_for_owners({"user-1": last}, 20))
+        got.append(fan_in.wait_for_owners({"user-1": last}, 20))
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    threading.Event().wait(0.2)  # let it block (correct either way)
+    new = fan_in.append_events([("user-2", event(9)), ("user-1", event(1))])[1]
+    fan_in.wake_event_waiters()  # the second wait returns at once, or when woken
+    thread.join(timeout=30)
+    assert got[0] == {"user-1": [(new, event(1))]}
+    assert got[1] in ({}, {"user-1": [(new, event(1))]})
+
+
+def test_a_wake_before_the_wait_is_not_lost(fan_in: Any) -> None:
+    fan_in.wait_for_owners({}, 0)  # whatever wake-up came before is seen
+    fan_in.wake_event_waiters()
+    assert fan_in.wait_for_owners({"user-1": None}, 20) == {}
+    assert fan_in.wait_for_owners({"user-1": None}, 0.2) == {}
+
+
+def test_redis_append_events_is_one_round_trip(
+    redis_backend: RedisStateBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    redis_backend.ping()
+    batch = [(f"user-{n % 7}", event(n)) for n in range(100)]
+    with RoundTrips().counting(monkeypatch) as trips:
+        ids = redis_backend.append_events(batch)
+    assert trips.count == 1
+    # Ids are per owner's stream: unique within each owner, in the order appended.
+    for owner in {owner for owner, _ in batch}:
+        mine = [i for (who, _), i in zip(batch, ids, strict=True) if who == owner]
+        assert [i for i, _ in redis_backend.read_events(owner)] == mine

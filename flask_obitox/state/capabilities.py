@@ -13,6 +13,9 @@ tusd composes stores. Each capability has its own contract test suite
   compare-and-set on the group's status.
 - :class:`KeyIndex`: ``(bucket, object key) -> upload id``, for storage events.
 - :class:`EventStream`: an owner's events, capped, readable after an id, and waitable.
+- :class:`EventFanIn`: many events appended in one round trip, and one blocked read
+  over many owners' events (what one reader per process needs to feed every open
+  event stream).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ __all__ = [
     "GROUP_TERMINAL",
     "OPEN_GROUP_STATUSES",
     "BulkRead",
+    "EventFanIn",
     "EventStream",
     "GroupClosed",
     "GroupNotFound",
@@ -287,4 +291,35 @@ class EventStream(Protocol):
 
     def last_event_id(self, owner: str) -> str | None:
         """The id of ``owner``'s newest event kept, ``None`` when there is none."""
+        ...
+
+
+@runtime_checkable
+class EventFanIn(Protocol):
+    """Events in bulk, for a process that serves many event streams (DESIGN §13).
+
+    :meth:`wait_for_owners` is meant for one reader per process (it keeps which wake-up
+    it has seen); :meth:`wake_event_waiters` makes that reader return early, so it can
+    start following an owner it was not following.
+    """
+
+    def append_events(self, events: Sequence[tuple[str, Mapping[str, Any] | bytes]]) -> list[str]:
+        """Append each ``(owner, event)`` in order, in one round trip (per node);
+        returns their ids in the same order. An event given as ``bytes`` is its JSON
+        already (a message body encoded once, stored as it is)."""
+        ...
+
+    def wait_for_owners(
+        self, positions: Mapping[str, str | None], timeout: float, count: int = 100
+    ) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+        """For every owner of ``positions`` with events after its position (``None``:
+        from the oldest kept), up to ``count`` of them, oldest first. When there are
+        none, block up to ``timeout`` seconds (at most 60) for any; returns early, maybe
+        with nothing, after :meth:`wake_event_waiters`. Raises :class:`InvalidCursor`
+        for a malformed position."""
+        ...
+
+    def wake_event_waiters(self) -> None:
+        """Make this backend's (this process's) :meth:`wait_for_owners` return now, or
+        at once the next time it is called."""
         ...

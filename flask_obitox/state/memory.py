@@ -60,6 +60,10 @@ _UPLOAD = "u"
 _GROUP = "g"
 
 
+def _encoded(event: Mapping[str, Any] | bytes) -> bytes:
+    return event if isinstance(event, bytes) else orjson.dumps(event)
+
+
 class MemoryStateBackend(GroupChanges):
     """Dicts behind one lock. Nothing is shared between processes."""
 
@@ -86,6 +90,9 @@ class MemoryStateBackend(GroupChanges):
         self._events: dict[str, deque[tuple[tuple[int, int], bytes]]] = {}
         self._last_event: dict[str, tuple[int, int]] = {}
         self.events_retention = events_retention
+        # wake_event_waiters calls so far, and how many wait_for_owners has seen
+        self._wakes = 0
+        self._wakes_seen = 0
 
     def __len__(self) -> int:
         """How many live records are held (records past their TTL do not count)."""
@@ -373,16 +380,48 @@ class MemoryStateBackend(GroupChanges):
     # -- EventStream -------------------------------------------------------------------
 
     def append_event(self, owner: str, event: Mapping[str, Any]) -> str:
-        data = orjson.dumps(event)
-        with self._events_added:
-            position = next_event_id(self._last_event.get(owner))
-            self._last_event[owner] = position
-            kept = self._events.setdefault(owner, deque())
-            kept.append((position, data))
-            while len(kept) > max(self.events_retention, 1):
-                kept.popleft()
-            self._events_added.notify_all()
+        return self.append_events([(owner, event)])[0]
+
+    def _append(self, owner: str, data: bytes) -> str:
+        """Append one encoded event (call with the lock held)."""
+        position = next_event_id(self._last_event.get(owner))
+        self._last_event[owner] = position
+        kept = self._events.setdefault(owner, deque())
+        kept.append((position, data))
+        while len(kept) > max(self.events_retention, 1):
+            kept.popleft()
         return format_event_id(position)
+
+    def append_events(self, events: Sequence[tuple[str, Mapping[str, Any] | bytes]]) -> list[str]:
+        encoded = [(owner, _encoded(event)) for owner, event in events]
+        with self._events_added:
+            ids = [self._append(owner, data) for owner, data in encoded]
+            if ids:
+                self._events_added.notify_all()
+        return ids
+
+    def wait_for_owners(
+        self, positions: Mapping[str, str | None], timeout: float, count: int = 100
+    ) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+        deadline = time.monotonic() + min(max(timeout, 0.0), MAX_WAIT)
+        with self._events_added:
+            while True:
+                found = {
+                    owner: events
+                    for owner, after_id in positions.items()
+                    if (events := self._after(owner, after_id, count))
+                }
+                woken = self._wakes != self._wakes_seen
+                self._wakes_seen = self._wakes
+                remaining = deadline - time.monotonic()
+                if found or woken or remaining <= 0:
+                    return found
+                self._events_added.wait(remaining)
+
+    def wake_event_waiters(self) -> None:
+        with self._events_added:
+            self._wakes += 1
+            self._events_added.notify_all()
 
     def _after(
         self, owner: str, after_id: str | None, count: int

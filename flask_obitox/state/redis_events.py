@@ -8,11 +8,20 @@ stream's own ids. Waiting is ``XREAD BLOCK`` on a connection taken from the pool
 the wait alone, read with a deadline of the wait plus a margin, so a wait never trips
 the client's short reply timeout and a dead server still surfaces as
 ``StateUnavailable``.
+
+:meth:`RedisEvents.wait_for_owners` (the
+:class:`~flask_obitox.state.capabilities.EventFanIn` capability) is one ``XREAD BLOCK``
+over many owners' streams plus a wake stream of this backend object's own;
+:meth:`~RedisEvents.wake_event_waiters` adds to that stream, so a reader blocked on the
+old set of owners returns and an ``XADD`` that lands before the read still counts (the
+reader reads the wake stream after the last wake it saw). Reading many streams in one
+command needs them in one slot on Redis Cluster: this is for standalone Redis.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import secrets
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -25,6 +34,8 @@ from .redis_base import UNAVAILABLE_ERRORS, RedisBase, text
 #: How much longer than the block a blocked read may take before Redis counts as gone.
 _WAIT_MARGIN = 5.0
 _FIELD = "e"
+#: Seconds a wake stream outlives its last wake-up.
+_WAKE_TTL = 3600
 
 Events = list[tuple[str, dict[str, Any]]]
 
@@ -40,24 +51,40 @@ def _entries(raw: Any) -> Events:
     return found
 
 
+def _encoded(event: Mapping[str, Any] | bytes) -> bytes:
+    return event if isinstance(event, bytes) else orjson.dumps(event)
+
+
 class RedisEvents(RedisBase):
     events_retention: int = 1000
     #: An owner's stream is dropped this long after its last event (seconds).
     events_ttl: int = 8 * 86400
 
+    _waker: str | None = None
+    _wake_seen: str = "0-0"
+
     def append_event(self, owner: str, event: Mapping[str, Any]) -> str:
-        key = self.layout.owner_events(owner)
+        return self.append_events([(owner, event)])[0]
+
+    def append_events(self, events: Sequence[tuple[str, Mapping[str, Any] | bytes]]) -> list[str]:
+        if not events:
+            return []
         pipe = self._client.pipeline(transaction=False)
-        pipe.xadd(
-            key,
-            {_FIELD: orjson.dumps(event)},
-            maxlen=max(self.events_retention, 1),
-            approximate=True,
-        )
-        pipe.expire(key, self.events_ttl)
-        with self._guard("append_event"):
-            event_id, _ = pipe.execute()
-        return text(event_id)
+        keys: dict[str, None] = {}
+        for owner, event in events:
+            key = self.layout.owner_events(owner)
+            keys[key] = None
+            pipe.xadd(
+                key,
+                {_FIELD: _encoded(event)},
+                maxlen=max(self.events_retention, 1),
+                approximate=True,
+            )
+        for key in keys:
+            pipe.expire(key, self.events_ttl)
+        with self._guard("append_events"):
+            replies = pipe.execute()
+        return [text(event_id) for event_id in replies[: len(events)]]
 
     def _check_count(self, count: int) -> None:
         if not isinstance(count, int) or isinstance(count, bool) or count < 1:
@@ -86,9 +113,18 @@ class RedisEvents(RedisBase):
         wait = min(max(timeout, 0.0), MAX_WAIT)
         if found or wait <= 0:
             return found
-        after = after_id or "0-0"
+        streams = self._blocked_read(
+            "wait_for_events", {self.layout.owner_events(owner): after_id or "0-0"}, wait, count
+        )
+        return [pair for entries in streams.values() for pair in _entries(entries)]
+
+    def _blocked_read(
+        self, action: str, positions: Mapping[str, str], wait: float, count: int
+    ) -> dict[str, Any]:
+        """``XREAD COUNT count BLOCK wait STREAMS ...`` on a connection of its own:
+        stream key -> its raw entries, for the streams that had any."""
         pool = self._client.connection_pool
-        with self._guard("wait_for_events"):
+        with self._guard(action):
             connection: Any = pool.get_connection()
         try:
             # BLOCK 0 would mean forever.
@@ -100,8 +136,8 @@ class RedisEvents(RedisBase):
                 "BLOCK",
                 block_ms,
                 "STREAMS",
-                self.layout.owner_events(owner),
-                after,
+                *positions,
+                *positions.values(),
             )
             if not connection.can_read(timeout=wait + _WAIT_MARGIN):
                 raise RedisTimeoutError(
@@ -110,13 +146,44 @@ class RedisEvents(RedisBase):
             reply = connection.read_response()
         except UNAVAILABLE_ERRORS as exc:
             connection.disconnect()  # a reply may still come: never reuse it
-            raise self._unavailable("wait_for_events", exc) from exc
+            raise self._unavailable(action, exc) from exc
         finally:
             pool.release(connection)
         if not reply:
-            return []
-        streams = reply.values() if isinstance(reply, dict) else [s[1] for s in reply]
-        return [pair for entries in streams for pair in _entries(entries)]
+            return {}
+        pairs = reply.items() if isinstance(reply, dict) else [(s[0], s[1]) for s in reply]
+        return {text(key): entries for key, entries in pairs}
+
+    @property
+    def _wake_key(self) -> str:
+        if self._waker is None:
+            self._waker = self.layout.event_waker(secrets.token_hex(8))
+        return self._waker
+
+    def wait_for_owners(
+        self, positions: Mapping[str, str | None], timeout: float, count: int = 100
+    ) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+        self._check_count(count)
+        keys = {self.layout.owner_events(owner): owner for owner in positions}
+        streams = {
+            key: format_event_id(parse_event_id(after_id)) if after_id else "0-0"
+            for key, after_id in zip(keys, positions.values(), strict=True)
+        }
+        wake_key = self._wake_key
+        streams[wake_key] = self._wake_seen
+        wait = min(max(timeout, 0.0), MAX_WAIT)
+        found = self._blocked_read("wait_for_owners", streams, wait, count)
+        woken = found.pop(wake_key, None)
+        if woken:
+            self._wake_seen = text(woken[-1][0])
+        return {keys[key]: _entries(entries) for key, entries in found.items()}
+
+    def wake_event_waiters(self) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        pipe.xadd(self._wake_key, {"w": b"1"}, maxlen=1)
+        pipe.expire(self._wake_key, _WAKE_TTL)
+        with self._guard("wake_event_waiters"):
+            pipe.execute()
 
     def last_event_id(self, owner: str) -> str | None:
         with self._guard("last_event_id"):

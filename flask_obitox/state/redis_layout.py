@@ -15,6 +15,7 @@ group's record and members; an object key's index entry::
     <p>:{o:<owner>}:groups                zset     the owner's groups
     <p>:{o:<owner>}:groups:s:<status>     zset     ... with that status
     <p>:{o:<owner>}:events                stream   the owner's events, MAXLEN ~ retention
+    <p>:{w:<token>}:wake                  stream   wakes one process's event reader, MAXLEN 1
     <p>:{g:<groupId>}:group               string   the group record (JSON), EX ttl
     <p>:{g:<groupId>}:members             zset     uploadId -> join position
 
@@ -63,6 +64,9 @@ class RedisLayout:
 
     def owner_events(self, owner: str) -> str:
         return f"{self.prefix}:{{o:{_tag(owner)}}}:events"
+
+    def event_waker(self, token: str) -> str:
+        return f"{self.prefix}:{{w:{token}}}:wake"
 
     def group(self, group_id: str) -> str:
         return f"{self.prefix}:{{g:{_tag(group_id)}}}:group"

@@ -1,4 +1,5 @@
-"""Webhook messages: what an upload event looks like on the wire.
+"""Webhook messages: what an upload event looks like on the wire (built by
+:func:`flask_obitox.domain.messages.build_message`, as live events are).
 
 Every message body is ``{"type", "timestamp", "data"}``:
 
@@ -17,16 +18,9 @@ built from it, a second enqueue of the same event is refused by RQ.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import secrets
-import time
-from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
-from ..domain.common import isoformat
+from ..domain.messages import Message, build_message, message_id
 from ..domain.render import render_upload
 from ..state import UploadRecord
 
@@ -35,27 +29,18 @@ UPLOAD_ABORTED = "upload.aborted"
 UPLOAD_REJECTED = "upload.rejected"
 UPLOAD_EXPIRED = "upload.expired"
 
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Message:
-    """One event, ready to deliver: its id, its type and its exact body."""
-
-    id: str
-    type: str
-    body: str
-
-    @property
-    def payload(self) -> dict[str, Any]:
-        data: dict[str, Any] = orjson.loads(self.body)
-        return data
-
-
-def message_id(event: str, upload_id: str | None) -> str:
-    """``msg_`` and 128 bits: a hash of the event and the upload, or random when the
-    event has no upload (a file refused before any record existed is its own event)."""
-    if upload_id is None:
-        return "msg_" + secrets.token_hex(16)
-    return "msg_" + hashlib.sha256(f"{event}\x00{upload_id}".encode()).hexdigest()[:32]
+__all__ = [
+    "UPLOAD_ABORTED",
+    "UPLOAD_COMPLETED",
+    "UPLOAD_EXPIRED",
+    "UPLOAD_REJECTED",
+    "Message",
+    "build_message",
+    "message_id",
+    "rejected_message",
+    "upload_data",
+    "upload_message",
+]
 
 
 def upload_data(upload: UploadRecord, *, include_owner: bool) -> dict[str, Any]:
@@ -64,21 +49,6 @@ def upload_data(upload: UploadRecord, *, include_owner: bool) -> dict[str, Any]:
     if include_owner:
         data["owner"] = upload.owner
     return data
-
-
-def build_message(
-    event: str,
-    data: Mapping[str, Any],
-    *,
-    upload_id: str | None,
-    now: float | None = None,
-) -> Message:
-    """The message for ``event`` carrying ``data``, with its body encoded once: every
-    attempt sends (and signs) exactly these bytes."""
-    body = orjson.dumps(
-        {"type": event, "timestamp": isoformat(time.time() if now is None else now), "data": data}
-    ).decode()
-    return Message(message_id(event, upload_id), event, body)
 
 
 def upload_message(event: str, upload: UploadRecord, *, include_owner: bool) -> Message:

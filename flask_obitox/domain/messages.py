@@ -1,0 +1,62 @@
+"""What an event looks like on the wire, for webhooks and live event streams alike.
+
+Every message body is ``{"type", "timestamp", "data"}``: the event type
+(``upload.completed``), when it happened (ISO 8601 UTC to the millisecond, the one
+timestamp format of the API, :func:`~flask_obitox.domain.isoformat`) and what it is
+about (an upload as :func:`~flask_obitox.domain.render_upload` draws it, or a group
+view). A webhook POSTs that body; ``GET /events`` sends the same body as an SSE
+message's ``data:``. Built here, once, so the two cannot drift apart.
+
+The message id (a webhook's ``webhook-id`` header) is derived from the event type and
+the upload id, so the same event always gets the same id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import secrets
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from .common import isoformat
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Message:
+    """One event, ready to deliver: its id, its type and its exact body."""
+
+    id: str
+    type: str
+    body: str
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        data: dict[str, Any] = orjson.loads(self.body)
+        return data
+
+
+def message_id(event: str, upload_id: str | None) -> str:
+    """``msg_`` and 128 bits: a hash of the event and the upload, or random when the
+    event has no upload (a file refused before any record existed is its own event)."""
+    if upload_id is None:
+        return "msg_" + secrets.token_hex(16)
+    return "msg_" + hashlib.sha256(f"{event}\x00{upload_id}".encode()).hexdigest()[:32]
+
+
+def build_message(
+    event: str,
+    data: Mapping[str, Any],
+    *,
+    upload_id: str | None,
+    now: float | None = None,
+) -> Message:
+    """The message for ``event`` carrying ``data``, with its body encoded once: every
+    attempt sends (and signs) exactly these bytes."""
+    body = orjson.dumps(
+        {"type": event, "timestamp": isoformat(time.time() if now is None else now), "data": data}
+    ).decode()
+    return Message(message_id(event, upload_id), event, body)

@@ -1,0 +1,188 @@
+"""From signals to live events: the publisher ``init_app`` connects per app.
+
+Each upload or group signal of the app becomes one event in its owner's stream
+(``GET /events``), its body built as a webhook's is
+(:func:`flask_obitox.domain.messages.build_message`):
+
+======================  ======================  =======================================
+signal                  event type              ``data``
+======================  ======================  =======================================
+upload-signed           upload.signed           the upload (:func:`render_upload`)
+upload-progress         upload.progress         the upload
+multipart-initiated     multipart.initiated     the upload
+upload-completed        upload.completed        the upload
+upload-rejected         upload.rejected         the upload (or ``uploadId: null`` and
+                                                the filename) + reason, stage, code
+upload-aborted          upload.aborted          the upload
+upload-expired          upload.expired          the upload
+upload-deleted          upload.deleted          the upload
+group-created, -progress, -completed, -failed, -cancelled
+                        group.<same>            the group view (the ``view`` argument)
+processing-completed    processing.completed    the upload + ``processor``, ``result``
+processing-failed       processing.failed       the upload + ``processor``, ``error``,
+                                                ``final``
+upload-ready            upload.ready            the upload
+======================  ======================  =======================================
+
+Inside a request the events wait until the request ends (``teardown_request``) and are
+appended together in one round trip, as webhook jobs are enqueued: a batch of 100 signed
+files costs one. Outside a request (a worker, a command) each is appended at once.
+Publishing never fails the caller: the state already changed, so a state store that is
+down is logged and the events are lost to streams (webhooks are separate).
+``OBITOX_EVENTS = False`` connects nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from flask import Flask, current_app, has_request_context, request
+
+from . import signals
+from .appstate import get_state
+from .domain.messages import build_message
+from .state import UploadRecord
+from .webhooks.events import rejected_message, upload_data, upload_message
+
+logger = logging.getLogger("flask_obitox.events")
+
+#: Where a request keeps its events until it ends (its WSGI environ).
+PENDING_EVENTS = "flask_obitox.events.pending"
+
+#: Signals whose only argument is the upload, and their event types.
+UPLOAD_SIGNALS = (
+    (signals.upload_signed, "upload.signed"),
+    (signals.upload_progress, "upload.progress"),
+    (signals.multipart_initiated, "multipart.initiated"),
+    (signals.upload_completed, "upload.completed"),
+    (signals.upload_aborted, "upload.aborted"),
+    (signals.upload_expired, "upload.expired"),
+    (signals.upload_deleted, "upload.deleted"),
+    (signals.upload_ready, "upload.ready"),
+)
+#: Signals of a group (``group``, ``view``), and their event types.
+GROUP_SIGNALS = (
+    (signals.group_created, "group.created"),
+    (signals.group_progress, "group.progress"),
+    (signals.group_completed, "group.completed"),
+    (signals.group_failed, "group.failed"),
+    (signals.group_cancelled, "group.cancelled"),
+)
+
+
+def _publish(app: Flask, owner: str | None, body: str) -> None:
+    """Append ``body`` to ``owner``'s stream now or, in a request of ``app``, when the
+    request ends."""
+    if owner is None:
+        return
+    if has_request_context() and current_app._get_current_object() is app:  # type: ignore[attr-defined]
+        pending: list[tuple[Flask, str, bytes]] = request.environ.setdefault(PENDING_EVENTS, [])
+        pending.append((app, owner, body.encode()))
+        return
+    try:
+        get_state(app).service.publish_events([(owner, body.encode())])
+    except Exception:
+        logger.exception("Event for %s could not be published; body: %s", owner, body)
+
+
+def publish_request_events(error: BaseException | None = None) -> None:
+    """``teardown_request``: append the events of the request that ends, one round trip
+    per app. Never raises: the answer is made."""
+    pending: list[tuple[Flask, str, bytes]] = request.environ.pop(PENDING_EVENTS, [])
+    by_app: dict[int, tuple[Flask, list[tuple[str, bytes]]]] = {}
+    for app, owner, body in pending:
+        by_app.setdefault(id(app), (app, []))[1].append((owner, body))
+    for app, events in by_app.values():
+        try:
+            get_state(app).service.publish_events(events)
+        except Exception:
+            logger.exception(
+                "%d events could not be published; bodies: %s",
+                len(events),
+                [body.decode() for _, body in events],
+            )
+
+
+def _upload_receiver(event: str) -> Callable[..., None]:
+    def receive(sender: Flask, upload: UploadRecord, **extra: Any) -> None:
+        _publish(sender, upload.owner, upload_message(event, upload, include_owner=False).body)
+
+    receive.__name__ = f"publish_{event.replace('.', '_')}"
+    return receive
+
+
+def _group_receiver(event: str) -> Callable[..., None]:
+    def receive(sender: Flask, group: Any, view: Mapping[str, Any], **extra: Any) -> None:
+        _publish(sender, group.owner, build_message(event, view, upload_id=None).body)
+
+    receive.__name__ = f"publish_{event.replace('.', '_')}"
+    return receive
+
+
+def on_upload_rejected(
+    sender: Flask,
+    *,
+    filename: str | None = None,
+    reason: str = "",
+    stage: str = "",
+    code: str = "",
+    owner: str | None = None,
+    upload: UploadRecord | None = None,
+    **extra: Any,
+) -> None:
+    message = rejected_message(
+        filename=filename,
+        reason=reason,
+        stage=stage,
+        code=code,
+        owner=owner,
+        upload=upload,
+        include_owner=False,
+    )
+    _publish(sender, owner or (upload.owner if upload is not None else None), message.body)
+
+
+def _processing_data(upload: UploadRecord, name: str, **fields: Any) -> dict[str, Any]:
+    data = upload_data(upload, include_owner=False)
+    data.update(processor=name, **fields)
+    return data
+
+
+def on_processing_completed(
+    sender: Flask, upload: UploadRecord, name: str, result: Any = None, **extra: Any
+) -> None:
+    data = _processing_data(upload, name, result=result)
+    body = build_message("processing.completed", data, upload_id=upload.upload_id).body
+    _publish(sender, upload.owner, body)
+
+
+def on_processing_failed(
+    sender: Flask,
+    upload: UploadRecord,
+    name: str,
+    error: Any = None,
+    final: bool = False,
+    **extra: Any,
+) -> None:
+    data = _processing_data(upload, name, error=None if error is None else str(error), final=final)
+    body = build_message("processing.failed", data, upload_id=upload.upload_id).body
+    _publish(sender, upload.owner, body)
+
+
+_RECEIVERS: tuple[tuple[Any, Callable[..., None]], ...] = (
+    *((signal, _upload_receiver(event)) for signal, event in UPLOAD_SIGNALS),
+    *((signal, _group_receiver(event)) for signal, event in GROUP_SIGNALS),
+    (signals.upload_rejected, on_upload_rejected),
+    (signals.processing_completed, on_processing_completed),
+    (signals.processing_failed, on_processing_failed),
+)
+
+
+def connect_signals(app: Flask) -> None:
+    """Publish ``app``'s upload and group events to its owners' streams (module-level
+    receivers, and blinker holds ``app`` weakly: nothing keeps the app alive)."""
+    app.teardown_request(publish_request_events)
+    for signal, receiver in _RECEIVERS:
+        signal.connect(receiver, sender=app)
