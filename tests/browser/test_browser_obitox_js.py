@@ -309,3 +309,44 @@ def test_empty_and_disguised_files_are_refused_before_any_request(
     assert "a Windows program, which is not accepted" in disguised["message"]
     assert not_pdf["reason"] == "content does not start with the signature of application/pdf"
     assert requests == []  # nothing was signed
+
+
+#: Waits in the page for the first event that `match` accepts, then closes the stream.
+STREAM_UNTIL = """
+window.streamUntil = (options, match) => {
+  const seen = [];
+  let opened, matched;
+  const open = new Promise((resolve) => (opened = resolve));
+  const done = new Promise((resolve) => (matched = resolve));
+  const stream = ox.events({ ...options, onEvent: (event, message) => {
+    seen.push({ type: event.type, id: message.lastEventId, data: event.data });
+    if (match(event)) matched();
+  } });
+  stream.source.addEventListener("open", () => opened());
+  return { open, done: done.then(() => { stream.close(); return seen; }) };
+};
+"""
+
+
+def test_events_stream_the_uploads_of_the_caller(page: Any, live_app: LiveApp, bucket: Any) -> None:
+    # EventSource sends no custom header: the caller is named by its cookie.
+    page.context.add_cookies([{"name": "user", "value": "alice", "url": live_app.url}])
+    open_page(page, live_app)
+    page.evaluate(STREAM_UNTIL)
+    pick(page, [("live.png", content(4000, b"live"))])
+    out = page.evaluate(
+        """async () => {
+          const watch = streamUntil({}, (e) => e.type === "upload.completed");
+          await watch.open;
+          const [outcome] = await ox.uploadFiles(picked());
+          return { seen: await watch.done, uploadId: outcome.result.uploadId };
+        }"""
+    )
+    mine = [e for e in out["seen"] if e["data"].get("uploadId") == out["uploadId"]]
+    types = [e["type"] for e in mine]
+    assert types[0] == "upload.signed"
+    assert types[-1] == "upload.completed"
+    assert set(types) <= {"upload.signed", "upload.progress", "upload.completed"}
+    assert mine[-1]["data"]["status"] == "completed"
+    assert all(e["id"] for e in mine)  # stream positions, for Last-Event-ID
+    assert len({e["id"] for e in out["seen"]}) == len(out["seen"])
