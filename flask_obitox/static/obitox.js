@@ -159,14 +159,16 @@ const SIGNATURES = {
     [526, "504b537058"],
   ],
 };
-const hexBytes = (hex) => hex.match(/../g).map((h) => parseInt(h, 16));
 const at = (bytes, offset, ...sig) => sig.every((b, i) => bytes[offset + i] === b);
 const ascii = (text) => Array.from(text, (c) => c.charCodeAt(0));
+for (const rows of Object.values(SIGNATURES)) {
+  for (const row of rows) row[1] = row[1].match(/../g).map((h) => parseInt(h, 16));
+}
 
 function hasSignature(head, family) {
   // PDF readers accept "%PDF-" anywhere in the first 1024 bytes, and so does the server.
   if (family === "pdf" && latin1(head.slice(0, 1024)).includes("%PDF-")) return true;
-  return SIGNATURES[family].some(([offset, hex]) => at(head, offset, ...hexBytes(hex)));
+  return SIGNATURES[family].some(([offset, bytes]) => at(head, offset, ...bytes));
 }
 
 function latin1(bytes) {
@@ -411,6 +413,16 @@ class ProgressReporter {
   }
 }
 
+/** `?name=value&...` of the parameters that are set, or "". */
+function query(params) {
+  const search = new URLSearchParams();
+  for (const [name, value] of Object.entries(params)) {
+    if (value != null) search.set(name, String(value));
+  }
+  const text = search.toString();
+  return text ? `?${text}` : "";
+}
+
 /** A call's `validation` (the client's rule names, sizes in bytes) as the server's
  *  `validation` object, so the server tightens its own rules the same way. */
 function serverValidation(rules) {
@@ -446,7 +458,7 @@ class Client {
     this.reportProgress = reportProgress;
     this.progressInterval = progressInterval;
     this.xhrs = new Set();
-    this.uploads = new Set();
+    this.resumables = new Set();
     this.stopper = new AbortController();
   }
 
@@ -458,7 +470,11 @@ class Client {
 
   /** Call a JSON route; a non-2xx answer throws the server's error. */
   async api(method, path, body) {
-    const init = { method, headers: { ...this.headers }, credentials: "same-origin" };
+    const init = {
+      method,
+      headers: { Accept: "application/json", ...this.headers },
+      credentials: "same-origin",
+    };
     if (method !== "GET" && method !== "DELETE") {
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body ?? {});
@@ -706,10 +722,10 @@ class Client {
   /** A resumable multipart upload of `file`; see ResumableUpload. */
   resumableUpload(file, options = {}) {
     const upload = new ResumableUpload(this, file, options);
-    this.uploads.add(upload);
+    this.resumables.add(upload);
     upload.done.then(
-      () => this.uploads.delete(upload),
-      () => this.uploads.delete(upload),
+      () => this.resumables.delete(upload),
+      () => this.resumables.delete(upload),
     );
     return upload;
   }
@@ -726,11 +742,7 @@ class Client {
    *  caller by its cookies (`withCredentials` for another origin). Returns
    *  `{source, close()}`. */
   events({ groupId, uploadId, onEvent, onError, withCredentials = false, types = [] } = {}) {
-    const query = new URLSearchParams();
-    if (groupId) query.set("groupId", groupId);
-    if (uploadId) query.set("uploadId", uploadId);
-    const search = query.toString();
-    const source = new EventSource(`${this.endpoint}/events${search ? `?${search}` : ""}`, {
+    const source = new EventSource(`${this.endpoint}/events${query({ groupId, uploadId })}`, {
       withCredentials,
     });
     const deliver = (message) => {
@@ -750,9 +762,70 @@ class Client {
     return { source, close: () => source.close() };
   }
 
+  // -- managing uploads and groups (DESIGN §11, what the upload manager page uses) ----
+
+  /** The caller's uploads, newest first: `{uploads, nextCursor}`; pass `nextCursor`
+   *  back as `cursor` for the next page. Filters: `status`, `kind`, `groupId`. */
+  uploads({ status, kind, groupId, limit, cursor } = {}) {
+    return this.api("GET", `/uploads${query({ status, kind, groupId, limit, cursor })}`);
+  }
+
+  /** One upload of the caller's, as every reader sees it (`GET /uploads/<id>`). */
+  upload(uploadId) {
+    return this.api("GET", `/uploads/${encodeURIComponent(uploadId)}`);
+  }
+
+  /** What storage holds of a multipart upload, part by part (`GET /multipart/<id>`). */
+  multipartStatus(uploadId) {
+    return this.api("GET", `/multipart/${encodeURIComponent(uploadId)}`);
+  }
+
+  /** Delete an upload: an open one is aborted, a completed one's object (and derived
+   *  objects) deleted. Resolves to the upload, status `deleted`. */
+  deleteUpload(uploadId) {
+    return this.api("DELETE", `/uploads/${encodeURIComponent(uploadId)}`);
+  }
+
+  /** A short-lived download link of a completed upload: `{url, expiresAt}`
+   *  (`inline` for a browser to show it rather than save it). */
+  downloadUrl(uploadId, { inline = false } = {}) {
+    const id = encodeURIComponent(uploadId);
+    return this.api("GET", `/uploads/${id}/download${query({ inline: inline ? 1 : undefined })}`);
+  }
+
+  /** The caller's groups, newest first: `{groups, nextCursor}`; filter: `status`. */
+  groups({ status, limit, cursor } = {}) {
+    return this.api("GET", `/groups${query({ status, limit, cursor })}`);
+  }
+
+  /** One group with its uploads in the order they joined (`GET /groups/<id>`). */
+  group(groupId) {
+    return this.api("GET", `/groups/${encodeURIComponent(groupId)}`);
+  }
+
+  /** A new, open group: `{name, description?, metadata?}` (or just a name). */
+  createGroup(spec) {
+    return this.api("POST", "/groups", typeof spec === "string" ? { name: spec } : spec);
+  }
+
+  /** No more members for the group; it completes once every member did. */
+  sealGroup(groupId) {
+    return this.api("POST", `/groups/${encodeURIComponent(groupId)}/seal`, {});
+  }
+
+  /** Abort every member not yet finished; the group is `cancelled`. */
+  cancelGroup(groupId) {
+    return this.api("POST", `/groups/${encodeURIComponent(groupId)}/cancel`, {});
+  }
+
+  /** Cancel the group, then delete every member's object; the group is `deleted`. */
+  deleteGroup(groupId) {
+    return this.api("DELETE", `/groups/${encodeURIComponent(groupId)}`);
+  }
+
   /** Stop every transfer of this client; resumable uploads are aborted on the server. */
   abort() {
-    for (const upload of [...this.uploads]) upload.abort();
+    for (const upload of [...this.resumables]) upload.abort();
     this.stopper.abort();
     this.stopper = new AbortController();
     for (const xhr of [...this.xhrs]) xhr.abort();
@@ -933,7 +1006,7 @@ export class ResumableUpload {
     }
     const signal = this._stopper.signal;
     await pool(remainingParts, this.options.concurrency, async (number) => {
-      if (this._paused || this._aborted) throw stopped();
+      if (signal.aborted) throw stopped();
       const start = (number - 1) * partSize;
       const body = this.file.slice(start, Math.min(start + partSize, this.file.size));
       const uploading = [{ partNumber: number, status: "uploading" }];
@@ -959,6 +1032,10 @@ export class ResumableUpload {
       done += body.size;
       this.sentParts.push(number);
       report([{ partNumber: number, status: "uploaded", ...(sent.etag ? { etag: sent.etag } : {}) }], true);
+    }).catch((error) => {
+      // One part failed for good: the parts on their way stop too (resuming sends them).
+      this._stop();
+      throw error;
     });
     this.reporter.stop();
     const result = await this.client.api("POST", `/multipart/${this.uploadId}/complete`, {});

@@ -432,7 +432,10 @@ def test_progress_reports_reach_the_server(page: Any, live_app: LiveApp, bucket:
         if not response.url.endswith("/progress"):
             return False
         reports.append(response.request.post_data_json)
-        return response.status == 202 and reports[-1]["uploadedBytes"] == 5 * MiB
+        parts = reports[-1].get("parts", [])
+        return response.status == 202 and any(
+            (p["partNumber"], p["status"]) == (1, "uploaded") for p in parts
+        )
 
     with page.expect_response(parts_done, timeout=30_000):
         page.evaluate(
@@ -458,3 +461,48 @@ def test_progress_reports_reach_the_server(page: Any, live_app: LiveApp, bucket:
     result = page.evaluate("upload.then((r) => r)")
     assert result["status"] == "completed"
     assert stored_sha256(bucket, result["key"]) == hashlib.sha256(data).hexdigest()
+
+
+def test_the_manager_methods_list_download_and_delete(
+    page: Any, live_app: LiveApp, bucket: Any
+) -> None:
+    needs_groups_and_progress(live_app)
+    files = [("a.png", content(1200, b"a")), ("b.png", content(1300, b"b"))]
+    open_page(page, live_app)
+    pick(page, files)
+    out = page.evaluate(
+        """async () => {
+          const sent = await ox.uploadFiles(picked(), { group: "album" });
+          const ids = sent.map((o) => o.result.uploadId);
+          const first = await ox.uploads({ groupId: sent.groupId, limit: 1 });
+          const rest = await ox.uploads({ groupId: sent.groupId, limit: 1, cursor: first.nextCursor });
+          const groups = (await ox.groups({ status: "completed" })).groups.map((g) => g.groupId);
+          const link = await ox.downloadUrl(ids[0]);
+          const bytes = await (await fetch(link.url)).arrayBuffer();
+          const digest = Array.from(new Uint8Array(await crypto.subtle.digest("SHA-256", bytes)),
+                                    (b) => b.toString(16).padStart(2, "0")).join("");
+          const deleted = await ox.deleteUpload(ids[1]);
+          const after = await ox.upload(ids[1]);
+          const open = await ox.createGroup("later");
+          const sealed = await ox.sealGroup(open.groupId);
+          const other = await ox.createGroup({ name: "dropped" });
+          const cancelled = await ox.cancelGroup(other.groupId);
+          const gone = await ox.deleteGroup(other.groupId);
+          let missing = null;
+          try { await ox.group(open.groupId.split("").reverse().join("")); }
+          catch (e) { missing = { code: e.code, status: e.status }; }
+          return { ids, groupId: sent.groupId, groups, digest, deleted, after,
+                   pages: [first.uploads.map((u) => u.uploadId), rest.uploads.map((u) => u.uploadId)],
+                   sealed: sealed.sealed, cancelled: cancelled.status, gone: gone.status, missing };
+        }"""
+    )
+    first, rest = out["pages"]
+    assert len(first) == len(rest) == 1
+    assert set(first + rest) == set(out["ids"])
+    assert out["groupId"] in out["groups"]
+    assert out["digest"] == hashlib.sha256(files[0][1]).hexdigest()
+    assert out["deleted"]["status"] == out["after"]["status"] == "deleted"
+    assert bucket.list_objects_v2(Bucket=BUCKET, Prefix=out["deleted"]["key"])["KeyCount"] == 0
+    assert out["sealed"] is True
+    assert (out["cancelled"], out["gone"]) == ("cancelled", "deleted")
+    assert out["missing"] == {"code": "GROUP_NOT_FOUND", "status": 404}
