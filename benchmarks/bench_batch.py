@@ -47,7 +47,7 @@ def batch_body() -> dict[str, Any]:
     }
 
 
-def make_app(state: Any) -> Flask:
+def make_app(state: Any, **config: Any) -> Flask:
     app = Flask("bench")
     app.config.update(
         OBITOX_BUCKET=BUCKET,
@@ -57,6 +57,7 @@ def make_app(state: Any) -> Flask:
         OBITOX_AWS_ACCESS_KEY_ID="AKIDEXAMPLE",
         OBITOX_AWS_SECRET_ACCESS_KEY="wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
     )
+    app.config.update(config)
     obitox = ObitoX(state=state)
     obitox.identity_loader(lambda: "bench-user")
     obitox.init_app(app)

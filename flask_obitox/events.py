@@ -2,7 +2,8 @@
 
 Each upload or group signal of the app becomes one event in its owner's stream
 (``GET /events``), its body built as a webhook's is
-(:func:`flask_obitox.domain.messages.build_message`):
+(:func:`flask_obitox.domain.messages.message_body`, which webhooks' ``build_message``
+uses):
 
 ======================  ======================  =======================================
 signal                  event type              ``data``
@@ -42,9 +43,9 @@ from flask import Flask, current_app, has_request_context, request
 
 from . import signals
 from .appstate import get_state
-from .domain.messages import build_message
+from .domain.messages import message_body
 from .state import UploadRecord
-from .webhooks.events import rejected_message, upload_data, upload_message
+from .webhooks.events import rejected_data, upload_data
 
 logger = logging.getLogger("flask_obitox.events")
 
@@ -72,25 +73,27 @@ GROUP_SIGNALS = (
 )
 
 
-def _publish(app: Flask, owner: str | None, body: str) -> None:
+def _publish(app: Flask, owner: str | None, body: bytes) -> None:
     """Append ``body`` to ``owner``'s stream now or, in a request of ``app``, when the
     request ends."""
     if owner is None:
         return
     if has_request_context() and current_app._get_current_object() is app:  # type: ignore[attr-defined]
         pending: list[tuple[Flask, str, bytes]] = request.environ.setdefault(PENDING_EVENTS, [])
-        pending.append((app, owner, body.encode()))
+        pending.append((app, owner, body))
         return
     try:
-        get_state(app).service.publish_events([(owner, body.encode())])
+        get_state(app).service.publish_events([(owner, body)])
     except Exception:
-        logger.exception("Event for %s could not be published; body: %s", owner, body)
+        logger.exception("Event for %s could not be published; body: %s", owner, body.decode())
 
 
 def publish_request_events(error: BaseException | None = None) -> None:
     """``teardown_request``: append the events of the request that ends, one round trip
     per app. Never raises: the answer is made."""
     pending: list[tuple[Flask, str, bytes]] = request.environ.pop(PENDING_EVENTS, [])
+    if not pending:
+        return
     by_app: dict[int, tuple[Flask, list[tuple[str, bytes]]]] = {}
     for app, owner, body in pending:
         by_app.setdefault(id(app), (app, []))[1].append((owner, body))
@@ -107,7 +110,9 @@ def publish_request_events(error: BaseException | None = None) -> None:
 
 def _upload_receiver(event: str) -> Callable[..., None]:
     def receive(sender: Flask, upload: UploadRecord, **extra: Any) -> None:
-        _publish(sender, upload.owner, upload_message(event, upload, include_owner=False).body)
+        _publish(
+            sender, upload.owner, message_body(event, upload_data(upload, include_owner=False))
+        )
 
     receive.__name__ = f"publish_{event.replace('.', '_')}"
     return receive
@@ -115,7 +120,7 @@ def _upload_receiver(event: str) -> Callable[..., None]:
 
 def _group_receiver(event: str) -> Callable[..., None]:
     def receive(sender: Flask, group: Any, view: Mapping[str, Any], **extra: Any) -> None:
-        _publish(sender, group.owner, build_message(event, view, upload_id=None).body)
+        _publish(sender, group.owner, message_body(event, view))
 
     receive.__name__ = f"publish_{event.replace('.', '_')}"
     return receive
@@ -132,16 +137,9 @@ def on_upload_rejected(
     upload: UploadRecord | None = None,
     **extra: Any,
 ) -> None:
-    message = rejected_message(
-        filename=filename,
-        reason=reason,
-        stage=stage,
-        code=code,
-        owner=owner,
-        upload=upload,
-        include_owner=False,
-    )
-    _publish(sender, owner or (upload.owner if upload is not None else None), message.body)
+    data = rejected_data(filename=filename, reason=reason, stage=stage, code=code, upload=upload)
+    body = message_body("upload.rejected", data)
+    _publish(sender, owner or (upload.owner if upload is not None else None), body)
 
 
 def _processing_data(upload: UploadRecord, name: str, **fields: Any) -> dict[str, Any]:
@@ -154,8 +152,7 @@ def on_processing_completed(
     sender: Flask, upload: UploadRecord, name: str, result: Any = None, **extra: Any
 ) -> None:
     data = _processing_data(upload, name, result=result)
-    body = build_message("processing.completed", data, upload_id=upload.upload_id).body
-    _publish(sender, upload.owner, body)
+    _publish(sender, upload.owner, message_body("processing.completed", data))
 
 
 def on_processing_failed(
@@ -167,8 +164,7 @@ def on_processing_failed(
     **extra: Any,
 ) -> None:
     data = _processing_data(upload, name, error=None if error is None else str(error), final=final)
-    body = build_message("processing.failed", data, upload_id=upload.upload_id).body
-    _publish(sender, upload.owner, body)
+    _publish(sender, upload.owner, message_body("processing.failed", data))
 
 
 _RECEIVERS: tuple[tuple[Any, Callable[..., None]], ...] = (

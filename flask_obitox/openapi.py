@@ -72,6 +72,16 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
         ["UPLOAD_NOT_FOUND", "UPLOAD_EXPIRED", "STATE_UNAVAILABLE"],
     ),
     (
+        "/events",
+        "get",
+        "The caller's live events as text/event-stream: replays what a Last-Event-ID "
+        "missed (within OBITOX_EVENTS_RETENTION), then follows new ones; a comment line "
+        "every OBITOX_EVENTS_HEARTBEAT seconds.",
+        None,
+        {200: ("An endless stream of events (see docs/events.rst).", "EventStream")},
+        ["INVALID_INPUT", "STATE_UNAVAILABLE"],
+    ),
+    (
         "/multipart",
         "post",
         "Start a resumable multipart upload (one CreateMultipartUpload); the uploadId is "
@@ -302,7 +312,39 @@ _COMPANION_KEY = {
 }
 #: Query parameters, by path. The Companion routes take the same file rules as the
 #: native ones, from the same schema.
+#: An id or a filter of ``GET /events``.
+_EVENT_PARAMETER = {"type": "string", "minLength": 1, "maxLength": 200}
+
 _QUERY_PARAMETERS: dict[str, list[dict[str, Any]]] = {
+    "/events": [
+        {
+            "in": "query",
+            "name": "groupId",
+            "description": "Only the events of this group (and of the uploads in it).",
+            "schema": _EVENT_PARAMETER,
+        },
+        {
+            "in": "query",
+            "name": "uploadId",
+            "description": "Only the events of this upload.",
+            "schema": _EVENT_PARAMETER,
+        },
+        {
+            "in": "query",
+            "name": "lastEventId",
+            "description": "The id of the last event received, for clients that cannot "
+            "send the Last-Event-ID header (the header wins).",
+            "schema": _EVENT_PARAMETER,
+        },
+        {
+            "in": "header",
+            "name": "Last-Event-ID",
+            "description": "The id of the last event received (EventSource sends it on "
+            "reconnect): every event after it that is still kept is sent first. An id "
+            "this stream did not hand out is a 400.",
+            "schema": _EVENT_PARAMETER,
+        },
+    ],
     "/cors/verify": [
         {
             "in": "query",
@@ -420,6 +462,14 @@ _LINKS: dict[tuple[str, str], tuple[int, list[tuple[str, str, str, dict[str, str
 _PART_NUMBER_DIGITS = (
     r"^(?:0{0,4}[1-9]|0{0,3}[1-9][0-9]|0{0,2}[1-9][0-9]{2}|0?[1-9][0-9]{3}|10000)\Z"
 )
+#: The response "schema" of ``GET /events``: not JSON, a stream of SSE messages.
+_EVENT_STREAM = "EventStream"
+_EVENT_STREAM_BODY = {
+    "type": "string",
+    "description": "Server-sent events: per event `id: <position>`, `event: <type>`, "
+    "`data: {type, timestamp, data}` (the webhook body), then a blank line; "
+    "`: heartbeat` comment lines while idle.",
+}
 #: Every route but the document itself may answer these.
 _CALLER_CODES = ["UNAUTHENTICATED"]
 #: Every route with a JSON body may also answer these.
@@ -530,7 +580,9 @@ def _operation(
         body: str | dict[str, str] = schema or {"type": "object"}
         if schema.endswith("[]"):  # a bare array (Companion's list of parts)
             body = {"type": "array", "items": schema[:-2]}
-        content = {"application/json": {"schema": body}}
+        content: dict[str, Any] = {"application/json": {"schema": body}}
+        if schema == _EVENT_STREAM:
+            content = {"text/event-stream": {"schema": _EVENT_STREAM_BODY}}
         operation["responses"][str(status)] = {"description": description, "content": content}
     if (method, path) in _LINKS:
         status, links = _LINKS[method, path]
@@ -578,7 +630,11 @@ def openapi_spec(url_prefix: str) -> dict[str, Any]:
     names = ["ErrorSchema"]
     for _path, _method, _summary, request_schema, responses, _codes in ROUTES:
         names += [request_schema] if request_schema else []
-        names += [name.removesuffix("[]") for _description, name in responses.values() if name]
+        names += [
+            name.removesuffix("[]")
+            for _description, name in responses.values()
+            if name and name != _EVENT_STREAM
+        ]
     for name in dict.fromkeys(names):
         spec.components.schema(name.removesuffix("Schema"), schema=getattr(schemas, name))
     operations: dict[str, dict[str, Any]] = {}

@@ -118,6 +118,13 @@ CASES = [
         "ratio obitox / boto3",
         120,
     ),
+    ("bench_publish.py", ["--rounds", "2"], "naive / batched", 60),
+    (
+        "bench_events.py",
+        ["--streams", "20", "--owners", "5", "--runs", "1", "--rounds", "2"],
+        "goal p50",
+        120,
+    ),
     (
         "bench_webhooks.py",
         ["--events", "20", "--latency-rounds", "3"],

@@ -354,27 +354,7 @@ def test_an_event_from_an_rq_worker_process_reaches_the_stream(
     record = make_record(owner="alice", created_at=past - 60, updated_at=past, expires_at=past)
     state.create(record, ttl=3600)
     log = (tmp_path / "worker.log").open("wb")
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "flask",
-            "--app",
-            "events_support:create_app",
-            "obitox",
-            "worker",
-            "--burst",
-        ],
-        cwd=TESTS,
-        env={
-            **os.environ,
-            "EVENTS_TEST_CONFIG": json.dumps(config),
-            "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
-        },
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    worker: subprocess.Popen[bytes] | None = None
     try:
         with serving(app) as url:
             source = open_stream(streams, url, "alice")
@@ -382,19 +362,43 @@ def test_an_event_from_an_rq_worker_process_reaches_the_stream(
                 from flask_obitox.webhooks import webhook_queue
 
                 webhook_queue().enqueue("flask_obitox.jobs.cleanup", False)
+            # Started after the job is queued: a burst worker leaves once the queue is empty.
+            worker = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "flask",
+                    "--app",
+                    "events_support:create_app",
+                    "obitox",
+                    "worker",
+                    "--burst",
+                ],
+                cwd=TESTS,
+                env={
+                    **os.environ,
+                    "EVENTS_TEST_CONFIG": json.dumps(config),
+                    "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+                },
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
             message = source.take(1)[0]
             assert message["event"] == "upload.expired"
             assert message["data"]["data"]["uploadId"] == record.upload_id
             assert message["data"]["data"]["status"] == "expired"
     finally:
         try:
-            worker.wait(60)
+            if worker is not None:
+                worker.wait(60)
         finally:
-            if worker.poll() is None:
+            if worker is not None and worker.poll() is None:
                 os.killpg(worker.pid, signal.SIGKILL)
                 worker.wait(10)
             log.close()
             delete_rq_keys(redis.Redis.from_url(redis_url), queue)
+    assert worker is not None
     assert worker.returncode == 0, (tmp_path / "worker.log").read_text()
 
 

@@ -742,3 +742,28 @@ def test_without_a_worker_of_its_own_the_example_reads_rqs_registry(
             wait_for(lambda: get()["status"] == "missing", 30, "the worker to leave RQ's list")
     finally:
         worker.stop()
+
+
+def test_python_m_example_app_serves_live_events(running_example: str) -> None:
+    """Its threaded server holds an event stream while other requests go on."""
+    browser = requests.Session()
+    assert browser.get(running_example + "/", timeout=5).status_code == 200
+    with browser.get(running_example + "/obitox/events", stream=True, timeout=20) as stream:
+        assert stream.status_code == 200
+        assert stream.headers["Content-Type"].startswith("text/event-stream")
+        lines = stream.iter_lines(chunk_size=1, decode_unicode=True)
+        assert next(lines).startswith("retry:")
+        answer = browser.post(
+            running_example + "/obitox/uploads/batch",
+            json={"files": [{"filename": "p.png", "contentType": "image/png", "size": 10}]},
+            timeout=5,
+        ).json()
+        fields = {}
+        for line in lines:
+            if line.startswith(("event:", "data:")):
+                name, _, value = line.partition(": ")
+                fields[name] = value
+            if "data" in fields:
+                break
+    assert fields["event"] == "upload.signed"
+    assert json.loads(fields["data"])["data"]["uploadId"] == answer["uploads"][0]["uploadId"]

@@ -202,3 +202,16 @@ def test_links_lead_from_created_uploads_to_their_routes(client: UserClient) -> 
         "path.uploadId": "$response.body#/uploadId",
         "query.key": "$response.body#/key",
     }
+
+
+def test_the_event_stream_is_documented_as_text_event_stream(client: UserClient) -> None:
+    operation = client.get("/openapi.json").json["paths"]["/events"]["get"]
+    assert list(operation["responses"]["200"]["content"]) == ["text/event-stream"]
+    names = {(p["in"], p["name"]) for p in operation["parameters"]}
+    assert names == {
+        ("query", "groupId"),
+        ("query", "uploadId"),
+        ("query", "lastEventId"),
+        ("header", "Last-Event-ID"),
+    }
+    assert {"400", "401", "503"} <= set(operation["responses"])

@@ -5,7 +5,8 @@ Every message body is ``{"type", "timestamp", "data"}``: the event type
 timestamp format of the API, :func:`~flask_obitox.domain.isoformat`) and what it is
 about (an upload as :func:`~flask_obitox.domain.render_upload` draws it, or a group
 view). A webhook POSTs that body; ``GET /events`` sends the same body as an SSE
-message's ``data:``. Built here, once, so the two cannot drift apart.
+message's ``data:``. Both are built by :func:`message_body`, so the two cannot drift
+apart.
 
 The message id (a webhook's ``webhook-id`` header) is derived from the event type and
 the upload id, so the same event always gets the same id.
@@ -47,6 +48,14 @@ def message_id(event: str, upload_id: str | None) -> str:
     return "msg_" + hashlib.sha256(f"{event}\x00{upload_id}".encode()).hexdigest()[:32]
 
 
+def message_body(event: str, data: Mapping[str, Any], *, now: float | None = None) -> bytes:
+    """The body of every message: ``{"type", "timestamp", "data"}`` as JSON. A live
+    event is this alone (its id is its stream position)."""
+    return orjson.dumps(
+        {"type": event, "timestamp": isoformat(time.time() if now is None else now), "data": data}
+    )
+
+
 def build_message(
     event: str,
     data: Mapping[str, Any],
@@ -54,9 +63,6 @@ def build_message(
     upload_id: str | None,
     now: float | None = None,
 ) -> Message:
-    """The message for ``event`` carrying ``data``, with its body encoded once: every
-    attempt sends (and signs) exactly these bytes."""
-    body = orjson.dumps(
-        {"type": event, "timestamp": isoformat(time.time() if now is None else now), "data": data}
-    ).decode()
-    return Message(message_id(event, upload_id), event, body)
+    """The webhook message for ``event`` carrying ``data``, with its body encoded once:
+    every attempt sends (and signs) exactly these bytes."""
+    return Message(message_id(event, upload_id), event, message_body(event, data, now=now).decode())

@@ -34,6 +34,15 @@ from .redis_base import UNAVAILABLE_ERRORS, RedisBase, text
 #: How much longer than the block a blocked read may take before Redis counts as gone.
 _WAIT_MARGIN = 5.0
 _FIELD = "e"
+#: XADD each ARGV[3..] to KEYS[1] (MAXLEN ~ ARGV[1]), EXPIRE it ARGV[2]; the new ids.
+_APPEND_SCRIPT = """
+local ids = {}
+for i = 3, #ARGV do
+    ids[#ids + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[i])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return ids
+"""
 #: Seconds a wake stream outlives its last wake-up.
 _WAKE_TTL = 3600
 
@@ -69,22 +78,43 @@ class RedisEvents(RedisBase):
     def append_events(self, events: Sequence[tuple[str, Mapping[str, Any] | bytes]]) -> list[str]:
         if not events:
             return []
-        pipe = self._client.pipeline(transaction=False)
-        keys: dict[str, None] = {}
-        for owner, event in events:
-            key = self.layout.owner_events(owner)
-            keys[key] = None
-            pipe.xadd(
-                key,
-                {_FIELD: _encoded(event)},
-                maxlen=max(self.events_retention, 1),
-                approximate=True,
+        # One EVAL per owner (one slot each), all in one packet: a batch of 100 events
+        # of one owner is one command, far cheaper to pack and parse than 100 XADDs.
+        by_owner: dict[str, list[int]] = {}
+        for index, (owner, _) in enumerate(events):
+            by_owner.setdefault(owner, []).append(index)
+        maxlen = max(self.events_retention, 1)
+        commands = [
+            (
+                "EVAL",
+                _APPEND_SCRIPT,
+                1,
+                self.layout.owner_events(owner),
+                maxlen,
+                self.events_ttl,
+                *(_encoded(events[index][1]) for index in indexes),
             )
-        for key in keys:
-            pipe.expire(key, self.events_ttl)
+            for owner, indexes in by_owner.items()
+        ]
+        pool = self._client.connection_pool
         with self._guard("append_events"):
-            replies = pipe.execute()
-        return [text(event_id) for event_id in replies[: len(events)]]
+            connection: Any = pool.get_connection()
+        try:
+            # Sent once, never retried: a resent XADD would append the events twice.
+            connection.send_packed_command(connection.pack_commands(commands))
+            replies = [connection.read_response() for _ in commands]
+        except UNAVAILABLE_ERRORS as exc:
+            connection.disconnect()  # a reply may be left unread: never reuse it
+            raise self._unavailable("append_events", exc) from exc
+        finally:
+            pool.release(connection)
+        ids: list[str] = [""] * len(events)
+        for indexes, reply in zip(by_owner.values(), replies, strict=True):
+            if isinstance(reply, Exception):
+                raise reply
+            for index, event_id in zip(indexes, reply, strict=True):
+                ids[index] = text(event_id)
+        return ids
 
     def _check_count(self, count: int) -> None:
         if not isinstance(count, int) or isinstance(count, bool) or count < 1:

@@ -37,6 +37,7 @@ __all__ = [
     "Message",
     "build_message",
     "message_id",
+    "rejected_data",
     "rejected_message",
     "upload_data",
     "upload_message",
@@ -58,6 +59,24 @@ def upload_message(event: str, upload: UploadRecord, *, include_owner: bool) -> 
     )
 
 
+def rejected_data(
+    *,
+    filename: str | None,
+    reason: str,
+    stage: str,
+    code: str,
+    upload: UploadRecord | None,
+) -> dict[str, Any]:
+    """The ``data`` of ``upload.rejected`` (without ``owner``): the upload when a record
+    existed (refused after upload), else only the file name (``uploadId`` is ``None``)."""
+    if upload is not None:
+        data = upload_data(upload, include_owner=False)
+    else:
+        data = {"uploadId": None, "filename": filename}
+    data.update(reason=reason, stage=stage, code=code)
+    return data
+
+
 def rejected_message(
     *,
     filename: str | None,
@@ -70,12 +89,9 @@ def rejected_message(
 ) -> Message:
     """``upload.rejected``: the upload when a record existed (refused after upload),
     else only the file name (refused before signing, ``uploadId`` is ``None``)."""
+    data = rejected_data(filename=filename, reason=reason, stage=stage, code=code, upload=upload)
     if upload is not None:
-        data = upload_data(upload, include_owner=False)
         owner = owner or upload.owner
-    else:
-        data = {"uploadId": None, "filename": filename}
-    data.update(reason=reason, stage=stage, code=code)
     if include_owner:
         data["owner"] = owner
     return build_message(
