@@ -17,7 +17,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import RAISE, fields, validate
 
 from . import schemas
-from .config import S3_MAX_PARTS
+from .config import PROFILE_NAME_PATTERN, S3_MAX_PARTS
 from .errors import STATUS_BY_CODE
 from .state import KINDS, STATUSES
 from .state.capabilities import GROUP_STATUSES
@@ -485,6 +485,11 @@ _LISTING_PARAMETERS: dict[tuple[str, str], list[dict[str, Any]]] = {
             "groupId",
             "Only uploads in this group.",
             {"type": "string", "minLength": 1, "maxLength": 64},
+        ),
+        _query(
+            "profile",
+            "Only uploads created under this upload profile (OBITOX_PROFILES).",
+            {"type": "string", "pattern": PROFILE_NAME_PATTERN},
         ),
         _LIMIT,
         _CURSOR,

@@ -346,6 +346,7 @@ class UploadListQuerySchema(Schema):
     status = fields.String(validate=validate.OneOf(sorted(STATUSES)))
     kind = fields.String(validate=validate.OneOf(sorted(KINDS)))
     groupId = fields.String(validate=_ID)
+    profile = fields.String(validate=validate.Regexp(PROFILE_NAME_PATTERN))
     limit = fields.Integer(validate=validate.Range(min=1, max=MAX_PAGE_SIZE))
     cursor = fields.String(validate=validate.Length(min=1, max=1000))
 

@@ -127,6 +127,7 @@ def list_uploads() -> Response:
         status=args.get("status"),
         kind=args.get("kind"),
         group_id=args.get("groupId"),
+        profile=args.get("profile"),
         limit=args.get("limit", 50),
         cursor=args.get("cursor"),
     )

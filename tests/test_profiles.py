@@ -689,3 +689,17 @@ def test_the_served_document_names_the_apps_profiles(client: UserClient) -> None
         assert schemas[name]["properties"]["profile"]["enum"] == list(PROFILES)
     companion = schemas["CompanionMultipartRequest"]["properties"]["metadata"]
     assert companion["properties"]["profile"]["enum"][:3] == list(PROFILES)
+
+
+def test_listing_filters_by_profile(client: UserClient) -> None:
+    image = client.post("/uploads", json={**file_spec(), "profile": "images"}).json
+    plain = client.post("/uploads", json=file_spec()).json
+    listed = client.get("/uploads?profile=images").json["uploads"]
+    assert [u["uploadId"] for u in listed] == [image["uploadId"]]
+    assert listed[0]["profile"] == "images"
+    everything = {u["uploadId"] for u in client.get("/uploads").json["uploads"]}
+    assert everything == {image["uploadId"], plain["uploadId"]}
+    assert client.get("/uploads?profile=documents").json["uploads"] == []
+    bad = client.get("/uploads?profile=../x")
+    assert bad.status_code == 400
+    assert bad.json["error"] == "INVALID_INPUT"

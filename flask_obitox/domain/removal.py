@@ -42,6 +42,7 @@ class Removal(Grouping):
         status: str | None = None,
         kind: str | None = None,
         group_id: str | None = None,
+        profile: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> UploadPage:
@@ -53,7 +54,13 @@ class Removal(Grouping):
             )
         try:
             page = state.list_uploads(
-                owner, status=status, kind=kind, group_id=group_id, limit=limit, cursor=cursor
+                owner,
+                status=status,
+                kind=kind,
+                group_id=group_id,
+                profile=profile,
+                limit=limit,
+                cursor=cursor,
             )
         except InvalidCursor:
             raise invalid_cursor() from None
