@@ -317,6 +317,36 @@ class ProgressReports(Protocol):
         ...
 
 
+class ProgressByChanges:
+    """:meth:`ProgressReports.report_progress` for a backend with
+    :class:`RecordChanges`: the report merged by that read-modify-write (so a concurrent
+    report is merged again from what is stored, and none is lost)."""
+
+    def report_progress(
+        self,
+        upload_id: str,
+        expect_status: Collection[str],
+        uploaded_bytes: int,
+        parts: Mapping[int, str],
+        *,
+        current: UploadRecord | None = None,
+    ) -> UploadRecord | None:
+        unchanged: list[UploadRecord | None] = [None]
+
+        def change(record: UploadRecord) -> dict[str, Any] | None:
+            changes = merge_progress(record, uploaded_bytes, parts)
+            unchanged[0] = None if changes else record
+            return changes or None
+
+        changes_of: Any = self
+        new: UploadRecord | None = changes_of.update_with(
+            upload_id, expect_status, change, current=current
+        )
+        # Nothing written: the report added nothing to the record (as it stands), or the
+        # record is gone or not in an expected status (``None``).
+        return new if new is not None else unchanged[0]
+
+
 @runtime_checkable
 class KeyIndex(Protocol):
     """Which upload an object key belongs to (for storage events, DESIGN §15)."""
@@ -406,8 +436,10 @@ class RecordChanges(Protocol):
         upload_id: str,
         expect_status: Collection[str],
         change: Callable[[UploadRecord], dict[str, Any] | None],
+        *,
+        current: UploadRecord | None = None,
     ) -> UploadRecord | None:
-        """If the record exists and its status is in ``expect_status``, store the
+        """``current``: as for ``StateBackend.update``. If the record exists and its status is in ``expect_status``, store the
         record with ``change(record)`` applied (``updated_at`` set, TTL kept) and return
         it. ``change`` may run several times (once per lost race) and must have no side
         effect; it returns ``None`` to leave the record alone. ``None`` when nothing was

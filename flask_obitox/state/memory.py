@@ -43,10 +43,10 @@ from .capabilities import (
     GroupRecord,
     InvalidCursor,
     Page,
+    ProgressByChanges,
     apply_group_changes,
     check_group_status,
     check_limit,
-    merge_progress,
 )
 from .cursor import (
     decode_cursor,
@@ -68,7 +68,7 @@ def _encoded(event: Mapping[str, Any] | bytes) -> bytes:
     return event if isinstance(event, bytes) else orjson.dumps(event)
 
 
-class MemoryStateBackend(GroupChanges):
+class MemoryStateBackend(GroupChanges, ProgressByChanges):
     """Dicts behind one lock. Nothing is shared between processes."""
 
     #: How long a settled upload's record is kept (seconds): ``OBITOX_SETTLED_TTL``.
@@ -233,35 +233,13 @@ class MemoryStateBackend(GroupChanges):
                 self._expiry[upload_id] = new.expires_at
         return new
 
-    def report_progress(
-        self,
-        upload_id: str,
-        expect_status: Collection[str],
-        uploaded_bytes: int,
-        parts: Mapping[int, str],
-        *,
-        current: UploadRecord | None = None,
-    ) -> UploadRecord | None:
-        expect_status = expected_statuses(expect_status)
-        with self._lock:
-            entry = self._live(upload_id, time.monotonic())
-            if entry is None:
-                return None
-            record = UploadRecord.from_json(entry[1])
-            if record.status not in expect_status:
-                return None
-            changes = merge_progress(record, uploaded_bytes, parts)
-            if not changes:
-                return record
-            new = apply_changes(record, changes, time.time())
-            self._records[upload_id] = (entry[0], new.to_json())
-        return new
-
     def update_with(
         self,
         upload_id: str,
         expect_status: Collection[str],
         change: Callable[[UploadRecord], dict[str, Any] | None],
+        *,
+        current: UploadRecord | None = None,  # a read is free here
     ) -> UploadRecord | None:
         expect_status = expected_statuses(expect_status)
         with self._lock:

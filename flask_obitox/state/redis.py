@@ -22,7 +22,7 @@ names the server without its password.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, cast
 
 import redis
@@ -42,7 +42,7 @@ from .base import (
     leaves_expiry_index,
     settles,
 )
-from .capabilities import GroupClosed, GroupNotFound, Page, check_limit, merge_progress
+from .capabilities import GroupClosed, GroupNotFound, Page, ProgressByChanges, check_limit
 from .cursor import index_member, time_bound
 from .redis_base import MAX_CAS_ATTEMPTS, ROW, SKIP, STALE, UNAVAILABLE_ERRORS, text
 from .redis_events import RedisEvents
@@ -65,7 +65,7 @@ def _default_layout(record: UploadRecord) -> bool:
 _DIMENSIONS = (("g", "group_id"), ("s", "status"), ("p", "profile"), ("k", "kind"))
 
 
-class RedisStateBackend(RedisGroups, RedisEvents):
+class RedisStateBackend(RedisGroups, RedisEvents, ProgressByChanges):
     """Upload records in Redis (standalone, or Sentinel-managed), with every capability.
 
     Bulk reads use ``MGET`` and a batch is one packed send on one connection: a Redis
@@ -328,44 +328,6 @@ class RedisStateBackend(RedisGroups, RedisEvents):
             f"Redis at {self.url}: update of {upload_id!r} lost {MAX_CAS_ATTEMPTS} races in a row"
         )
 
-    def report_progress(
-        self,
-        upload_id: str,
-        expect_status: Collection[str],
-        uploaded_bytes: int,
-        parts: Mapping[int, str],
-        *,
-        current: UploadRecord | None = None,
-    ) -> UploadRecord | None:
-        """``update``'s compare-and-swap, with the changes worked out again from each
-        record read (a concurrent report makes the next round merge into its write):
-        one round trip with ``current``, none more when the report adds nothing."""
-        expect_status = expected_statuses(expect_status)
-        key = self.key(upload_id)
-        with self._guard("report_progress"):
-            old: bytes | str
-            for _ in range(MAX_CAS_ATTEMPTS):
-                if current is not None and current.status in expect_status:
-                    record, old = current, current.to_json()
-                    current = None
-                else:
-                    current = None
-                    stored: bytes | str | None = self._client.get(key)
-                    if stored is None:
-                        return None
-                    record, old = UploadRecord.from_json(stored), stored
-                    if record.status not in expect_status:
-                        return None
-                changes = merge_progress(record, uploaded_bytes, parts)
-                if not changes:
-                    return record
-                new = apply_changes(record, changes, time.time())
-                if self._swap(key, old, record, new):
-                    return new
-        raise StateUnavailable(
-            f"Redis at {self.url}: progress of {upload_id!r} lost {MAX_CAS_ATTEMPTS} races in a row"
-        )
-
     def _after_swap(self, old: UploadRecord, new: UploadRecord, *, moved_expiry: bool) -> None:
         """The expiry index after a won compare-and-set: a moved ``expires_at`` moves the
         entry; an upload that settled leaves the index (an ``expired`` one stays until
@@ -389,18 +351,26 @@ class RedisStateBackend(RedisGroups, RedisEvents):
         upload_id: str,
         expect_status: Collection[str],
         change: Callable[[UploadRecord], dict[str, Any] | None],
+        *,
+        current: UploadRecord | None = None,
     ) -> UploadRecord | None:
         expect_status = expected_statuses(expect_status)
         key = self.key(upload_id)
         client = self._client
         with self._guard("update"):
+            stored: bytes | str | None
             for _ in range(MAX_CAS_ATTEMPTS):
-                stored: bytes | str | None = client.get(key)
-                if stored is None:
-                    return None
-                record = UploadRecord.from_json(stored)
-                if record.status not in expect_status:
-                    return None
+                if current is not None and current.status in expect_status:
+                    # Compared against as the caller read it: one round trip less.
+                    record, stored, current = current, current.to_json(), None
+                else:
+                    current = None
+                    stored = client.get(key)
+                    if stored is None:
+                        return None
+                    record = UploadRecord.from_json(stored)
+                    if record.status not in expect_status:
+                        return None
                 # Computed from this very read: a lost compare re-reads and recomputes.
                 changes = change(record)
                 if changes is None:
