@@ -93,6 +93,8 @@ def data_file(path: Path, size: int) -> Path:
 
 
 def cli(*args: str, server: str, user: str = "alice") -> list[str]:
+    """The command line; an id goes after ``--`` (or as ``--group=ID``): ids may begin
+    with ``-``."""
     return [*args, "--server", server, "-H", f"X-User: {user}"]
 
 
@@ -370,7 +372,7 @@ def test_cli_upload_group_ls_get_rm(
     group_id = out[-1].split()[1]
     ids = [line.split("upload ", 1)[1].rstrip(")") for line in out[:-1]]
 
-    assert main(cli("ls", "--group", group_id, "--json", server=server)) == 0
+    assert main(cli("ls", f"--group={group_id}", "--json", server=server)) == 0
     listed = json.loads(capsys.readouterr().out)
     # One batch: signed in the same instant, so newest first says nothing among them.
     assert sorted(u["uploadId"] for u in listed) == sorted(ids)
@@ -378,7 +380,7 @@ def test_cli_upload_group_ls_get_rm(
     assert created == sorted(created, reverse=True)
     assert {u["groupId"] for u in listed} == {group_id}
 
-    assert main(cli("ls", "--group", group_id, server=server)) == 0
+    assert main(cli("ls", f"--group={group_id}", server=server)) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split() == [
         "UPLOAD",
@@ -394,15 +396,15 @@ def test_cli_upload_group_ls_get_rm(
     assert all(row.split()[-1].startswith("note-") for row in table[1:])
 
     target = tmp_path / "got"
-    assert main(cli("get", ids[2], "-o", str(target), "--no-progress", server=server)) == 0
+    assert main([*cli("get", "-o", str(target), "--no-progress", server=server), "--", ids[2]]) == 0
     assert target.read_bytes() == paths[2].read_bytes()
     assert capsys.readouterr().out.startswith(f"downloaded {ids[2]} -> {target} (")
 
-    assert main(cli("rm", ids[0], "no-such-upload", server=server)) == 1
+    assert main([*cli("rm", server=server), "--", ids[0], "no-such-upload"]) == 1
     captured = capsys.readouterr()
     assert captured.out == f"deleted {ids[0]} note-0.txt\n"
     assert "obitox: failed no-such-upload: UPLOAD_NOT_FOUND: " in captured.err
-    assert main(cli("get", ids[0], "-o", str(tmp_path / "gone"), server=server)) == 1
+    assert main([*cli("get", "-o", str(tmp_path / "gone"), server=server), "--", ids[0]]) == 1
     assert not (tmp_path / "gone").exists()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -226,7 +227,8 @@ def _run_one_job(rq_redis_url: str) -> Any:
 
     from flask_obitox.webhooks.worker import make_worker
 
-    name = f"obitox-t-{os.getpid()}"
+    # Unique, and no prefix of another's: cleanups match queue names by pattern.
+    name = f"obitox-t-{uuid.uuid4().hex[:12]}-q"
     app = create_app(
         {
             "OBITOX_RQ_REDIS_URL": rq_redis_url,
