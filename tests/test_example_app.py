@@ -775,7 +775,11 @@ def test_without_a_worker_of_its_own_the_example_reads_rqs_registry(
         # out, which the route rightly reports, so only a warm exit is checked here.)
         wait_for(lambda: "Listening on" in worker.log(), 30, "the worker to listen")
         worker.process.terminate()
-        if worker.process.wait(60) == 0:
+        try:
+            code = worker.process.wait(60)
+        except subprocess.TimeoutExpired:
+            code = None  # no warm exit within a minute on a loaded machine: nothing to check
+        if code == 0:
             wait_for(lambda: get()["status"] == "missing", 30, "the worker to leave RQ's list")
     finally:
         worker.stop()
