@@ -346,7 +346,7 @@ def test_cli_events_prints_events_until_ctrl_c(
         result = alice.upload_file(path)
         signed = until(stream, "upload.signed")[-1]
     command = [sys.executable, "-m", "flask_obitox.client", "events", "--json"]
-    command += ["--last-event-id", signed["id"], "--upload", result.upload_id]
+    command += [f"--last-event-id={signed['id']}", f"--upload={result.upload_id}"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     with subprocess.Popen(
         cli(*command, server=server), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
