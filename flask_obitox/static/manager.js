@@ -10,6 +10,8 @@ const root = document.getElementById("manager");
 const client = ObitoX({ endpoint: root.dataset.endpoint });
 const PAGE_SIZE = 20;
 const OPEN_GROUP = new Set(["pending", "in_progress"]);
+/** Uploads whose parts storage still holds apart (GET /multipart answers 409 after). */
+const OPEN_UPLOAD = new Set(["pending", "uploading"]);
 
 /** What the page shows: `mine` (the caller's, live) or `admin` (one owner's, read-only). */
 const view = {
@@ -91,10 +93,11 @@ function partGrid(upload, parts) {
   return grid;
 }
 
-/** Parts as far as the upload view knows them, until GET /multipart/<id> answers. */
+/** Parts as far as the upload view knows them: all uploaded once completed, else as
+ *  many as it counts uploaded (GET /multipart/<id> tells which). */
 function guessedParts(upload) {
   const total = upload.totalParts ?? 0;
-  const done = upload.status === "completed" ? total : 0;
+  const done = upload.status === "completed" ? total : (upload.completedParts ?? 0);
   return Array.from({ length: total }, (_, index) => ({
     partNumber: index + 1,
     status: index < done ? "uploaded" : "pending",
@@ -211,7 +214,9 @@ function renderUpload(upload) {
   card.append(facts, progressBar(upload.percentage, `${upload.filename} uploaded`));
   if (upload.kind === "multipart") {
     const shown = view.uploads.get(upload.uploadId);
-    card.append(partGrid(upload, shown?.parts ?? guessedParts(upload)));
+    // Completed: every part is in the object (storage no longer lists them apart).
+    const known = upload.status === "completed" ? null : shown?.parts;
+    card.append(partGrid(upload, known ?? guessedParts(upload)));
   }
   if (upload.reason) card.append(element("p", "error", upload.reason));
   const jobs = processingList(upload);
@@ -301,7 +306,7 @@ async function moreUploads() {
   }
   for (const upload of page.uploads) {
     showUpload(upload, { append: true });
-    if (upload.kind === "multipart" && view.mode === "mine" && upload.status !== "deleted") refreshParts(upload.uploadId);
+    if (upload.kind === "multipart" && view.mode === "mine" && OPEN_UPLOAD.has(upload.status)) refreshParts(upload.uploadId);
   }
   view.uploadCursor = page.nextCursor;
   document.getElementById("more-uploads").hidden = !page.nextCursor;
@@ -323,7 +328,7 @@ function onEvent(event) {
     showGroup(data);
   } else if (data.uploadId) {
     showUpload(data);
-    if (data.kind === "multipart" && data.status !== "deleted") refreshParts(data.uploadId);
+    if (data.kind === "multipart" && OPEN_UPLOAD.has(data.status)) refreshParts(data.uploadId);
   }
 }
 
