@@ -8,7 +8,10 @@ Playwright, and writes:
   an executable refused on the page, a large upload paused mid-way, and the webhook
   deliveries the app received;
 - ``docs/_static/demo-resume.png``: the same page after a reload, offering to resume the
-  large upload.
+  large upload;
+- ``docs/_static/manager-desktop.png`` (1280 px) and ``docs/_static/manager-phone.png``
+  (390 px): the upload manager (``/obitox/manager``) of the same demo user, with the
+  paused upload's part grid and the processors' outcomes.
 
 Needs the ``dev`` and ``embedded`` extras and ``/usr/bin/chromium`` (never
 ``playwright install``). Run it again after changing the page, and commit the images.
@@ -42,6 +45,7 @@ from example_app.services import start_services  # noqa: E402
 STATIC = ROOT / "docs" / "_static"
 CHROMIUM = "/usr/bin/chromium"
 VIEWPORT = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
 MiB = 1024 * 1024
 PART_SIZE = 8 * MiB
 #: Parts 1 to 3 of the large file reach storage; the later ones are held until the
@@ -129,7 +133,7 @@ def wait_for_rows(page: Page, selector: str, count: int) -> None:
     )
 
 
-def take(page: Page, name: str, *, full_page: bool) -> None:
+def take(page: Page, name: str, *, full_page: bool, viewport_height: int | None = None) -> None:
     """The page's column (``main``, its padding included), the whole page or the viewport."""
     page.mouse.move(0, 0)  # no hover highlight in the picture
     left, width, height = page.evaluate(
@@ -142,7 +146,7 @@ def take(page: Page, name: str, *, full_page: bool) -> None:
         "x": left,
         "y": 0,
         "width": width,
-        "height": height if full_page else VIEWPORT["height"],
+        "height": height if full_page else viewport_height or VIEWPORT["height"],
     }
     path = STATIC / name
     page.screenshot(path=str(path), full_page=full_page, clip=clip, animations="disabled")
@@ -186,6 +190,34 @@ def drive(page: Page, url: str, folder: Path) -> None:
     take(page, "demo-resume.png", full_page=False)
 
 
+def drive_manager(browser: Any, context: Any, url: str) -> None:
+    """The upload manager of the demo user (the same session cookie), at desktop and
+    phone width."""
+
+    def open_manager(page: Page) -> None:
+        page.goto(url + "/obitox/manager")
+        page.wait_for_selector('#manager[data-loaded="true"]', state="attached")
+        page.wait_for_selector('#live[data-state="live"]', timeout=WAIT_MS)
+        wait_for_rows(page, "li.upload", len(DROPPED))
+        # Every stored file's sha256 done (the demo's images are not real pictures: their
+        # thumbnail fails, and waits for its retry).
+        wait_for_rows(page, 'li.job-completed[data-processor="sha256"]', len(DROPPED) - 1)
+        page.wait_for_selector("li.upload .part-uploaded")
+
+    page = context.new_page()
+    open_manager(page)
+    take(page, "manager-desktop.png", full_page=True)
+    phone = browser.new_context(
+        viewport=PHONE, device_scale_factor=1, storage_state=context.storage_state()
+    )
+    try:
+        small = phone.new_page()
+        open_manager(small)
+        take(small, "manager-phone.png", full_page=False, viewport_height=PHONE["height"])
+    finally:
+        phone.close()
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     STATIC.mkdir(exist_ok=True)
@@ -200,6 +232,7 @@ def main() -> None:
         context = browser.new_context(viewport=VIEWPORT, device_scale_factor=1)
         try:
             drive(context.new_page(), url, Path(folder))
+            drive_manager(browser, context, url)
         finally:
             context.close()
             browser.close()

@@ -126,6 +126,7 @@ class ConfigVars:
     PROCESSING_RETRY_SCHEDULE = "OBITOX_PROCESSING_RETRY_SCHEDULE"
     STORAGE_EVENTS_TOKEN = "OBITOX_STORAGE_EVENTS_TOKEN"  # noqa: S105 - a key name
     PROFILES = "OBITOX_PROFILES"
+    MANAGER = "OBITOX_MANAGER"
 
 
 #: Defaults, applied with ``app.config.setdefault``. ``STATE_BACKEND`` is resolved
@@ -174,6 +175,7 @@ DEFAULTS: dict[str, Any] = {
     ConfigVars.MAX_OPEN_MULTIPART: 100,
     ConfigVars.MAX_OPEN_BYTES: 10 * 2**40,  # 10 TiB
     ConfigVars.EVENTS: True,
+    ConfigVars.MANAGER: True,
     ConfigVars.EVENTS_RETENTION: 1000,
     ConfigVars.EVENTS_HEARTBEAT: 15,
     ConfigVars.SETTLED_TTL: 24 * 3600,
@@ -245,6 +247,8 @@ class Settings:
     events_retention: int = 1000
     #: Seconds between the comment lines that keep an idle event stream open.
     events_heartbeat: int = 15
+    #: Serve the upload manager page, ``GET <prefix>/manager``.
+    manager: bool = True
     #: Seconds a download link lives (at most an hour).
     download_expiry: int = 300
     #: How long a settled (completed, aborted, ...) upload's record is kept, seconds.
@@ -773,6 +777,7 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
         events=_bool(config, ConfigVars.EVENTS),
         events_retention=_int(config, ConfigVars.EVENTS_RETENTION, minimum=1, maximum=1_000_000),
         events_heartbeat=_int(config, ConfigVars.EVENTS_HEARTBEAT, minimum=1, maximum=300),
+        manager=_bool(config, ConfigVars.MANAGER),
         download_expiry=_int(
             config, ConfigVars.DOWNLOAD_EXPIRY, minimum=1, maximum=MAX_DOWNLOAD_EXPIRY
         ),

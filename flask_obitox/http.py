@@ -59,12 +59,17 @@ def owner_of(ext: ObitoXState) -> str:
     return str(owner)
 
 
+def is_admin(ext: ObitoXState) -> bool:
+    """Whether the host's ``admin_loader`` answers ``True`` for this request."""
+    loader = ext.hooks.admin_loader
+    return loader is not None and loader() is True
+
+
 def require_admin(ext: ObitoXState) -> None:
     """401 without an identity; 403 unless the host's ``admin_loader`` answers ``True``
     (no loader, or any other answer, is a refusal: admin routes are closed by default)."""
     owner_of(ext)
-    loader = ext.hooks.admin_loader
-    if loader is None or loader() is not True:
+    if not is_admin(ext):
         raise ObitoXError(
             "FORBIDDEN", "Only administrators may use this route (see @obitox.admin_loader)."
         )

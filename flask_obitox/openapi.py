@@ -27,6 +27,8 @@ from .state.capabilities import GROUP_STATUSES
 _FINISHED = ["UPLOAD_ABORTED", "UPLOAD_EXPIRED", "CONTENT_MISMATCH", "UPLOAD_CLOSED"]
 #: A response that is a redirect (no body, a Location).
 _REDIRECT = "->Location"
+#: The response "schema" of ``GET /manager``: a page, not JSON.
+_HTML = "text/html"
 #: What joining a group may answer: unknown (or another owner's), or closed.
 _JOIN = ["GROUP_NOT_FOUND", "GROUP_CLOSED"]
 
@@ -113,7 +115,13 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
             200: ("With Accept: application/json, the presigned URL.", "DownloadLinkSchema"),
             302: ("Location is the presigned GET.", _REDIRECT),
         },
-        ["INVALID_INPUT", "UPLOAD_NOT_FOUND", "UPLOAD_NOT_COMPLETE", "STATE_UNAVAILABLE"],
+        [
+            "INVALID_INPUT",
+            "UPLOAD_NOT_FOUND",
+            "NOT_FOUND",
+            "UPLOAD_NOT_COMPLETE",
+            "STATE_UNAVAILABLE",
+        ],
     ),
     (
         "/uploads/{uploadId}/progress",
@@ -289,6 +297,24 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
         "StorageEventsRequestSchema",
         {200: ("What the notification did.", "StorageEventsReportSchema")},
         ["INVALID_INPUT", "NOT_FOUND", "STATE_UNAVAILABLE", "STORAGE_UNAVAILABLE"],
+    ),
+    (
+        "/manager",
+        "get",
+        "The upload manager page (HTML) for the caller: groups and uploads, live through "
+        "/events, with cancel, delete, retry and download. 404 with OBITOX_MANAGER=False.",
+        None,
+        {200: ("The page (its script and styles are under /static).", _HTML)},
+        ["NOT_FOUND"],
+    ),
+    (
+        "/admin/uploads",
+        "get",
+        "Admin: the uploads of the owner named by the owner parameter, newest first, "
+        "filtered as GET /uploads filters.",
+        None,
+        {200: ("One page of uploads.", "UploadPageSchema")},
+        ["INVALID_INPUT", "FORBIDDEN", "STATE_UNAVAILABLE"],
     ),
     (
         "/cors/setup",
@@ -494,6 +520,25 @@ _LISTING_PARAMETERS: dict[tuple[str, str], list[dict[str, Any]]] = {
         _LIMIT,
         _CURSOR,
     ],
+    ("get", "/admin/uploads"): [
+        {
+            **_query(
+                "owner",
+                "The owner whose uploads are listed.",
+                {"type": "string", "minLength": 1, "maxLength": 256},
+            ),
+            "required": True,
+        },
+        _query("status", "Only uploads with this status.", {"enum": sorted(STATUSES)}),
+        _query("kind", "Only uploads of this kind.", {"enum": sorted(KINDS)}),
+        _query(
+            "groupId",
+            "Only uploads in this group.",
+            {"type": "string", "minLength": 1, "maxLength": 64},
+        ),
+        _LIMIT,
+        _CURSOR,
+    ],
     ("get", "/groups"): [
         _query("status", "Only groups with this status.", {"enum": sorted(GROUP_STATUSES)}),
         _LIMIT,
@@ -535,7 +580,13 @@ _QUERY_PARAMETERS: dict[str, list[dict[str, Any]]] = {
             "inline",
             "1 (or true): Content-Disposition inline, to show it rather than save it.",
             {"anyOf": [{"type": "boolean"}, {"enum": ["0", "1", "true", "false"]}]},
-        )
+        ),
+        _query(
+            "derived",
+            "The key of an object a processor derived from the upload (its result names "
+            "it, as the thumbnail processor's thumbnail does): a link to that object instead.",
+            {"type": "string", "minLength": 1, "maxLength": 1024},
+        ),
     ],
     "/cors/verify": [
         {
@@ -809,6 +860,8 @@ def _operation(
         content: dict[str, Any] = {"application/json": {"schema": body}}
         if schema == _EVENT_STREAM:
             content = {"text/event-stream": {"schema": _EVENT_STREAM_BODY}}
+        if schema == _HTML:
+            content = {"text/html": {"schema": {"type": "string"}}}
         operation["responses"][str(status)] = {"description": description, "content": content}
     if (method, path) in _LINKS:
         status, links = _LINKS[method, path]
@@ -865,7 +918,7 @@ def openapi_spec(url_prefix: str, profiles: tuple[str, ...] | None = None) -> di
         names += [
             name.removesuffix("[]")
             for _description, name in responses.values()
-            if name and name not in (_EVENT_STREAM, _REDIRECT)
+            if name and name not in (_EVENT_STREAM, _REDIRECT, _HTML)
         ]
     for name in dict.fromkeys(names):
         component = name.removesuffix("Schema")

@@ -351,6 +351,16 @@ class UploadListQuerySchema(Schema):
     cursor = fields.String(validate=validate.Length(min=1, max=1000))
 
 
+class AdminUploadListQuerySchema(UploadListQuerySchema):
+    """``GET /admin/uploads``'s query: ``GET /uploads``'s filters for the owner named."""
+
+    owner = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=256),
+        **_doc("The owner whose uploads are listed (as the identity loader names them)."),
+    )
+
+
 class GroupListQuerySchema(Schema):
     """``GET /groups``'s query."""
 
@@ -363,6 +373,10 @@ class DownloadQuerySchema(Schema):
     """``GET /uploads/<id>/download``'s query."""
 
     inline = fields.Boolean(**_doc("Show it in the browser instead of saving it."))
+    derived = fields.String(
+        validate=validate.Length(min=1, max=1024),
+        **_doc("The key of an object a processor derived from the upload (a thumbnail)."),
+    )
 
 
 class DownloadLinkSchema(Schema):

@@ -12,17 +12,33 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, render_template, request, url_for
 
 from . import schemas
 from .appstate import get_state
 from .domain import EventFeed, InvalidEntry
 from .errors import ObitoXError
 from .fastschema import compile_dumper, compile_loader
-from .http import caller, install_error_handlers, json_body, load, require_admin, respond
+from .http import (
+    caller,
+    install_error_handlers,
+    is_admin,
+    json_body,
+    load,
+    owner_of,
+    require_admin,
+    respond,
+)
+from .state import STATUSES
 from .storage_events import MAX_BODY_BYTES, check_token, parse_notification
 
-bp = Blueprint("obitox", __name__, static_folder="static", static_url_path="/static")
+bp = Blueprint(
+    "obitox",
+    __name__,
+    static_folder="static",
+    static_url_path="/static",
+    template_folder="templates",
+)
 install_error_handlers(bp)
 
 # Compiled once: marshmallow's own load/dump is the fallback and the oracle.
@@ -49,6 +65,7 @@ dump_group_page = compile_dumper(schemas.GroupPageSchema())
 dump_upload_page = compile_dumper(schemas.UploadPageSchema())
 load_upload_query = schemas.UploadListQuerySchema().load
 load_group_query = schemas.GroupListQuerySchema().load
+load_admin_upload_query = schemas.AdminUploadListQuerySchema().load
 load_download_query = schemas.DownloadQuerySchema().load
 dump_download = compile_dumper(schemas.DownloadLinkSchema())
 load_progress = compile_loader(schemas.ProgressRequestSchema())
@@ -143,8 +160,10 @@ def delete_upload(upload_id: str) -> Response:
 @bp.get("/uploads/<upload_id>/download")
 def download_upload(upload_id: str) -> Response:
     ext, owner = caller()
-    inline = query_args(load_download_query).get("inline", False)
-    link = ext.service.download_link(owner, upload_id, inline=inline)
+    args = query_args(load_download_query)
+    link = ext.service.download_link(
+        owner, upload_id, inline=args.get("inline", False), derived=args.get("derived")
+    )
     if request.accept_mimetypes.best_match(["text/html", "application/json"]) == "application/json":
         response = respond(dump_download(link))
     else:
@@ -330,6 +349,53 @@ def events() -> Response:
     # (and leave the reader) all the same.
     response.call_on_close(feed.close)
     return response
+
+
+# -- the upload manager page (DESIGN §16) ---------------------------------------------
+
+
+@bp.get("/manager")
+def manager() -> Response:
+    ext = get_state()
+    if not ext.settings.manager:
+        raise ObitoXError(
+            "NOT_FOUND", "The upload manager is off (OBITOX_MANAGER=False).", details={}
+        )
+    owner = owner_of(ext)
+    html = render_template(
+        "obitox/manager.html",
+        owner=owner,
+        admin=is_admin(ext),
+        statuses=sorted(STATUSES),
+        endpoint=url_for("obitox.manager").removesuffix("/manager"),
+    )
+    response = current_app.response_class(html, mimetype="text/html")
+    # The page runs only its own files: no inline script or style, nothing from elsewhere.
+    response.headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; img-src 'self' https: http: data:; "
+        "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'self'",
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/admin/uploads")
+def admin_uploads() -> Response:
+    ext = get_state()
+    require_admin(ext)
+    args = query_args(load_admin_upload_query)
+    # Listing spans one owner at a time: the owner index is per owner, and a listing
+    # of every owner would have to scan every record (see docs/manager.rst).
+    answer = ext.service.list_uploads(
+        args["owner"],
+        status=args.get("status"),
+        kind=args.get("kind"),
+        group_id=args.get("groupId"),
+        limit=args.get("limit", 50),
+        cursor=args.get("cursor"),
+    )
+    return respond(dump_upload_page(answer))
 
 
 # -- admin: bucket CORS (the same operations as `flask obitox cors`) ----------------------

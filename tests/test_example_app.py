@@ -167,6 +167,11 @@ def test_index_page_renders(example_app: Flask, moto_server: str) -> None:
     assert config["completedUrl"] == "/uploads/completed"
     assert client.get("/static/app.js").status_code == 200
     assert client.get("/obitox/static/obitox.js").status_code == 200
+    # The upload manager, for the same demo user (the session cookie).
+    assert '<a id="manager-link" href="/obitox/manager">' in html
+    manager = client.get("/obitox/manager")
+    assert manager.status_code == 200
+    assert "/obitox/static/manager.js" in manager.get_data(as_text=True)
 
 
 def put_and_complete(client: FlaskClient, files: list[tuple[str, bytes, str]]) -> list[str]:

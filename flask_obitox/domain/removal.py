@@ -80,11 +80,24 @@ class Removal(Grouping):
             self.member_settled(deleted)
         return render_upload(deleted)
 
-    def download_link(self, owner: str, upload_id: str, *, inline: bool = False) -> DownloadLink:
+    def download_link(
+        self, owner: str, upload_id: str, *, inline: bool = False, derived: str | None = None
+    ) -> DownloadLink:
         """``GET /uploads/<id>/download``: a presigned GET of a completed upload, for
         ``OBITOX_DOWNLOAD_EXPIRY`` seconds, answered by storage with the upload's
-        sanitised file name as an attachment (``inline``: to show in the browser)."""
+        sanitised file name as an attachment (``inline``: to show in the browser).
+        ``derived``: the key of an object a processor saved for it instead (a
+        thumbnail), named by the last segment of its key."""
         record = self.owned(owner, upload_id)
+        key, filename = record.key, record.filename
+        if derived is not None:
+            if derived not in (record.derived or []):
+                raise ObitoXError(
+                    "NOT_FOUND",
+                    f"Upload {upload_id!r} has no derived object {derived!r}.",
+                    details={"uploadId": upload_id, "derived": derived},
+                )
+            key, filename = derived, derived.rsplit("/", 1)[-1]
         status = effective_status(record)
         if status != "completed":
             raise not_complete(
@@ -94,8 +107,8 @@ class Removal(Grouping):
         expires_in = self.settings.download_expiry
         now = time.time()
         url = self.storage_for(owner, record.bucket).presign_download(
-            record.key,
-            content_disposition=content_disposition(record.filename, inline=inline),
+            key,
+            content_disposition=content_disposition(filename, inline=inline),
             expires_in=expires_in,
         )
         return {"url": url, "expiresAt": isoformat(now + expires_in)}

@@ -798,10 +798,12 @@ class Client {
   }
 
   /** A short-lived download link of a completed upload: `{url, expiresAt}`
-   *  (`inline` for a browser to show it rather than save it). */
-  downloadUrl(uploadId, { inline = false } = {}) {
+   *  (`inline` for a browser to show it rather than save it; `derived`: the key of an
+   *  object a processor made of it, such as a thumbnail, instead). */
+  downloadUrl(uploadId, { inline = false, derived } = {}) {
     const id = encodeURIComponent(uploadId);
-    return this.api("GET", `/uploads/${id}/download${query({ inline: inline ? 1 : undefined })}`);
+    const params = query({ inline: inline ? 1 : undefined, derived });
+    return this.api("GET", `/uploads/${id}/download${params}`);
   }
 
   /** The caller's groups, newest first: `{groups, nextCursor}`; filter: `status`. */
