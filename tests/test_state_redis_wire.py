@@ -49,8 +49,18 @@ def redis_py(connection: Any, commands: list[tuple[Any, ...]]) -> bytes:
 def test_same_bytes_as_redis_py(
     connection: Any, commands: list[tuple[Any, ...]], native: list[tuple[Any, ...]]
 ) -> None:
-    assert pack_commands(commands, connection.encoder) == redis_py(connection, commands)
-    assert pack_commands(native, connection.encoder) == redis_py(connection, native)
+    for batch in (commands, native):
+        ours = outcome(pack_commands, batch, connection.encoder)
+        assert ours == outcome(redis_py, connection, batch)
+
+
+def outcome(pack: Any, *args: Any) -> Any:
+    """``pack(*args)``'s bytes, or ``DataError`` when refused: what redis-py refuses
+    (bytearray, by some releases) must be refused too."""
+    try:
+        return pack(*args)
+    except DataError:
+        return DataError
 
 
 def test_a_batch_write_packs_as_redis_py_does() -> None:
