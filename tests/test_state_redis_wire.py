@@ -49,6 +49,10 @@ def redis_py(connection: Any, commands: list[tuple[Any, ...]]) -> bytes:
 def test_same_bytes_as_redis_py(
     connection: Any, commands: list[tuple[Any, ...]], native: list[tuple[Any, ...]]
 ) -> None:
+    if b"\xc2\x80" in redis_py(connection, [("SET", "k", "\x80")]) and (
+        connection.encoder.encoding != "utf-8"
+    ):
+        pytest.skip("this redis-py sends UTF-8 whatever the connection's encoding (6.1)")
     for batch in (commands, native):
         ours = outcome(pack_commands, batch, connection.encoder)
         assert ours == outcome(redis_py, connection, batch)
