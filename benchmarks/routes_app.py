@@ -20,6 +20,7 @@ app.config.update(
     OBITOX_AWS_ACCESS_KEY_ID="testing",
     OBITOX_AWS_SECRET_ACCESS_KEY="testing",
     OBITOX_PART_SIZE=5 * 1024 * 1024,
+    OBITOX_EVENTS=os.environ.get("BENCH_EVENTS", "1") == "1",
 )
 obitox = ObitoX(
     state=RedisStateBackend.from_url(os.environ["BENCH_REDIS"], prefix=os.environ["BENCH_PREFIX"])

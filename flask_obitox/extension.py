@@ -17,6 +17,7 @@ from .http import install_routing_errors
 from .processing_queue import ProcessingQueue
 from .processing_queue import connect_signals as connect_processing
 from .state import EventStream, MemoryStateBackend, StateBackend, backend_from_uri
+from .state.capabilities import supports
 from .storage import StorageRegistry
 from .webhooks.dispatch import Webhooks, connect_signals
 
@@ -64,7 +65,7 @@ class ObitoX:
                 state = backend_from_uri(settings.state_backend)
             except ValueError as error:
                 raise ConfigError(str(error)) from None
-        if isinstance(state, EventStream):
+        if supports(state, EventStream):
             state.events_retention = settings.events_retention
         if hasattr(state, "settled_ttl"):  # the built-in backends keep settled uploads so long
             state.settled_ttl = settings.settled_ttl

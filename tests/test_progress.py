@@ -10,11 +10,23 @@ import pytest
 import requests
 from conftest import BUCKET, UserClient, file_spec, make_app
 from flask import Flask
+from state_support import RoundTrips
 
-from flask_obitox import RedisStateBackend, signals
+from flask_obitox import MemoryStateBackend, ObitoX, RedisStateBackend, signals
 
 BIN = {"contentType": "application/octet-stream"}
 MiB = 2**20
+
+
+@pytest.fixture(params=["memory", "redis"])
+def obitox_app(
+    request: pytest.FixtureRequest, s3: Any, config: dict[str, Any]
+) -> tuple[Flask, ObitoX]:
+    """Every test on both: Redis merges a byte count in one step (``ByteReports``), the
+    memory backend the checked way."""
+    if request.param == "memory":
+        return make_app(MemoryStateBackend(), **config)
+    return make_app(request.getfixturevalue("redis_backend"), **config)
 
 
 @pytest.fixture
@@ -123,11 +135,32 @@ def test_a_members_report_moves_its_group(client: UserClient, app: Flask) -> Non
             "uploadId"
         ]
         report(client, uid, uploadedBytes=250)
-        assert [v["uploadedBytes"] for v in views] == [250]
+        report(client, uid, uploadedBytes=500)
+        assert [v["uploadedBytes"] for v in views] == [250, 500]
         assert views[0]["status"] == "in_progress"
         assert client.get("/groups?status=in_progress").json["groups"][0]["groupId"] == gid
     finally:
         signals.group_progress.disconnect(on_progress, sender=app)
+
+
+def test_a_report_after_the_first_is_one_round_trip_on_redis(
+    redis_backend: RedisStateBackend, s3: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, _ = make_app(redis_backend, OBITOX_EVENTS=False)
+    client, other = UserClient(app, "alice"), UserClient(app, "mallory")
+    uid = single(client)
+    assert report(client, uid, uploadedBytes=100).status_code == 202  # pending: checked
+    with RoundTrips().counting(monkeypatch) as trips:
+        answer = report(client, uid, uploadedBytes=300)
+    assert (answer.status_code, answer.json) == (
+        202,
+        {"uploadId": uid, "uploadedBytes": 300, "percentage": 30.0},
+    )
+    assert trips.count == 1  # no read before the merge
+    # What the one step does not settle, the checked path answers as before.
+    assert report(other, uid, uploadedBytes=400).status_code == 404
+    assert report(client, uid, uploadedBytes=1001).status_code == 400
+    assert client.get(f"/uploads/{uid}").json["uploadedBytes"] == 300
 
 
 # -- the part grid, against a moto server ------------------------------------------------

@@ -33,7 +33,20 @@ def isoformat(timestamp: float) -> str:
     writes and Python's ``fromisoformat`` reads)."""
     whole = math.floor(timestamp)
     millis = min(999, round((timestamp - whole) * 1000))
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
+    second = _SECONDS.get(whole)
+    if second is None:
+        if len(_SECONDS) >= _SECONDS_KEPT:
+            _SECONDS.clear()
+        second = _SECONDS[whole] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+    return f"{second}.{millis:03d}Z"
+
+
+#: Each whole second :func:`isoformat` formatted lately: an upload's view carries three
+#: timestamps and its event a fourth, mostly of a few seconds (a batch's records share
+#: two), and ``strftime`` of one costs ten times the lookup. Bounded, and emptied when
+#: full (dict operations are atomic, so threads share it safely).
+_SECONDS: dict[int, str] = {}
+_SECONDS_KEPT = 4096
 
 
 def new_upload_ids(count: int) -> list[str]:

@@ -31,6 +31,7 @@ import orjson
 
 from ..errors import ObitoXError, StateUnavailable
 from ..state import EventFanIn, EventStream, InvalidCursor
+from ..state.capabilities import supports
 from ..state.cursor import parse_event_id
 from .base import DomainBase
 
@@ -327,9 +328,9 @@ class LiveEvents(DomainBase):
         """Append ``(owner, event)`` pairs to the owners' streams, in one round trip
         when the backend can (:class:`~flask_obitox.state.EventFanIn`)."""
         state: Any = self.state
-        if not events or not isinstance(state, EventStream):
+        if not events or not supports(state, EventStream):
             return
-        if isinstance(state, EventFanIn):
+        if supports(state, EventFanIn):
             state.append_events(events)
             return
         for owner, event in events:
@@ -347,7 +348,7 @@ class LiveEvents(DomainBase):
         from now on without one. A malformed or unknown id is 400 ``INVALID_INPUT``;
         the state store down is 503, both before anything is streamed."""
         state: Any = self.state
-        if not isinstance(state, EventStream):
+        if not supports(state, EventStream):
             raise ObitoXError("NOT_FOUND", "This state backend keeps no events.", status=404)
         first: list[Event] = []
         if last_event_id:
@@ -375,7 +376,7 @@ class LiveEvents(DomainBase):
         )
         if (
             self.events_fan_in
-            and isinstance(state, EventFanIn)
+            and supports(state, EventFanIn)
             and getattr(state, "many_owner_reads", True)
         ):
             hub_for(state).subscribe(feed, position or "0-0")

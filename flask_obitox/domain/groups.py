@@ -32,6 +32,7 @@ from ..state.capabilities import (
     GroupRecord,
     Groups,
     InvalidCursor,
+    supports,
 )
 from .base import DomainBase
 from .common import OPEN, new_upload_ids, not_found
@@ -79,7 +80,7 @@ class Grouping(DomainBase):
         """The state's :class:`~flask_obitox.state.Groups` capability (both built-in
         backends have it); a backend without it has no groups to find."""
         state = self.state
-        if not isinstance(state, Groups):
+        if not supports(state, Groups):
             raise ObitoXError(
                 "GROUP_NOT_FOUND", "This app's state backend keeps no groups.", details={}
             )
@@ -181,7 +182,7 @@ class Grouping(DomainBase):
         """``record`` just settled (or started): re-evaluate its group. The member's own
         answer stands whatever happens here: if the state fails now, the group is
         settled by the next member that settles or the next read of the group."""
-        if not record.group_id or not isinstance(self.state, Groups):
+        if not record.group_id or not supports(self.state, Groups):
             return
         try:
             self.settle_group(record.group_id, progress=True)

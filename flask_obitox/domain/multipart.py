@@ -18,7 +18,7 @@ from .. import signals
 from ..config import S3_MAX_PARTS, S3_MIN_PART_SIZE
 from ..errors import ObitoXError, ServiceUnavailable
 from ..state import UploadRecord
-from ..state.capabilities import OwnerIndex
+from ..state.capabilities import OwnerIndex, supports
 from ..storage import Storage
 from ..storage.client import PartInfo
 from ..storage.signer import UploadPartSpec
@@ -146,7 +146,7 @@ class Multipart(Settling):
         """
         settings = self.settings
         most, budget = settings.max_open_multipart, settings.max_open_bytes
-        if not (most or budget) or not isinstance(self.state, OwnerIndex):
+        if not (most or budget) or not supports(self.state, OwnerIndex):
             return
         open_count, open_bytes = 0, 0
         for status in OPEN:

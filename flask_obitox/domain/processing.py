@@ -27,7 +27,7 @@ import orjson
 from .. import signals
 from ..errors import ObitoXError
 from ..state import UploadRecord
-from ..state.capabilities import RecordChanges
+from ..state.capabilities import RecordChanges, supports
 from ..storage import Storage
 from .base import DomainBase
 from .common import isoformat, not_found
@@ -101,7 +101,7 @@ class Processing(DomainBase):
         """Apply ``change`` to a completed upload's record, computed from the record it
         is compared against; ``None`` when nothing was written."""
         state = self.state
-        if isinstance(state, RecordChanges):
+        if supports(state, RecordChanges):
             return state.update_with(upload_id, ("completed",), change)
         # A backend without read-modify-write: one read, then a CAS on the status only
         # (a concurrent writer of another processor's entry may be lost).

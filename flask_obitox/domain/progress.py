@@ -8,16 +8,17 @@ value) and never passes the upload's size.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 
 from .. import signals
 from ..errors import ObitoXError
 from ..state import UploadRecord
-from ..state.capabilities import ProgressReports
+from ..state.capabilities import ByteReports, ProgressReports, supports
 from ..storage.client import PartInfo
 from .common import OPEN, not_found, part_length, upload_closed
 from .groups import Grouping
-from .render import effective_status, render_upload
+from .render import effective_status, percentage, uploaded_bytes
 from .results import PartState, ProgressAck, ResumeView
 
 
@@ -62,7 +63,20 @@ class Progress(Grouping):
         self, owner: str, upload_id: str, uploaded: int, parts: Mapping[int, str]
     ) -> ProgressAck:
         """Merge the owner's report into its upload; ``upload-progress`` when it changed
-        anything (and ``group-progress`` for its group)."""
+        anything (and ``group-progress`` for its group).
+
+        A byte count alone, on a backend with :class:`ByteReports`, is checked and merged
+        in one step; whatever that step does not settle (another owner's upload, a
+        settled or expired one, a first report, a count past the size, a deferred size)
+        goes the checked way below, which answers it."""
+        state = self.state
+        if not parts and supports(state, ByteReports):
+            merged = state.report_bytes(upload_id, owner, uploaded, time.time())
+            if merged is not None:
+                record, changed = merged
+                if changed:
+                    self._progressed(record, started=False)
+                return self._acknowledged(record)
         record = self.owned(owner, upload_id)
         status = effective_status(record)
         if status not in OPEN:
@@ -76,8 +90,7 @@ class Progress(Grouping):
             )
         if parts:
             self._check_part_numbers(record, parts)
-        state = self.state
-        if not isinstance(state, ProgressReports):
+        if not supports(state, ProgressReports):
             raise ObitoXError(
                 "NOT_FOUND", "This app's state backend keeps no progress.", details={}
             )
@@ -88,15 +101,25 @@ class Progress(Grouping):
                 raise not_found(upload_id)
             raise upload_closed(upload_id, effective_status(current))
         if updated.revision != record.revision:
-            self.send(signals.upload_progress, upload=updated)
             started = record.status == "pending" and updated.status != "pending"
-            if record.group_id and (started or signals.group_progress.receivers):
-                self.member_settled(updated)
-        view = render_upload(updated)
+            self._progressed(updated, started=started)
+        return self._acknowledged(updated)
+
+    def _progressed(self, updated: UploadRecord, *, started: bool) -> None:
+        """``upload-progress``, and the group's view when its numbers are watched or the
+        member has just ``started`` (a pending group turns ``in_progress``)."""
+        self.send(signals.upload_progress, upload=updated)
+        if updated.group_id and (started or signals.group_progress.receivers):
+            self.member_settled(updated)
+
+    @staticmethod
+    def _acknowledged(record: UploadRecord) -> ProgressAck:
+        status = effective_status(record)
+        done = uploaded_bytes(record, status)
         return {
-            "uploadId": upload_id,
-            "uploadedBytes": view["uploadedBytes"],
-            "percentage": view["percentage"],
+            "uploadId": record.upload_id,
+            "uploadedBytes": done,
+            "percentage": percentage(record, status, done),
         }
 
     @staticmethod

@@ -10,7 +10,7 @@ import time
 from urllib.parse import quote
 
 from ..errors import ObitoXError
-from ..state.capabilities import InvalidCursor, OwnerIndex
+from ..state.capabilities import InvalidCursor, OwnerIndex, supports
 from .common import isoformat, not_complete
 from .groups import Grouping, invalid_cursor
 from .render import effective_status, render_upload
@@ -48,7 +48,7 @@ class Removal(Grouping):
     ) -> UploadPage:
         """``GET /uploads``: the caller's uploads, newest first, filtered."""
         state = self.state
-        if not isinstance(state, OwnerIndex):
+        if not supports(state, OwnerIndex):
             raise ObitoXError(
                 "NOT_FOUND", "This app's state backend cannot list uploads.", details={}
             )

@@ -27,6 +27,13 @@ def _percentage(done: int, total: int) -> float:
     return round(100.0 * done / total, 2) if total else 0.0
 
 
+def percentage(record: UploadRecord, status: str, done: int) -> float:
+    """How much of the upload is there, in percent of its size (``done`` bytes)."""
+    if status == "completed":
+        return 100.0
+    return _percentage(done, (record.result or {}).get("size", record.size))
+
+
 def uploaded_bytes(record: UploadRecord, status: str | None = None) -> int:
     """The bytes an upload holds as far as the server knows: all of them once completed,
     else the owner's own report (never above the declared size)."""
@@ -79,7 +86,7 @@ def render_upload(record: UploadRecord, *, now: float | None = None) -> UploadVi
         "reason": result.get("reason"),
         "groupId": record.group_id,
         "uploadedBytes": done,
-        "percentage": 100.0 if status == "completed" else _percentage(done, size),
+        "percentage": percentage(record, status, done),
         "totalParts": record.total_parts if record.kind == "multipart" else None,
         "completedParts": completed_parts(record, status),
         "processing": render_processing(record),

@@ -17,7 +17,7 @@ from typing import Any, cast
 from .. import signals
 from ..errors import ObitoXError
 from ..state import UploadRecord
-from ..state.capabilities import KeyIndex
+from ..state.capabilities import KeyIndex, supports
 from ..storage import Storage
 from ..storage.client import STORED_FIELDS, ObjectInfo
 from ..validation import HEAD_BYTES, verify_content
@@ -147,7 +147,7 @@ class Settling(Grouping):
     def upload_id_for_key(self, bucket: str, key: str) -> str | None:
         """The upload whose object is ``key`` in ``bucket``: the state's key index, else
         the default key layout ``<OBITOX_KEY_PREFIX><uploadId>/<filename>``."""
-        if isinstance(self.state, KeyIndex):
+        if supports(self.state, KeyIndex):
             found = self.state.upload_id_for_key(bucket, key)
             if found is not None:
                 return found

@@ -21,10 +21,12 @@ names the server without its password.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, cast
 
+import orjson
 import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisError
@@ -345,6 +347,25 @@ class RedisStateBackend(RedisGroups, RedisEvents, ProgressByChanges):
         if settles(record.status, new.status):
             args.append(self.settled_ttl * 1000)
         return args
+
+    def report_bytes(
+        self, upload_id: str, owner: str, uploaded_bytes: int, now: float
+    ) -> tuple[UploadRecord, bool] | None:
+        """``ByteReports``: one script (``BYTES_SCRIPT``). A retry after a lost reply
+        finds the count already merged and answers it unchanged."""
+        args: list[str | bytes] = [
+            owner,
+            str(uploaded_bytes),
+            repr(now),
+            orjson.dumps(now),
+            secrets.token_hex(8),
+        ]
+        with self._guard("report_bytes"):
+            reply = self._bytes(keys=[self.key(upload_id)], args=args)
+        if not reply:
+            return None
+        changed, stored = reply
+        return UploadRecord.from_json(stored), changed == 1
 
     def update_with(
         self,

@@ -33,7 +33,7 @@ from ..redis_client import describe_client, redact_url
 from .base import UploadRecord
 from .capabilities import Page
 from .cursor import decode_cursor, encode_cursor, member_id
-from .redis_layout import CAS_SCRIPT, JOIN_SCRIPT, MOVE_SCRIPT, RedisLayout
+from .redis_layout import BYTES_SCRIPT, CAS_SCRIPT, JOIN_SCRIPT, MOVE_SCRIPT, RedisLayout
 
 T = TypeVar("T")
 
@@ -91,6 +91,7 @@ class RedisBase:
         self._cas = client.register_script(CAS_SCRIPT)
         self._move = client.register_script(MOVE_SCRIPT)
         self._join = client.register_script(JOIN_SCRIPT)
+        self._bytes = client.register_script(BYTES_SCRIPT)
 
     @property
     def client(self) -> redis.Redis:

@@ -41,7 +41,7 @@ from redis.retry import Retry
 from ..redis_client import DEFAULT_CLIENT_OPTIONS, redact_url
 from .redis import RedisStateBackend
 from .redis_base import text
-from .redis_layout import CAS_SCRIPT, JOIN_SCRIPT, MOVE_SCRIPT, RedisLayout
+from .redis_layout import BYTES_SCRIPT, CAS_SCRIPT, JOIN_SCRIPT, MOVE_SCRIPT, RedisLayout
 
 __all__ = ["EXPIRY_SHARDS", "ClusterLayout", "RedisClusterStateBackend"]
 
@@ -123,7 +123,7 @@ class RedisClusterStateBackend(RedisStateBackend):
         # first use (``_client``).
         self._connect = connect
         self._cluster: RedisCluster | None = None
-        self._scripts: tuple[Script, Script, Script] | None = None
+        self._scripts: tuple[Script, Script, Script, Script] | None = None
         self._connecting = threading.Lock()
         self.prefix = prefix
         self.url = redact_url(url)
@@ -163,6 +163,7 @@ class RedisClusterStateBackend(RedisStateBackend):
                         made.register_script(CAS_SCRIPT),
                         made.register_script(MOVE_SCRIPT),
                         made.register_script(JOIN_SCRIPT),
+                        made.register_script(BYTES_SCRIPT),
                     )
                     self._cluster = made
                 cluster = self._cluster
@@ -185,6 +186,10 @@ class RedisClusterStateBackend(RedisStateBackend):
     @property
     def _join(self) -> Script:  # type: ignore[override]
         return self._script(2)
+
+    @property
+    def _bytes(self) -> Script:  # type: ignore[override]
+        return self._script(3)
 
     @property
     def client(self) -> Any:

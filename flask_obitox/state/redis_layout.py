@@ -98,6 +98,64 @@ end
 return 0
 """
 
+#: A byte-count report (``ByteReports.report_bytes``) in one step: the record of KEYS[1]
+#: if owner ARGV[1]'s, ``uploading``, server-laid-out, not expired at ARGV[3] and at
+#: least ARGV[2] bytes long; then ``{1, new}`` with ARGV[2] bytes, ``updated_at`` ARGV[4]
+#: and revision ARGV[5] written (TTL kept), or ``{0, stored}`` when the count is not
+#: higher. Anything else answers nil (the caller's checked path decides). Fields are read
+#: with cjson; the record is rewritten as text, not re-encoded (cjson keeps 14 digits of
+#: a float and would round the timestamps): ``updated_at`` is the first `,"updated_at":`
+#: (every field before it is a string, a number or the status, and no `,"` can occur
+#: inside a JSON string), and the tail from the last `,"revision":` holds only the
+#: revision, the byte count and the part reports (the server's own part numbers and
+#: statuses), in that order, as ``UploadRecord.to_json`` writes them.
+BYTES_SCRIPT = """
+local stored = redis.call('GET', KEYS[1])
+if not stored then
+    return false
+end
+local ok, record = pcall(cjson.decode, stored)
+if not ok or type(record) ~= 'table' then
+    return false
+end
+local done, size, ends = record['uploaded_bytes'], record['size'], record['expires_at']
+if record['owner'] ~= ARGV[1] or record['status'] ~= 'uploading'
+    or record['size_deferred'] ~= false or record['part_size'] == 0
+    or type(done) ~= 'number' or type(size) ~= 'number' or type(ends) ~= 'number' then
+    return false
+end
+local reported = tonumber(ARGV[2])
+if tonumber(ARGV[3]) > ends or reported > size then
+    return false
+end
+if reported <= done then
+    return {0, stored}
+end
+local at = string.find(stored, ',"updated_at":', 1, true)
+local tail, from = nil, 1
+while true do
+    local found = string.find(stored, ',"revision":', from, true)
+    if not found then
+        break
+    end
+    tail, from = found, found + 1
+end
+if not at or not tail or tail < at then
+    return false
+end
+local at_end = string.find(stored, ',', at + 14, true)
+local bytes_at = string.find(stored, ',"uploaded_bytes":', tail, true)
+local reports_at = string.find(stored, ',"part_reports":', tail, true)
+if not at_end or at_end > tail or not bytes_at or not reports_at or reports_at < bytes_at then
+    return false
+end
+local new = string.sub(stored, 1, at + 13) .. ARGV[4] .. string.sub(stored, at_end, tail - 1)
+    .. ',"revision":"' .. ARGV[5] .. '","uploaded_bytes":' .. ARGV[2]
+    .. string.sub(stored, reports_at)
+redis.call('SET', KEYS[1], new, 'KEEPTTL')
+return {1, new}
+"""
+
 #: Move member ARGV[1] in an owner's index: out of KEYS[2 .. ARGV[2]+1], into the rest.
 #: KEYS[1] is the owner's index of everything: a member it does not hold (an upload
 #: written before indexes existed) joins nothing, and a joined set lives at least as
