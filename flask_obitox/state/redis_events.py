@@ -30,6 +30,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from .capabilities import MAX_WAIT, InvalidCursor
 from .cursor import following_event_id, format_event_id, parse_event_id
 from .redis_base import UNAVAILABLE_ERRORS, RedisBase, text
+from .redis_wire import pack_commands
 
 #: How much longer than the block a blocked read may take before Redis counts as gone.
 _WAIT_MARGIN = 5.0
@@ -115,7 +116,7 @@ class RedisEvents(RedisBase):
         with self._guard("append_events"):
             connection: Any = pool.get_connection()
         try:
-            connection.send_packed_command(connection.pack_commands(commands))
+            connection.send_packed_command([pack_commands(commands, connection.encoder)])
             return [connection.read_response() for _ in commands]
         except UNAVAILABLE_ERRORS as exc:
             connection.disconnect()  # a reply may be left unread: never reuse it
