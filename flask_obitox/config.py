@@ -120,6 +120,7 @@ class ConfigVars:
     EVENTS = "OBITOX_EVENTS"
     EVENTS_RETENTION = "OBITOX_EVENTS_RETENTION"
     EVENTS_HEARTBEAT = "OBITOX_EVENTS_HEARTBEAT"
+    EVENTS_PROGRESS_INTERVAL_MS = "OBITOX_EVENTS_PROGRESS_INTERVAL_MS"
     DOWNLOAD_EXPIRY = "OBITOX_DOWNLOAD_EXPIRY"
     SETTLED_TTL = "OBITOX_SETTLED_TTL"
     PROCESSING_QUEUE = "OBITOX_PROCESSING_QUEUE"
@@ -178,6 +179,7 @@ DEFAULTS: dict[str, Any] = {
     ConfigVars.MANAGER: True,
     ConfigVars.EVENTS_RETENTION: 1000,
     ConfigVars.EVENTS_HEARTBEAT: 15,
+    ConfigVars.EVENTS_PROGRESS_INTERVAL_MS: 250,
     ConfigVars.SETTLED_TTL: 24 * 3600,
     ConfigVars.PROCESSING_QUEUE: "obitox-processing",
     ConfigVars.PROCESSING_RETRY_SCHEDULE: [10, 60, 300],
@@ -247,6 +249,9 @@ class Settings:
     events_retention: int = 1000
     #: Seconds between the comment lines that keep an idle event stream open.
     events_heartbeat: int = 15
+    #: Milliseconds between two ``upload.progress`` events of one upload in the event
+    #: streams (the latest report wins; 0: one event per report).
+    events_progress_interval_ms: int = 250
     #: Serve the upload manager page, ``GET <prefix>/manager``.
     manager: bool = True
     #: Seconds a download link lives (at most an hour).
@@ -777,6 +782,9 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
         events=_bool(config, ConfigVars.EVENTS),
         events_retention=_int(config, ConfigVars.EVENTS_RETENTION, minimum=1, maximum=1_000_000),
         events_heartbeat=_int(config, ConfigVars.EVENTS_HEARTBEAT, minimum=1, maximum=300),
+        events_progress_interval_ms=_int(
+            config, ConfigVars.EVENTS_PROGRESS_INTERVAL_MS, minimum=0, maximum=60_000
+        ),
         manager=_bool(config, ConfigVars.MANAGER),
         download_expiry=_int(
             config, ConfigVars.DOWNLOAD_EXPIRY, minimum=1, maximum=MAX_DOWNLOAD_EXPIRY

@@ -31,12 +31,26 @@ files costs one. Outside a request (a worker, a command) each is appended at onc
 Publishing never fails the caller: the state already changed, so a state store that is
 down is logged and the events are lost to streams (webhooks are separate).
 ``OBITOX_EVENTS = False`` connects nothing.
+
+``upload.progress`` is for display, and clients report often (``obitox.js`` about once
+a second per file, and after each part): each app process holds its reports and
+publishes them together every :data:`OBITOX_EVENTS_PROGRESS_INTERVAL_MS` (250 ms), the
+latest report of each upload (:class:`ProgressEvents`). A report then costs its request
+no round trip, and a stream gets at most one progress event per upload per interval,
+at most that much later. A later event of the upload (completed, aborted, ...) drops
+its held report, so a stream never shows progress after it; a report held when its
+process exits is lost. Signals and webhooks still see every report; ``0`` publishes
+each with its request.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
+import threading
+import time
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -56,7 +70,6 @@ PENDING_EVENTS = "flask_obitox.events.pending"
 #: Signals whose only argument is the upload, and their event types.
 UPLOAD_SIGNALS = (
     (signals.upload_signed, "upload.signed"),
-    (signals.upload_progress, "upload.progress"),
     (signals.multipart_initiated, "multipart.initiated"),
     (signals.upload_completed, "upload.completed"),
     (signals.upload_aborted, "upload.aborted"),
@@ -123,8 +136,71 @@ def _never_raises(receive: Callable[..., None]) -> Callable[..., None]:
     return guarded
 
 
+class ProgressEvents:
+    """One app's ``upload.progress`` events, published together once per ``interval``
+    seconds, the latest report of each upload (the module's docstring says why).
+    Thread-safe; a forked process starts afresh (a parent's held reports are its own)."""
+
+    def __init__(self, app: Flask, interval: float) -> None:
+        self._app = weakref.ref(app)  # blinker holds the app weakly: so does this
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._held: dict[str, tuple[UploadRecord, float]] = {}  # id -> (latest, wall time)
+        self._timer: threading.Timer | None = None
+        self._pid = os.getpid()
+
+    def offer(self, upload: UploadRecord) -> None:
+        """Hold ``upload``'s report (replacing its last) until the interval ends."""
+        with self._lock:
+            if self._pid != os.getpid():  # forked: the parent's timer is not ours
+                self._pid, self._held, self._timer = os.getpid(), {}, None
+            self._held[upload.upload_id] = (upload, time.time())
+            if self._timer is None:
+                self._timer = threading.Timer(self.interval, self.flush)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def discard(self, upload_id: str) -> None:
+        """Drop ``upload_id``'s held report: a later event of it supersedes it."""
+        with self._lock:
+            self._held.pop(upload_id, None)
+
+    def flush(self) -> None:
+        """Publish every held report in one call. Under the lock, so that a report is
+        never appended after the event that dropped it."""
+        app = self._app()
+        with self._lock:
+            held, self._held, self._timer = self._held, {}, None
+            if app is None or not held:
+                return
+            events = [(up.owner, _progress_body(up, at)) for up, at in held.values()]
+            try:
+                get_state(app).service.publish_events(events)
+            except Exception:
+                logger.exception("%d progress events could not be published", len(events))
+
+
+#: Each app's :class:`ProgressEvents` (the app's own, gone with it).
+_PROGRESS: weakref.WeakKeyDictionary[Flask, ProgressEvents] = weakref.WeakKeyDictionary()
+
+
+def _progress_body(upload: UploadRecord, at: float | None = None) -> bytes:
+    return message_body("upload.progress", upload_data(upload, include_owner=False), now=at)
+
+
+def on_upload_progress(sender: Flask, upload: UploadRecord, **extra: Any) -> None:
+    progress = _PROGRESS.get(sender)
+    if progress is None:  # OBITOX_EVENTS_PROGRESS_INTERVAL_MS = 0: every report
+        _publish(sender, upload.owner, _progress_body(upload))
+    else:
+        progress.offer(upload)
+
+
 def _upload_receiver(event: str) -> Callable[..., None]:
     def receive(sender: Flask, upload: UploadRecord, **extra: Any) -> None:
+        progress = _PROGRESS.get(sender)
+        if progress is not None:
+            progress.discard(upload.upload_id)
         _publish(
             sender, upload.owner, message_body(event, upload_data(upload, include_owner=False))
         )
@@ -184,6 +260,7 @@ def on_processing_failed(
 
 _UNGUARDED: list[tuple[Any, Callable[..., None]]] = [
     *((signal, _upload_receiver(event)) for signal, event in UPLOAD_SIGNALS),
+    (signals.upload_progress, on_upload_progress),
     *((signal, _group_receiver(event)) for signal, event in GROUP_SIGNALS),
     (signals.upload_rejected, on_upload_rejected),
     (signals.processing_completed, on_processing_completed),
@@ -196,5 +273,8 @@ def connect_signals(app: Flask) -> None:
     """Publish ``app``'s upload and group events to its owners' streams (module-level
     receivers, and blinker holds ``app`` weakly: nothing keeps the app alive)."""
     app.teardown_request(publish_request_events)
+    interval = get_state(app).settings.events_progress_interval_ms
+    if interval:
+        _PROGRESS[app] = ProgressEvents(app, interval / 1000)
     for signal, receiver in _RECEIVERS:
         signal.connect(receiver, sender=app)

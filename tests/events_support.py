@@ -106,11 +106,13 @@ class EventSource:
     def json(self) -> Any:
         return json.loads(self.response.read())
 
-    def next(self) -> dict[str, Any] | None:
+    def next(self, deadline: float | None = None) -> dict[str, Any] | None:
         """The next message (``{"id", "event", "data"}``, data parsed), skipping
-        comments (kept in :attr:`comments`); ``None`` when the stream ended."""
+        comments (kept in :attr:`comments`); ``None`` when the stream ended. Fails once
+        ``deadline`` (``time.monotonic()``) passed: heartbeats keep the socket busy."""
         fields: dict[str, Any] = {}
         while True:
+            assert deadline is None or time.monotonic() < deadline, "no message in time"
             line = self.response.readline()
             if not line:
                 return None
@@ -136,10 +138,11 @@ class EventSource:
                 assert text.startswith(":"), f"a message came instead: {text}"
                 return text[1:].strip()
 
-    def take(self, count: int) -> list[dict[str, Any]]:
+    def take(self, count: int, within: float = 30) -> list[dict[str, Any]]:
         found = []
+        deadline = time.monotonic() + within
         for _ in range(count):
-            message = self.next()
+            message = self.next(deadline)
             assert message is not None, f"the stream ended after {found}"
             found.append(message)
         return found

@@ -56,7 +56,9 @@ def batch(base_url: str, user: str, count: int = 3, **extra: Any) -> list[dict[s
 
 @pytest.fixture
 def memory_app(s3: Any) -> Flask:
-    return create_app({"OBITOX_EVENTS_HEARTBEAT": 1})
+    # Each progress report's event with its request: these tests follow every event
+    # (the held, once-per-interval publishing has tests of its own, at the end).
+    return create_app({"OBITOX_EVENTS_HEARTBEAT": 1, "OBITOX_EVENTS_PROGRESS_INTERVAL_MS": 0})
 
 
 @pytest.fixture
@@ -454,3 +456,62 @@ def test_a_refused_file_name_with_a_lone_surrogate_is_an_event_too(
     assert message["event"] == "upload.rejected"
     assert response.json()["errors"][0]["filename"] == name
     assert message["data"]["data"]["filename"] == "bad\ufffd.exe"
+
+
+# -- upload.progress at most once per interval per upload ---------------------------------
+
+
+def _progress_app(interval_ms: int) -> tuple[Flask, Any]:
+    app = create_app({"OBITOX_EVENTS_PROGRESS_INTERVAL_MS": interval_ms})
+    return app, app.extensions["obitox"].state
+
+
+def _reports(app: Flask, counts: list[int]) -> str:
+    client = app.test_client()
+    headers = {"X-User": "alice"}
+    spec = {"filename": "a.bin", "contentType": "application/octet-stream", "size": 1000}
+    upload_id = client.post("/obitox/uploads", json=spec, headers=headers).json["uploadId"]
+    for count in counts:
+        answer = client.post(
+            f"/obitox/uploads/{upload_id}/progress", json={"uploadedBytes": count}, headers=headers
+        )
+        assert answer.status_code == 202, answer.json
+    return str(upload_id)
+
+
+def _progress_seen(state: Any) -> list[int]:
+    return [
+        event["data"]["uploadedBytes"]
+        for _, event in state.read_events("alice", count=100)
+        if event["type"] == "upload.progress"
+    ]
+
+
+def test_reports_are_published_together_once_per_interval_the_latest_of_each(s3: Any) -> None:
+    app, state = _progress_app(300)
+    _reports(app, [100, 200, 300])
+    assert _progress_seen(state) == []  # held: no round trip for the requests
+    deadline = time.monotonic() + 5
+    while not _progress_seen(state) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _progress_seen(state) == [300]
+    _reports(app, [400])
+    time.sleep(0.5)
+    assert _progress_seen(state) == [300, 400]  # one per upload per interval
+
+
+def test_a_later_event_of_the_upload_drops_its_held_report(s3: Any) -> None:
+    app, state = _progress_app(300)
+    upload_id = _reports(app, [100, 200])
+    deleted = app.test_client().delete(f"/obitox/uploads/{upload_id}", headers={"X-User": "alice"})
+    assert deleted.status_code in (200, 204), deleted.data
+    time.sleep(0.5)
+    types = [event["type"] for _, event in state.read_events("alice", count=100)]
+    assert types[-1] == "upload.deleted"
+    assert _progress_seen(state) == []
+
+
+def test_an_interval_of_zero_publishes_every_report(s3: Any) -> None:
+    app, state = _progress_app(0)
+    _reports(app, [100, 200, 300])
+    assert _progress_seen(state) == [100, 200, 300]
