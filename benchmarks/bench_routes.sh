@@ -7,6 +7,8 @@
 #   - native parts          POST /obitox/multipart/<id>/parts   (10 part numbers)
 #   - status                GET  /obitox/uploads/<id>
 #   - progress              POST /obitox/uploads/<id>/progress  (a rising uploadedBytes)
+#     both over 400 uploads in turn, as many clients' files: each report is a new
+#     state of its upload (a new event), not one upload reported 2,000 times a second
 # and, in the same run and the same way, Uppy Companion 6.2.2 itself (installed from
 # npm into a cache folder outside the repository; COMPANION=0 skips it) in two forms:
 # "standalone" (its own `companion` server, as its Docker image runs it) and "library"
@@ -208,18 +210,44 @@ PARAMS="s3/params?filename=cat.png&type=image/png&metadata%5Balbum%5D=summer"
 run "obitox sign-part" "$BASE/s3/multipart/$CID/1?key=$CKEY" "$WORK/get.lua" children "$GUNICORN"
 run "obitox /s3/params" "$BASE/$PARAMS" "$WORK/get.lua" children "$GUNICORN"
 run "obitox native /parts (10)" "$BASE/multipart/$NID/parts" "$WORK/parts.lua" children "$GUNICORN"
-# A progress report (DESIGN §12) against the status read it must stay close to: every
-# report carries a higher byte count than the thread's last, so nearly every one writes.
-cat >"$WORK/progress.lua" <<'LUA'
+# A progress report (DESIGN §12) against the status read it must stay close to, both over
+# 400 uploads in turn (four batches of 100), as many clients' files: each report is of a
+# different upload than the last and carries a higher count than that upload's last, so
+# nearly every one writes and makes an event (the throttle of one upload's events by
+# OBITOX_EVENTS_PROGRESS_INTERVAL_MS does not hide that cost).
+IDS_LUA="$WORK/ids.lua"
+echo "ids = {" >"$IDS_LUA"
+for _ in 1 2 3 4; do
+  curl -s -H 'X-User: bench' -H 'Content-Type: application/json' -d "$(python3 -c '
+import json; print(json.dumps({"files": [{"filename": f"f{i}.bin", "contentType": "application/octet-stream", "size": 10**9} for i in range(100)]}))')" "$BASE/uploads/batch" |
+    python3 -c 'import json,sys; print("".join(json.dumps(u["uploadId"]) + "," for u in json.load(sys.stdin)["uploads"]))' >>"$IDS_LUA" ||
+    fail gunicorn "did not sign a batch"
+done
+echo "}" >>"$IDS_LUA"
+cat "$IDS_LUA" - >"$WORK/status.lua" <<'LUA'
 local n = 0
 request = function()
   n = n + 1
-  return wrk.format("POST", nil, {["X-User"] = "bench", ["Content-Type"] = "application/json"},
-    '{"uploadedBytes":' .. n .. '}')
+  return wrk.format("GET", "/obitox/uploads/" .. ids[n % #ids + 1], {["X-User"] = "bench"})
 end
 LUA
-run "obitox status GET /uploads/<id>" "$BASE/uploads/$NID" "$WORK/get.lua" children "$GUNICORN"
-run "obitox progress POST" "$BASE/uploads/$NID/progress" "$WORK/progress.lua" children "$GUNICORN"
+cat "$IDS_LUA" - >"$WORK/progress.lua" <<'LUA'
+local threads = 0
+function setup(thread)
+  thread:set("me", threads)
+  threads = threads + 1
+end
+local n = 0
+request = function()
+  n = n + 1
+  -- Threads count apart (2n + me): one thread's report is never another's repeat.
+  return wrk.format("POST", "/obitox/uploads/" .. ids[n % #ids + 1] .. "/progress",
+    {["X-User"] = "bench", ["Content-Type"] = "application/json"},
+    '{"uploadedBytes":' .. (2 * n + me) .. '}')
+end
+LUA
+run "obitox status GET /uploads/<id>" "$BASE/uploads" "$WORK/status.lua" children "$GUNICORN"
+run "obitox progress POST" "$BASE/uploads" "$WORK/progress.lua" children "$GUNICORN"
 
 # -- Uppy Companion 6.2.2, the same routes, the same wrk, the same moto -----------------
 COMPANION_VERSION=6.2.2
