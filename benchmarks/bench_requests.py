@@ -7,7 +7,12 @@ signing the same answer on a cached client (what a hand-rolled server would do).
 - ``sign-part``: Companion's ``GET /obitox/s3/multipart/<id>/<n>?key=...`` (ownership
   read from state, one part URL); boto3: one ``generate_presigned_url("upload_part")``;
 - ``/parts (10)``: ``POST /obitox/multipart/<id>/parts`` with 10 part numbers; boto3:
-  10 ``upload_part`` URLs.
+  10 ``upload_part`` URLs;
+- ``status`` and ``progress``: ``GET /obitox/uploads/<id>`` and ``POST
+  /obitox/uploads/<id>/progress`` (a higher count each time, so each writes), the pair
+  DESIGN §12 wants close (a report at most 1.3x a read); their ``upload.progress``
+  events are held and published every ``OBITOX_EVENTS_PROGRESS_INTERVAL_MS``, so a
+  flush lands inside the count now and then.
 
 Server work only (no HTTP server: ``bench_routes.sh`` measures that, with gunicorn,
 against Companion itself). State is Redis (``--memory``: the memory backend); creating
@@ -101,6 +106,27 @@ class Routes:
         self.sign_part_path = f"/obitox/s3/multipart/{answer['uploadId']}/1"
         self.parts_path = f"/obitox/multipart/{native.json['uploadId']}/parts"  # type: ignore[index]
         self.parts_body = json.dumps({"partNumbers": list(range(1, PARTS + 1))}).encode()
+        single = self.client.post(
+            "/obitox/uploads",
+            json={"filename": "a.bin", "contentType": "application/octet-stream", "size": 10**9},
+        )
+        assert single.status_code == 201, single.get_data(as_text=True)
+        self.status_path = f"/obitox/uploads/{single.json['uploadId']}"  # type: ignore[index]
+        self.reported = 0
+        self.progress()  # pending -> uploading: the reports measured are the usual ones
+
+    def status(self) -> None:
+        response = self.client.get(self.status_path)
+        assert response.status_code == 200, response.get_data(as_text=True)
+
+    def progress(self) -> None:
+        self.reported += 1
+        response = self.client.post(
+            f"{self.status_path}/progress",
+            data=b'{"uploadedBytes":%d}' % self.reported,
+            content_type="application/json",
+        )
+        assert response.status_code == 202, response.get_data(as_text=True)
 
     def params(self) -> None:
         response = self.client.get(PARAMS)
@@ -160,6 +186,8 @@ def workloads(state: Any) -> dict[str, Callable[[], Callable[[], Any]]]:
         "/s3/params": lambda: app().params,
         "sign-part": lambda: app().sign_part,
         "/parts (10)": lambda: app().parts,
+        "status": lambda: app().status,
+        "progress": lambda: app().progress,
         "boto3 presigned POST": lambda: boto3_post(boto3_client()),
         "boto3 1 part URL": lambda: boto3_parts(boto3_client(), 1),
         "boto3 10 part URLs": lambda: boto3_parts(boto3_client(), PARTS),
@@ -188,6 +216,8 @@ def main() -> None:
     for route, boto in ROUTES.items():
         ours, theirs = seconds[route], seconds[boto]
         print(f"{route:<14}{ours * 1e6:>8.0f}us{theirs * 1e6:>8.0f}us{theirs / ours:>7.1f}x")
+    ratio = seconds["progress"] / seconds["status"]
+    print(f"progress report {seconds['progress'] * 1e6:.0f}us = {ratio:.2f}x a status read")
     if not args.instructions:
         return
     counts = count_instructions(args, list(work))
@@ -200,6 +230,8 @@ def main() -> None:
     for route, boto in ROUTES.items():
         ours, theirs = counts[route], counts[boto]
         print(f"{route:<14}{ours / 1e3:>9.0f}k{theirs / 1e3:>9.0f}k{theirs / ours:>7.1f}x")
+    ratio = counts["progress"] / counts["status"]
+    print(f"progress report {counts['progress'] / 1e3:.0f}k = {ratio:.2f}x a status read")
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ from flask import Flask, current_app, has_request_context, request
 
 from . import signals
 from .appstate import get_state
-from .domain.messages import message_body
+from .domain.messages import message_body, sent_with_write
 from .state import UploadRecord
 from .webhooks.events import rejected_data, upload_data
 
@@ -198,6 +198,8 @@ def on_upload_progress(sender: Flask, upload: UploadRecord, **extra: Any) -> Non
 
 def _upload_receiver(event: str) -> Callable[..., None]:
     def receive(sender: Flask, upload: UploadRecord, **extra: Any) -> None:
+        if event == "upload.signed" and sent_with_write(upload.upload_id):
+            return  # the domain's write carried it (Signing.create_signed)
         progress = _PROGRESS.get(sender)
         if progress is not None:
             progress.discard(upload.upload_id)

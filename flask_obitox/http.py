@@ -90,14 +90,17 @@ def json_body(ext: ObitoXState, *, empty: Any = None, limit: int | None = None) 
             details={"contentType": request.content_type},
         )
     limit = max(limit or 0, ext.settings.max_request_size)
-    too_large = ObitoXError(
-        "PAYLOAD_TOO_LARGE",
-        f"The request body exceeds {limit} bytes"
-        + (" (OBITOX_MAX_REQUEST_SIZE)." if limit == ext.settings.max_request_size else "."),
-        details={"limit": limit},
-    )
+
+    def too_large() -> ObitoXError:
+        named = " (OBITOX_MAX_REQUEST_SIZE)" if limit == ext.settings.max_request_size else ""
+        return ObitoXError(
+            "PAYLOAD_TOO_LARGE",
+            f"The request body exceeds {limit} bytes{named}.",
+            details={"limit": limit},
+        )
+
     if request.content_length is not None and request.content_length > limit:
-        raise too_large
+        raise too_large()
     # get_data, not the raw stream: the host (a logging middleware, a before_request)
     # may have read the body already. The per-request limit bounds a chunked body too;
     # werkzeug cuts such a body at the limit rather than failing, hence limit + 1.
@@ -105,9 +108,9 @@ def json_body(ext: ObitoXState, *, empty: Any = None, limit: int | None = None) 
     try:
         raw = request.get_data(cache=True)
     except RequestEntityTooLarge:
-        raise too_large from None
+        raise too_large() from None
     if len(raw) > limit:
-        raise too_large
+        raise too_large()
     if empty is not None and not raw.strip():
         return empty
     try:

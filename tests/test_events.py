@@ -317,26 +317,35 @@ def test_an_event_through_app_a_reaches_a_stream_on_app_b(
 
 
 @pytest.mark.redis
-def test_a_batch_publishes_its_events_in_one_round_trip(
+def test_signed_events_go_with_their_records_write(
     s3: Any, redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    body = {
-        "files": [
-            {"filename": f"p{n}.png", "contentType": "image/png", "size": 100} for n in range(100)
-        ]
+    files = [{"filename": f"p{n}.png", "contentType": "image/png", "size": 100} for n in range(100)]
+    requests_ = {
+        "batch": ("/obitox/uploads/batch", {"files": files}),
+        "single": ("/obitox/uploads", files[0]),
+        "grouped": ("/obitox/uploads/batch", {"files": files[:3], "group": {"name": "g"}}),
     }
-    counts = {}
+    counts: dict[tuple[str, bool], int] = {}
     for events_on in (False, True):
-        app = create_app(redis_config(redis_url, prefix, OBITOX_EVENTS=events_on))
-        client = app.test_client()
-        client.post("/obitox/uploads/batch", json=body, headers={"X-User": "alice"})  # warm
-        with RoundTrips().counting(monkeypatch) as trips:
-            response = client.post("/obitox/uploads/batch", json=body, headers={"X-User": "alice"})
-        assert response.status_code == 200
-        counts[events_on] = trips.count
-    assert counts[True] == counts[False] + 1
+        client = create_app(redis_config(redis_url, prefix, OBITOX_EVENTS=events_on)).test_client()
+        for name, (path, body) in requests_.items():
+            client.post(path, json=body, headers={"X-User": "alice"})  # warm
+            with RoundTrips().counting(monkeypatch) as trips:
+                response = client.post(path, json=body, headers={"X-User": "alice"})
+            assert response.status_code in (200, 201), response.json
+            counts[name, events_on] = trips.count
+    # With the records' write: no round trip more for the events...
+    assert counts["batch", True] == counts["batch", False]
+    assert counts["single", True] == counts["single", False]
+    # ... unless the records join a group (a refused join deletes them: no event first).
+    assert counts["grouped", True] == counts["grouped", False] + 1
     state = RedisStateBackend.from_url(redis_url, prefix=prefix)
-    assert len(state.read_events("alice", count=1000)) == 200  # the warm-up batch and this one
+    events = [event for _, event in state.read_events("alice", count=1000)]
+    signed = [event["data"] for event in events if event["type"] == "upload.signed"]
+    assert len(signed) == 2 * (100 + 1 + 3)  # each request's, twice, each once
+    assert len({view["uploadId"] for view in signed}) == len(signed)
+    assert [e["type"] for e in events[-4:]] == ["upload.signed"] * 3 + ["group.created"]
 
 
 @pytest.mark.redis

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -174,3 +175,16 @@ def test_the_merge_equals_the_checked_paths_whatever_the_record_holds(
     want = expected(record, uploaded, now, new.revision) if changed else record
     assert new == want
     assert backend.get(record.upload_id) == want
+
+
+def test_a_script_the_server_has_not_loaded_runs_the_way_redis_py_loads_it(
+    redis_backend: Any,
+) -> None:
+    key = f"{redis_backend.prefix}:script-test"
+    redis_backend.client.set(key, "stored")
+    # A script no server has seen (its text is new): the lean EVALSHA meets NOSCRIPT.
+    script = redis_backend.client.register_script(
+        f"-- {uuid.uuid4()}\nreturn redis.call('GET', KEYS[1])"
+    )
+    assert redis_backend._run_script(script, key, []) == b"stored"
+    assert redis_backend._run_script(script, key, []) == b"stored"  # loaded now

@@ -19,7 +19,9 @@ import hashlib
 import json
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
@@ -76,3 +78,27 @@ def build_message(
     """The webhook message for ``event`` carrying ``data``, with its body encoded once:
     every attempt sends (and signs) exactly these bytes."""
     return Message(message_id(event, upload_id), event, message_body(event, data, now=now).decode())
+
+
+#: Upload ids whose ``upload.signed`` event already went out with their records' write
+#: (``EventFanIn.create_with_events``), while their signal is being sent: the publisher
+#: of signals (:mod:`flask_obitox.events`) skips them. A context variable: each thread
+#: and each greenlet has its own.
+_SENT_WITH_WRITE: ContextVar[frozenset[str]] = ContextVar(
+    "obitox_sent_with_write", default=frozenset()
+)
+
+
+def sent_with_write(upload_id: str) -> bool:
+    """Whether ``upload_id``'s ``upload.signed`` event went out with its write."""
+    return upload_id in _SENT_WITH_WRITE.get()
+
+
+@contextmanager
+def sending_signed(upload_ids: frozenset[str]) -> Iterator[None]:
+    """While ``upload-signed`` is sent for uploads whose events went with their write."""
+    token = _SENT_WITH_WRITE.set(upload_ids)
+    try:
+        yield
+    finally:
+        _SENT_WITH_WRITE.reset(token)

@@ -447,6 +447,17 @@ class EventFanIn(Protocol):
         already (a message body encoded once, stored as it is)."""
         ...
 
+    def create_with_events(
+        self, records: Sequence[UploadRecord], ttl: int, events: Sequence[tuple[str, bytes]]
+    ) -> None:
+        """``create_many(records, ttl)``, then ``append_events(events)`` (their
+        ``upload.signed``), in one round trip where the backend can. The records are
+        written as ``create_many`` writes them; the events at most once, and lost (not
+        raised) if their part fails: the records stand. Records joining a group take
+        ``create_many`` (a refused join deletes them again, and no event of theirs may
+        have gone out)."""
+        ...
+
     def wait_for_owners(
         self, positions: Mapping[str, str | None], timeout: float, count: int = 100
     ) -> dict[str, list[tuple[str, dict[str, Any]]]]:

@@ -430,6 +430,12 @@ class MemoryStateBackend(GroupChanges, ProgressByChanges):
             kept.popleft()
         return format_event_id(position)
 
+    def create_with_events(
+        self, records: Sequence[UploadRecord], ttl: int, events: Sequence[tuple[str, bytes]]
+    ) -> None:
+        self.create_many(records, ttl)
+        self.append_events(events)
+
     def append_events(self, events: Sequence[tuple[str, Mapping[str, Any] | bytes]]) -> list[str]:
         encoded = [(owner, _encoded(event)) for owner, event in events]
         with self._events_added:

@@ -21,6 +21,7 @@ names the server without its password.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -29,7 +30,7 @@ from typing import Any, cast
 import orjson
 import redis
 from redis.cluster import RedisCluster
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from ..errors import StateUnavailable
 from ..redis_client import redact_url, redis_from_url
@@ -51,6 +52,8 @@ from .redis_events import RedisEvents
 from .redis_groups import RedisGroups
 from .redis_layout import DELETE_IF_SCRIPT
 from .redis_wire import pack_commands
+
+logger = logging.getLogger("flask_obitox.state")
 
 __all__ = ["MAX_CAS_ATTEMPTS", "UNAVAILABLE_ERRORS", "RedisStateBackend", "redact_url"]
 
@@ -139,6 +142,37 @@ class RedisStateBackend(RedisGroups, RedisEvents, ProgressByChanges):
         check_ttl(ttl)
         if not records:
             return
+        commands, joining = self._create_commands(records, ttl)
+        first_join = len(commands) - len(joining)
+        replies = self._send(commands, "create")
+        try:
+            for group_id, reply in zip(joining, replies[first_join:], strict=True):
+                self._join_result(group_id, reply)
+        except (GroupNotFound, GroupClosed):
+            self._undo_create(records, joining)
+            raise
+
+    def create_with_events(
+        self, records: Sequence[UploadRecord], ttl: int, events: Sequence[tuple[str, bytes]]
+    ) -> None:
+        """``EventFanIn``: on one standalone server, the records' writes and the events'
+        appends in one packet (the appends only in its first sending: a retry resends
+        the writes alone, and the events are lost rather than appended twice)."""
+        check_ttl(ttl)
+        if any(record.group_id for record in records) or not records or not events:
+            self.create_many(records, ttl)
+            if events:
+                self.append_events(events)
+            return
+        commands, _ = self._create_commands(records, ttl)
+        _, appends = self._append_commands(events)
+        self._send(commands, "create", once=appends)
+
+    def _create_commands(
+        self, records: Sequence[UploadRecord], ttl: int
+    ) -> tuple[list[tuple[Any, ...]], dict[str, list[str]]]:
+        """The writes of ``records``, the group joins last (one per group, in the order
+        of the map returned: group id -> the ids joining it)."""
         layout = self.layout
         commands: list[tuple[Any, ...]] = []
         joining: dict[str, list[str]] = {}
@@ -150,15 +184,8 @@ class RedisStateBackend(RedisGroups, RedisEvents, ProgressByChanges):
                 joining.setdefault(r.group_id, []).append(r.upload_id)
         commands += self._expiry_commands(records, ttl)
         commands += self._index_commands(records, ttl)
-        first_join = len(commands)
         commands += [self._join_command(gid, ids) for gid, ids in joining.items()]
-        replies = self._send(commands, "create")
-        try:
-            for group_id, reply in zip(joining, replies[first_join:], strict=True):
-                self._join_result(group_id, reply)
-        except (GroupNotFound, GroupClosed):
-            self._undo_create(records, joining)
-            raise
+        return commands, joining
 
     def _expiry_key(self, upload_id: str) -> str:
         """The expiry index set holding ``upload_id`` (one set; a cluster shards it)."""
@@ -230,18 +257,35 @@ class RedisStateBackend(RedisGroups, RedisEvents, ProgressByChanges):
             commands.append(("EXPIRE", key, ttl))
         return commands
 
-    def _send(self, commands: list[tuple[Any, ...]], action: str) -> list[Any]:
-        """Send ``commands`` in one packet on one connection and read every reply."""
+    def _send(
+        self,
+        commands: list[tuple[Any, ...]],
+        action: str,
+        *,
+        once: Sequence[tuple[Any, ...]] = (),
+    ) -> list[Any]:
+        """Send ``commands`` in one packet on one connection and read every reply
+        (theirs only). ``once``: commands sent after them in the first attempt alone
+        (appends, which a retry must not repeat), their replies read and dropped."""
         pool = self._client.connection_pool
         try:
             connection: Any = pool.get_connection()
         except RedisError as exc:
             raise self._unavailable(action, exc) from exc
+        extra = list(once)
 
         def attempt() -> list[Any]:
+            appends, extra[:] = list(extra), []
             # A list of buffers, as redis-py sends its own (a bare bytes is iterated).
-            connection.send_packed_command([pack_commands(commands, connection.encoder)])
-            return [connection.read_response() for _ in commands]
+            packed = pack_commands([*commands, *appends], connection.encoder)
+            connection.send_packed_command([packed])
+            replies = [connection.read_response() for _ in commands]
+            for _ in appends:
+                try:
+                    connection.read_response()
+                except ResponseError:
+                    logger.warning("Events sent with a write were refused; they are lost.")
+            return replies
 
         try:
             # Every command sent this way is idempotent: the retry policy may resend.
@@ -361,7 +405,7 @@ class RedisStateBackend(RedisGroups, RedisEvents, ProgressByChanges):
             secrets.token_hex(8),
         ]
         with self._guard("report_bytes"):
-            reply = self._bytes(keys=[self.key(upload_id)], args=args)
+            reply = self._run_script(self._bytes, self.key(upload_id), args)
         if not reply:
             return None
         changed, stored = reply

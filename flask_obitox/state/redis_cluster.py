@@ -39,6 +39,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 
 from ..redis_client import DEFAULT_CLIENT_OPTIONS, redact_url
+from .base import UploadRecord
 from .redis import RedisStateBackend
 from .redis_base import text
 from .redis_layout import BYTES_SCRIPT, CAS_SCRIPT, JOIN_SCRIPT, MOVE_SCRIPT, RedisLayout
@@ -215,8 +216,24 @@ class RedisClusterStateBackend(RedisStateBackend):
         except RedisClusterException as exc:
             raise self._unavailable(action, exc) from exc
 
-    def _send(self, commands: list[tuple[Any, ...]], action: str) -> list[Any]:
-        """``commands`` through the cluster pipeline: one packet per node."""
+    def create_with_events(
+        self, records: Sequence[UploadRecord], ttl: int, events: Sequence[tuple[str, bytes]]
+    ) -> None:
+        """Two steps: a cluster pipeline may resend its commands, appends included."""
+        self.create_many(records, ttl)
+        if events:
+            self.append_events(events)
+
+    def _send(
+        self,
+        commands: list[tuple[Any, ...]],
+        action: str,
+        *,
+        once: Sequence[tuple[Any, ...]] = (),
+    ) -> list[Any]:
+        """``commands`` through the cluster pipeline: one packet per node (never with
+        ``once``: :meth:`create_with_events` appends on its own)."""
+        assert not once, "a cluster pipeline may resend: appends go on their own"
         with self._guard(action):
             pipe = self._client.pipeline()
             for command in commands:

@@ -82,6 +82,20 @@ class RedisEvents(RedisBase):
     def append_events(self, events: Sequence[tuple[str, Mapping[str, Any] | bytes]]) -> list[str]:
         if not events:
             return []
+        by_owner, commands = self._append_commands(events)
+        replies = self._send_appends(commands)
+        ids: list[str] = [""] * len(events)
+        for indexes, reply in zip(by_owner.values(), replies, strict=True):
+            if isinstance(reply, Exception):
+                raise reply
+            for index, event_id in zip(indexes, reply, strict=True):
+                ids[index] = text(event_id)
+        return ids
+
+    def _append_commands(
+        self, events: Sequence[tuple[str, Mapping[str, Any] | bytes]]
+    ) -> tuple[dict[str, list[int]], list[tuple[Any, ...]]]:
+        """The commands appending ``events``, and which events each one carries."""
         # One EVAL per owner (one slot each), all in one packet: a batch of 100 events
         # of one owner is one command, far cheaper to pack and parse than 100 XADDs.
         by_owner: dict[str, list[int]] = {}
@@ -100,14 +114,7 @@ class RedisEvents(RedisBase):
             )
             for owner, indexes in by_owner.items()
         ]
-        replies = self._send_appends(commands)
-        ids: list[str] = [""] * len(events)
-        for indexes, reply in zip(by_owner.values(), replies, strict=True):
-            if isinstance(reply, Exception):
-                raise reply
-            for index, event_id in zip(indexes, reply, strict=True):
-                ids[index] = text(event_id)
-        return ids
+        return by_owner, commands
 
     def _send_appends(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Every append command in one packet on one connection, sent once and never
