@@ -152,6 +152,9 @@ class RedisStateBackend(RedisGroups, RedisEvents, ProgressByChanges):
             self._undo_create(records, joining)
             raise
 
+    #: Whether :meth:`create_with_events` sends the appends in the writes' packet.
+    appends_ride_writes = True
+
     def create_with_events(
         self, records: Sequence[UploadRecord], ttl: int, events: Sequence[tuple[str, bytes]]
     ) -> None:
@@ -159,7 +162,8 @@ class RedisStateBackend(RedisGroups, RedisEvents, ProgressByChanges):
         appends in one packet (the appends only in its first sending: a retry resends
         the writes alone, and the events are lost rather than appended twice)."""
         check_ttl(ttl)
-        if any(record.group_id for record in records) or not records or not events:
+        grouped = any(record.group_id for record in records)
+        if not self.appends_ride_writes or grouped or not records or not events:
             self.create_many(records, ttl)
             if events:
                 self.append_events(events)

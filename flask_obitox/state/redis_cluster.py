@@ -39,7 +39,6 @@ from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 
 from ..redis_client import DEFAULT_CLIENT_OPTIONS, redact_url
-from .base import UploadRecord
 from .redis import RedisStateBackend
 from .redis_base import text
 from .redis_layout import BYTES_SCRIPT, CAS_SCRIPT, JOIN_SCRIPT, MOVE_SCRIPT, RedisLayout
@@ -216,13 +215,8 @@ class RedisClusterStateBackend(RedisStateBackend):
         except RedisClusterException as exc:
             raise self._unavailable(action, exc) from exc
 
-    def create_with_events(
-        self, records: Sequence[UploadRecord], ttl: int, events: Sequence[tuple[str, bytes]]
-    ) -> None:
-        """Two steps: a cluster pipeline may resend its commands, appends included."""
-        self.create_many(records, ttl)
-        if events:
-            self.append_events(events)
+    #: A cluster pipeline may resend its commands, appends included: two steps.
+    appends_ride_writes = False
 
     def _send(
         self,
