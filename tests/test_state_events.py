@@ -229,3 +229,20 @@ def test_redis_append_events_is_one_round_trip(
     for owner in {owner for owner, _ in batch}:
         mine = [i for (who, _), i in zip(batch, ids, strict=True) if who == owner]
         assert [i for i, _ in redis_backend.read_events(owner)] == mine
+
+
+def test_events_that_cannot_be_appended_after_a_write_never_fail_it(
+    redis_backend: RedisStateBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from state_support import make_record
+
+    from flask_obitox.errors import StateUnavailable
+
+    def down(events: Any) -> Any:
+        raise StateUnavailable("Redis went away between the write and the append")
+
+    record = make_record()
+    redis_backend.appends_ride_writes = False  # the two steps, as on a cluster
+    monkeypatch.setattr(redis_backend, "append_events", down)
+    redis_backend.create_with_events([record], 60, [(record.owner, b'{"type":"x"}')])
+    assert redis_backend.get(record.upload_id) == record

@@ -59,27 +59,24 @@ class Signing(Grouping):
     """``POST /uploads``, ``POST /uploads/batch`` and Companion's ``GET /s3/params``."""
 
     def create_signed(self, records: Sequence[UploadRecord], now: float) -> frozenset[str]:
-        """Write new records (``create_many``), with their ``upload.signed`` events when
-        the state can carry them (``EventFanIn.create_with_events``: one round trip on
-        Redis instead of two) and no record joins a group; the ids whose events went
-        out, for :meth:`send_signed`. Otherwise the publisher of signals appends them
-        when the request ends, as every other event."""
+        """Write new records (``create_many``) with their ``upload.signed`` events when
+        the state can carry them (``EventFanIn.create_with_events``: one round trip on a
+        standalone Redis instead of two); the ids whose events went out, for
+        :meth:`send_signed`. Records joining a group leave their events to the publisher
+        of signals: appended when the request ends in one packet with the group's own
+        (``group.created``, ``group.progress``), where ``create_with_events`` would take
+        a round trip of its own for them."""
         state = self.state
-        sent: frozenset[str] = frozenset()
-        if (
-            self.settings.events
-            and supports(state, EventFanIn)
-            and not any(record.group_id for record in records)
-        ):
-            events = [
-                (record.owner, message_body("upload.signed", render_upload(record), now=now))
-                for record in records
-            ]
-            state.create_with_events(records, self.record_ttl, events)
-            sent = frozenset(record.upload_id for record in records)
-        else:
-            self.state.create_many(records, self.record_ttl)
-        return sent
+        grouped = any(record.group_id for record in records)
+        if grouped or not (self.settings.events and supports(state, EventFanIn)):
+            state.create_many(records, self.record_ttl)
+            return frozenset()
+        events = [
+            (record.owner, message_body("upload.signed", render_upload(record), now=now))
+            for record in records
+        ]
+        state.create_with_events(records, self.record_ttl, events)
+        return frozenset(record.upload_id for record in records)
 
     def send_signed(self, records: Sequence[UploadRecord], sent: frozenset[str]) -> None:
         """``upload-signed`` for each record; ``sent``: those whose event went out with

@@ -454,8 +454,8 @@ class EventFanIn(Protocol):
         ``upload.signed``), in one round trip where the backend can. The records are
         written as ``create_many`` writes them; the events at most once, and lost (not
         raised) if their part fails: the records stand. Records joining a group take
-        ``create_many`` (a refused join deletes them again, and no event of theirs may
-        have gone out)."""
+        two steps, the events only after ``create_many`` succeeded (a refused join
+        deletes the records again, and no event of theirs may have gone out)."""
         ...
 
     def wait_for_owners(

@@ -164,9 +164,12 @@ class RedisStateBackend(RedisGroups, RedisEvents, ProgressByChanges):
         check_ttl(ttl)
         grouped = any(record.group_id for record in records)
         if not self.appends_ride_writes or grouped or not records or not events:
-            self.create_many(records, ttl)
+            self.create_many(records, ttl)  # a refused join raises: no event goes out
             if events:
-                self.append_events(events)
+                try:
+                    self.append_events(events)
+                except (StateUnavailable, RedisError):
+                    logger.warning("Events of a write could not be appended; they are lost.")
             return
         commands, _ = self._create_commands(records, ttl)
         _, appends = self._append_commands(events)
@@ -276,10 +279,11 @@ class RedisStateBackend(RedisGroups, RedisEvents, ProgressByChanges):
             connection: Any = pool.get_connection()
         except RedisError as exc:
             raise self._unavailable(action, exc) from exc
-        extra = list(once)
+        unsent = list(once)
 
         def attempt() -> list[Any]:
-            appends, extra[:] = list(extra), []
+            nonlocal unsent
+            appends, unsent = unsent, []
             # A list of buffers, as redis-py sends its own (a bare bytes is iterated).
             packed = pack_commands([*commands, *appends], connection.encoder)
             connection.send_packed_command([packed])
@@ -401,13 +405,8 @@ class RedisStateBackend(RedisGroups, RedisEvents, ProgressByChanges):
     ) -> tuple[UploadRecord, bool] | None:
         """``ByteReports``: one script (``BYTES_SCRIPT``). A retry after a lost reply
         finds the count already merged and answers it unchanged."""
-        args: list[str | bytes] = [
-            owner,
-            str(uploaded_bytes),
-            repr(now),
-            orjson.dumps(now),
-            secrets.token_hex(8),
-        ]
+        # ``now`` once, as the record's JSON writes a time: compared, and written.
+        args = [owner, str(uploaded_bytes), orjson.dumps(now), secrets.token_hex(8)]
         with self._guard("report_bytes"):
             reply = self._run_script(self._bytes, self.key(upload_id), args)
         if not reply:

@@ -99,9 +99,9 @@ return 0
 """
 
 #: A byte-count report (``ByteReports.report_bytes``) in one step: the record of KEYS[1]
-#: if owner ARGV[1]'s, ``uploading``, server-laid-out, not expired at ARGV[3] and at
-#: least ARGV[2] bytes long; then ``{1, new}`` with ARGV[2] bytes, ``updated_at`` ARGV[4]
-#: and revision ARGV[5] written (TTL kept), or ``{0, stored}`` when the count is not
+#: if owner ARGV[1]'s, ``uploading``, server-laid-out, not expired at ARGV[3] (the time
+#: as the record's JSON writes it) and at least ARGV[2] bytes long; then ``{1, new}``
+#: with ARGV[2] bytes, ``updated_at`` ARGV[3] and revision ARGV[4] written (TTL kept), or ``{0, stored}`` when the count is not
 #: higher. Anything else answers nil (the caller's checked path decides). Fields are read
 #: with cjson; the record is rewritten as text, not re-encoded (cjson keeps 14 digits of
 #: a float and would round the timestamps): ``updated_at`` is the first `,"updated_at":`
@@ -149,8 +149,8 @@ local reports_at = string.find(stored, ',"part_reports":', tail, true)
 if not at_end or at_end > tail or not bytes_at or not reports_at or reports_at < bytes_at then
     return false
 end
-local new = string.sub(stored, 1, at + 13) .. ARGV[4] .. string.sub(stored, at_end, tail - 1)
-    .. ',"revision":"' .. ARGV[5] .. '","uploaded_bytes":' .. ARGV[2]
+local new = string.sub(stored, 1, at + 13) .. ARGV[3] .. string.sub(stored, at_end, tail - 1)
+    .. ',"revision":"' .. ARGV[4] .. '","uploaded_bytes":' .. ARGV[2]
     .. string.sub(stored, reports_at)
 redis.call('SET', KEYS[1], new, 'KEEPTTL')
 return {1, new}
