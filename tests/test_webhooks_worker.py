@@ -220,17 +220,6 @@ def test_a_worker_killed_mid_delivery_does_not_lose_it(
 # -- the worker on every RQ and Redis a fresh install gets ---------------------------
 
 
-def _run_one_job_in_a_new_process(rq_redis_url: str) -> Any:
-    """:func:`_run_one_job` in a process of its own (spawned, not forked): the worker
-    forks a work horse per job, and a test process holds other tests' threads (event
-    readers, timers, servers), which a fork should not copy mid-lock. (Tried against
-    the lost results of :data:`alone`: they still happened.)"""
-    import multiprocessing
-
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_run_one_job, (rq_redis_url,))
-
-
 def _run_one_job(rq_redis_url: str) -> Any:
     """Start ``make_worker`` on ``rq_redis_url``, run one job in burst mode, and return
     the job's result: the job asks whether it ran inside the app context."""
@@ -274,8 +263,8 @@ def _run_one_job(rq_redis_url: str) -> Any:
 
 #: The one-job worker tests, skipped in a parallel run and run alone by ``.ci/run``
 #: (``OBITOX_TEST_ALONE=1``): in CI's parallel runs their job now and then left no result,
-#: on the shared Redis and on a private fakeredis alike, even with the worker in a
-#: spawned process (not diagnosed; they pass alone every time).
+#: on the shared Redis and on a private fakeredis alike (not diagnosed; they pass alone
+#: every time; the worker is RQ's SimpleWorker, which does not fork).
 alone = pytest.mark.skipif(
     int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1
     and not os.environ.get("OBITOX_TEST_ALONE"),
@@ -288,7 +277,7 @@ alone = pytest.mark.skipif(
 def test_the_worker_runs_jobs_in_the_app_context_on_this_rq(redis_url: str) -> None:
     """RQ 3 passes perform_job an Execution; a worker written for RQ 2 died on its
     first job with a TypeError (every webhook lost)."""
-    assert _run_one_job_in_a_new_process(redis_url) is True
+    assert _run_one_job(redis_url) is True
 
 
 @alone
@@ -307,7 +296,7 @@ def test_the_worker_starts_on_the_example_apps_embedded_fakeredis() -> None:
     thread.start()
     try:
         host, port = server.server_address[:2]
-        assert _run_one_job_in_a_new_process(f"redis://{host}:{port}/0") is True
+        assert _run_one_job(f"redis://{host}:{port}/0") is True
     finally:
         server.shutdown()
         server.server_close()
