@@ -23,6 +23,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, request
 from flask_cors import CORS
+from werkzeug.datastructures import MultiDict
 
 from .appstate import ObitoXState, get_state
 from .config import S3_MAX_PARTS, Settings
@@ -57,6 +58,22 @@ def _metadata(raw: Any) -> dict[str, Any]:
         if isinstance(value, int | float) and not isinstance(value, bool):
             out[name] = str(value)
     return out
+
+
+def _query_metadata(args: MultiDict[str, str]) -> dict[str, str]:
+    """Uppy's ``metadata[name]=value`` query parameters. A name given twice is refused:
+    which value would the upload keep?"""
+    metadata = {}
+    for name, values in args.lists():
+        if name.startswith("metadata[") and name.endswith("]"):
+            if len(values) > 1:
+                raise ObitoXError(
+                    "INVALID_INPUT",
+                    f"{name[:140]} is given {len(values)} times; send it once.",
+                    details={"field": "metadata"},
+                )
+            metadata[name[len("metadata[") : -1]] = values[0]
+    return metadata
 
 
 def _part_number(raw: str) -> int:
@@ -126,18 +143,13 @@ def _file_spec(
 def params() -> Response:
     ext, owner = _caller()
     args = request.args
-    metadata = {
-        name[len("metadata[") : -1]: value
-        for name, value in args.items(multi=False)
-        if name.startswith("metadata[") and name.endswith("]")
-    }
     spec = _file_spec(
         ext,
         owner,
         load_upload_request,
         _string(args, "filename"),
         _string(args, "type", default="application/octet-stream"),
-        metadata,
+        _query_metadata(args),
     )
     return respond(ext.service.sign_post(owner, spec))
 

@@ -126,6 +126,12 @@ def test_post_complete_of_another_owner_is_404(alice: UserClient, mallory: UserC
         ("filename=a.png&type=not a type", "INVALID_INPUT", 400),
         ("type=image/png", "INVALID_INPUT", 400),
         ("filename=a.png&type=image/png&metadata[bad key]=x", "INVALID_INPUT", 400),
+        ("filename=a.png&type=image/png&metadata[album]=a&metadata[album]=b", "INVALID_INPUT", 400),
+        (
+            "filename=a.png&type=image/png&metadata[profile]=&metadata[profile]=x",
+            "INVALID_INPUT",
+            400,
+        ),
     ],
 )
 def test_params_validation(
