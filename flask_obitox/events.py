@@ -58,7 +58,7 @@ from flask import Flask, current_app, has_request_context, request
 
 from . import signals
 from .appstate import get_state
-from .domain.messages import message_body, sent_with_write
+from .domain.messages import message_body, sent_with_write, skips_sent_with_write
 from .state import UploadRecord
 from .webhooks.events import rejected_data, upload_data
 
@@ -208,7 +208,7 @@ def _upload_receiver(event: str) -> Callable[..., None]:
         )
 
     receive.__name__ = f"publish_{event.replace('.', '_')}"
-    return receive
+    return skips_sent_with_write(receive) if event == "upload.signed" else receive
 
 
 def _group_receiver(event: str) -> Callable[..., None]:
@@ -216,7 +216,7 @@ def _group_receiver(event: str) -> Callable[..., None]:
         _publish(sender, group.owner, message_body(event, view))
 
     receive.__name__ = f"publish_{event.replace('.', '_')}"
-    return receive
+    return skips_sent_with_write(receive) if event == "upload.signed" else receive
 
 
 def on_upload_rejected(

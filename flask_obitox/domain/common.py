@@ -31,6 +31,9 @@ def isoformat(timestamp: float) -> str:
     """The one timestamp format of every answer, event and webhook: ISO 8601 UTC to the
     millisecond, e.g. ``2026-11-21T05:30:00.125Z`` (what JavaScript's ``toISOString``
     writes and Python's ``fromisoformat`` reads)."""
+    text = _RECENT.get(timestamp)
+    if text is not None:  # a batch's records share their few timestamps
+        return text
     whole = math.floor(timestamp)
     millis = min(999, round((timestamp - whole) * 1000))
     second = _SECONDS.get(whole)
@@ -38,7 +41,10 @@ def isoformat(timestamp: float) -> str:
         if len(_SECONDS) >= _SECONDS_KEPT:
             _SECONDS.clear()
         second = _SECONDS[whole] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-    return f"{second}.{millis:03d}Z"
+    if len(_RECENT) >= _RECENT_KEPT:
+        _RECENT.clear()
+    text = _RECENT[timestamp] = f"{second}.{millis:03d}Z"
+    return text
 
 
 #: Each whole second :func:`isoformat` formatted lately: an upload's view carries three
@@ -47,6 +53,10 @@ def isoformat(timestamp: float) -> str:
 #: full (dict operations are atomic, so threads share it safely).
 _SECONDS: dict[int, str] = {}
 _SECONDS_KEPT = 4096
+#: The exact timestamps :func:`isoformat` wrote last, and what it wrote: a batch's
+#: records and events share a few (its clock, its expiries).
+_RECENT: dict[float, str] = {}
+_RECENT_KEPT = 64
 
 
 def new_upload_ids(count: int) -> list[str]:

@@ -19,10 +19,10 @@ import hashlib
 import json
 import secrets
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -92,6 +92,24 @@ _SENT_WITH_WRITE: ContextVar[frozenset[str]] = ContextVar(
 def sent_with_write(upload_id: str) -> bool:
     """Whether ``upload_id``'s ``upload.signed`` event went out with its write."""
     return upload_id in _SENT_WITH_WRITE.get()
+
+
+#: The mark of a receiver of ``upload-signed`` that does nothing for uploads whose
+#: event went out with their write (the publisher of events).
+_SKIPS_SENT = "obitox_skips_sent_with_write"
+_Receiver = TypeVar("_Receiver", bound=Callable[..., Any])
+
+
+def skips_sent_with_write(receiver: _Receiver) -> _Receiver:
+    """Mark ``receiver`` (of ``upload-signed``) as one that skips :func:`sent_with_write`
+    uploads: when every receiver is, the domain need not send the signal for them."""
+    setattr(receiver, _SKIPS_SENT, True)
+    return receiver
+
+
+def all_skip_sent_with_write(receivers: Iterable[Any]) -> bool:
+    """Whether every one of ``receivers`` skips uploads sent with their write."""
+    return all(getattr(receiver, _SKIPS_SENT, False) for receiver in receivers)
 
 
 @contextmanager

@@ -23,7 +23,7 @@ from ..validation import RuleSet, sanitize_filename
 from .base import CheckedFile
 from .common import UNSIGNABLE_CONTENT_TYPE, isoformat, new_upload_ids
 from .groups import Grouping
-from .messages import message_body, sending_signed
+from .messages import all_skip_sent_with_write, message_body, sending_signed
 from .render import render_group, render_upload
 from .results import BatchError, BatchResult, SignedPost, SignedUpload
 
@@ -81,6 +81,11 @@ class Signing(Grouping):
     def send_signed(self, records: Sequence[UploadRecord], sent: frozenset[str]) -> None:
         """``upload-signed`` for each record; ``sent``: those whose event went out with
         the write (:meth:`create_signed`), which the publisher then skips."""
+        signal = signals.upload_signed
+        if len(sent) == len(records) and all_skip_sent_with_write(
+            signal.receivers_for(self.sender)
+        ):
+            return  # every receiver would skip every record
         with sending_signed(sent):
             for record in records:
                 self.send(signals.upload_signed, upload=record)
