@@ -216,7 +216,7 @@ def _group_receiver(event: str) -> Callable[..., None]:
         _publish(sender, group.owner, message_body(event, view))
 
     receive.__name__ = f"publish_{event.replace('.', '_')}"
-    return skips_sent_with_write(receive) if event == "upload.signed" else receive
+    return receive
 
 
 def on_upload_rejected(

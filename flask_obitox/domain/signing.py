@@ -88,7 +88,7 @@ class Signing(Grouping):
             return  # every receiver would skip every record
         with sending_signed(sent):
             for record in records:
-                self.send(signals.upload_signed, upload=record)
+                self.send(signal, upload=record)
 
     @staticmethod
     def checked_file(spec: Mapping[str, Any], rules: RuleSet) -> CheckedFile:

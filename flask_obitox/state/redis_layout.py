@@ -101,14 +101,15 @@ return 0
 #: A byte-count report (``ByteReports.report_bytes``) in one step: the record of KEYS[1]
 #: if owner ARGV[1]'s, ``uploading``, server-laid-out, not expired at ARGV[3] (the time
 #: as the record's JSON writes it) and at least ARGV[2] bytes long; then ``{1, new}``
-#: with ARGV[2] bytes, ``updated_at`` ARGV[3] and revision ARGV[4] written (TTL kept), or ``{0, stored}`` when the count is not
-#: higher. Anything else answers nil (the caller's checked path decides). Fields are read
-#: with cjson; the record is rewritten as text, not re-encoded (cjson keeps 14 digits of
-#: a float and would round the timestamps): ``updated_at`` is the first `,"updated_at":`
-#: (every field before it is a string, a number or the status, and no `,"` can occur
-#: inside a JSON string), and the tail from the last `,"revision":` holds only the
-#: revision, the byte count and the part reports (the server's own part numbers and
-#: statuses), in that order, as ``UploadRecord.to_json`` writes them.
+#: with ARGV[2] bytes, ``updated_at`` ARGV[3] and revision ARGV[4] written (TTL kept),
+#: or ``{0, stored}`` when the count is not higher. Anything else answers nil (the
+#: caller's checked path decides). Fields are read with cjson; the record is rewritten
+#: as text, not re-encoded (cjson keeps 14 digits of a float and would round the
+#: timestamps): ``updated_at`` is the first `,"updated_at":` (every field before it is a
+#: string, a number or the status, and no `,"` can occur inside a JSON string), and the
+#: tail from the last `,"revision":` holds only the revision, the byte count and the
+#: part reports (the server's own part numbers and statuses), in that order, as
+#: ``UploadRecord.to_json`` writes them.
 BYTES_SCRIPT = """
 local stored = redis.call('GET', KEYS[1])
 if not stored then
