@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Iterator
 from importlib.metadata import entry_points
 from itertools import pairwise
@@ -30,6 +31,7 @@ from flask_obitox.client import (
     resume_path_for,
 )
 from flask_obitox.client.cli import main, parse_size
+from flask_obitox.client.files import Cancelled
 from flask_obitox.client.resume import load
 
 MiB = 1024 * 1024
@@ -274,8 +276,32 @@ def test_the_failure_that_stopped_the_upload_is_the_one_raised(
     with pytest.raises(ObitoXClientError) as caught:
         alice.resumable_upload(path, part_size=5 * MiB, concurrency=3)
     # Parts in flight were cancelled; the error names the part that failed.
-    assert (caught.value.code, caught.value.details["partNumber"]) == ("STORAGE_ERROR", 1)
+    failure = caught.value
+    assert (failure.code, failure.details.get("partNumber")) == ("STORAGE_ERROR", 1), repr(failure)
     assert caught.value.details["uploadId"]
+
+
+def test_a_part_cancelled_before_the_failure_is_heard_does_not_hide_it(
+    alice: ObitoXClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race behind a flaky run: the failing part stops the others (``cancel``)
+    before its own future completes, so a cancelled part can be heard of first."""
+    path = data_file(tmp_path / "big.bin", 16 * MiB)
+
+    def put(*args: Any, describe: dict[str, Any], **_: Any) -> str:
+        cancel = args[4]
+        if describe["partNumber"] == 1:
+            cancel.set()
+            time.sleep(0.3)  # only orders the events: part 2 is heard of first
+            raise ObitoXClientError("STORAGE_ERROR", "refused", details=dict(describe))
+        cancel.wait(10)
+        raise Cancelled()
+
+    monkeypatch.setattr(alice, "_put", put)
+    with pytest.raises(ObitoXClientError) as caught:
+        alice.resumable_upload(path, part_size=5 * MiB, concurrency=2)
+    failure = caught.value
+    assert (failure.code, failure.details.get("partNumber")) == ("STORAGE_ERROR", 1), repr(failure)
 
 
 def test_resume_file_continues_a_failed_upload(

@@ -1110,8 +1110,16 @@ class ObitoXClient:
         with ThreadPoolExecutor(workers, thread_name_prefix="obitox-part") as pool:
             futures: dict[Future[str], int] = {pool.submit(send, n): n for n in part_numbers}
             try:
-                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-                # Raise the failure that stopped the upload, not a part it cancelled.
+                done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+                if pending:
+                    # A part failed for good: stop the others, and hear the running ones
+                    # out. A part the failure cancelled can finish before the failing
+                    # one's own future does, and the failure is what must be raised.
+                    cancel.set()
+                    for future in pending:
+                        future.cancel()
+                    done, _ = wait(futures)
+                done = {future for future in done if not future.cancelled()}
                 for future in sorted(done, key=lambda f: isinstance(f.exception(), Cancelled)):
                     etags[futures[future]] = future.result()
             except BaseException:
