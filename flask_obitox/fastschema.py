@@ -6,6 +6,12 @@ well-formed input with a few type checks and the schema's own validators (marshm
 Length, Range, Regexp and OneOf as the comparisons they make), and hands anything else
 to ``schema.load`` itself. So the result, and every error message,
 is exactly marshmallow's: ``tests/test_fastschema.py`` checks that with hypothesis.
+:func:`compile_dumper` does the same for ``schema.dump`` of dicts our services build.
+
+The functions are generated Python source (as :mod:`dataclasses` generates
+``__init__``): a string, integer or boolean field is a few inline comparisons, not a
+chain of calls, which took a third of a batch entry's load and a fifth of its answer's
+dump off (instructions, ``docs/performance.rst``).
 
 Only the field kinds our schemas use are compiled (String, Integer, Float, Boolean,
 Raw, Dict, List, Nested); a schema with hooks, defaults or other fields is not
@@ -34,40 +40,9 @@ class _NotCompilable(Exception):
     pass
 
 
-def _accepts(validator: Callable[[Any], Any]) -> Callable[[Any], bool]:
-    """Whether ``validator`` accepts a value (of the field's type, already checked).
-
-    marshmallow's own Length, Range, Regexp and OneOf become the comparison they make,
-    without the call, the exception and the message they prepare on a refusal (their
-    exact classes only: a subclass may accept otherwise); any other validator is
-    called. A refusal is never decided here: the caller hands it to marshmallow, whose
-    answer and message stand."""
-    kind = type(validator)
-    if kind is validate.Length:
-        equal, low, high = validator.equal, validator.min, validator.max  # type: ignore[attr-defined]
-        if equal is not None:
-            return lambda value: len(value) == equal
-        if low is not None and high is not None:
-            return lambda value: low <= len(value) <= high
-    elif kind is validate.Range:
-        low, high = validator.min, validator.max  # type: ignore[attr-defined]
-        low_in = validator.min_inclusive  # type: ignore[attr-defined]
-        if high is None and low is not None:
-            return (lambda value: value >= low) if low_in else (lambda value: value > low)
-    elif kind is validate.Regexp:
-        match = validator.regex.match  # type: ignore[attr-defined]
-        return lambda value: match(value) is not None
-    elif kind is validate.OneOf:
-        choices = validator.choices  # type: ignore[attr-defined]
-        if isinstance(choices, tuple | list | frozenset | set):
-
-            def one_of(value: Any) -> bool:
-                try:
-                    return value in choices
-                except TypeError:
-                    return False
-
-            return one_of
+def _called(validator: Callable[[Any], Any]) -> Callable[[Any], bool]:
+    """Whether ``validator`` accepts a value, by calling it. A refusal is never decided
+    here: the caller hands it to marshmallow, whose answer and message stand."""
 
     def called(value: Any) -> bool:
         try:
@@ -81,26 +56,92 @@ def _accepts(validator: Callable[[Any], Any]) -> Callable[[Any], bool]:
 def _finisher(field: fields.Field[Any]) -> Checker | None:
     """The field's validators as one function returning the value or raising
     :class:`_Fallback`; ``None`` for a field without validators."""
-    tests = tuple(_accepts(validator) for validator in field.validators)
-    if not tests:
+    if not field.validators:
         return None
-    if len(tests) == 1:
-        [test] = tests
+    source = _Source()
+    accepted = " and ".join(_accepted(v, "value", source) for v in field.validators)
+    return source.function(
+        "finish", "value", [f"if not ({accepted}):", "    raise _FALLBACK", "return value"]
+    )
 
-        def finish_one(value: Any) -> Any:
-            if test(value):
-                return value
-            raise _FALLBACK
 
-        return finish_one
+class _Source:
+    """A function's Python source and the constants it names: the compiled checks are
+    generated code (as :mod:`dataclasses` generates ``__init__``), so each field is a
+    few inline comparisons rather than a chain of calls."""
 
-    def finish_all(value: Any) -> Any:
-        for test in tests:
-            if not test(value):
-                raise _FALLBACK
-        return value
+    def __init__(self) -> None:
+        self.namespace: dict[str, Any] = {"_FALLBACK": _FALLBACK}
 
-    return finish_all
+    def constant(self, value: Any) -> str:
+        name = f"_c{len(self.namespace)}"
+        self.namespace[name] = value
+        return name
+
+    def function(self, name: str, argument: str, body: list[str]) -> Checker:
+        lines = "\n".join("    " + line for line in body)
+        exec(f"def {name}({argument}):\n{lines}\n", self.namespace)  # noqa: S102
+        function: Checker = self.namespace[name]
+        return function
+
+
+#: The exact test of a scalar field's type, as an expression refusing ``{v}``.
+_TYPE_REFUSED = {
+    fields.String: "type({v}) is not str",
+    fields.Integer: "type({v}) is not int",
+    fields.Boolean: "({v} is not True and {v} is not False)",
+}
+
+
+def _refused(field: fields.Field[Any], v: str, source: _Source) -> str | None:
+    """An expression true when ``v`` must go to marshmallow (wrong type, or a validator
+    would refuse it), for a String, Integer or Boolean field; ``None`` for any other
+    field (its checker is called instead)."""
+    kind = type(field)
+    if kind not in _TYPE_REFUSED:
+        return None
+    if field.load_default is not missing:
+        raise _NotCompilable(f"{field!r} has a default")
+    if field.allow_none:
+        raise _NotCompilable(f"{field!r} allows None")
+    refused = [_TYPE_REFUSED[kind].format(v=v)]
+    for validator in field.validators:
+        refused.append(f"not {_accepted(validator, v, source, scalar=True)}")
+    return " or ".join(refused)
+
+
+def _accepted(
+    validator: Callable[[Any], Any], v: str, source: _Source, *, scalar: bool = False
+) -> str:
+    """An expression true when ``validator`` accepts ``v`` (of its field's type, already
+    checked): marshmallow's Length, Range, Regexp and OneOf as the comparisons they make
+    (their exact classes: a subclass may decide otherwise), any other validator called.
+    ``scalar``: ``v`` is a str, int or bool, so OneOf's ``in`` cannot raise."""
+    kind = type(validator)
+    tests: list[str] = []
+    if kind is validate.Length:
+        equal, low, high = validator.equal, validator.min, validator.max  # type: ignore[attr-defined]
+        if equal is not None:
+            return f"len({v}) == {equal!r}"
+        if low is not None:
+            tests.append(f"len({v}) >= {low!r}")
+        if high is not None:
+            tests.append(f"len({v}) <= {high!r}")
+    elif kind is validate.Range:
+        low, high = validator.min, validator.max  # type: ignore[attr-defined]
+        if low is not None:
+            op = ">=" if validator.min_inclusive else ">"  # type: ignore[attr-defined]
+            tests.append(f"{v} {op} {source.constant(low)}")
+        if high is not None:
+            op = "<=" if validator.max_inclusive else "<"  # type: ignore[attr-defined]
+            tests.append(f"{v} {op} {source.constant(high)}")
+    elif kind is validate.Regexp:
+        return f"{source.constant(validator.regex.match)}({v}) is not None"  # type: ignore[attr-defined]
+    elif kind is validate.OneOf and scalar:
+        return f"{v} in {source.constant(validator.choices)}"  # type: ignore[attr-defined]
+    else:
+        return f"{source.constant(_called(validator))}({v})"
+    return f"({' and '.join(tests)})" if tests else "True"
 
 
 def _value_checker(field: fields.Field[Any]) -> Checker:
@@ -188,14 +229,28 @@ def _value_checker(field: fields.Field[Any]) -> Checker:
     if kind is fields.Dict:
         key_field = field.key_field  # type: ignore[attr-defined]
         value_field = field.value_field  # type: ignore[attr-defined]
+
+        source = _Source()
+        key_refused = _refused(key_field, "k", source) if key_field is not None else None
+        value_refused = _refused(value_field, "v", source) if value_field is not None else None
+        if (key_field is None or key_refused) and (value_field is None or value_refused):
+            # Scalar keys and values (metadata): loaded unchanged once each one passes.
+            refused = " or ".join(filter(None, [key_refused, value_refused]))
+            body = ["if type(value) is not dict:", "    raise _FALLBACK"]
+            if refused:
+                body += [
+                    "for k, v in value.items():",
+                    f"    if {refused}:",
+                    "        raise _FALLBACK",
+                ]
+            body.append(f"return {source.constant(finish)}(dict(value))")
+            return source.function("check_dict", "value", body)
         check_key = _value_checker(key_field) if key_field is not None else None
         check_value = _value_checker(value_field) if value_field is not None else None
 
         def check_dict(value: Any) -> Any:
             if type(value) is not dict:
                 raise _FALLBACK
-            if check_key is None and check_value is None:
-                return finish(dict(value))
             loaded = {}
             for k, v in value.items():
                 loaded[check_key(k) if check_key else k] = check_value(v) if check_value else v
@@ -213,25 +268,28 @@ def _value_checker(field: fields.Field[Any]) -> Checker:
 def _object_checker(schema: Schema, finish: Checker | None = None) -> Checker:
     if any(schema._hooks.values()) or schema.many or schema.unknown != RAISE:
         raise _NotCompilable("schema with hooks, many=True or unknown != RAISE")
-    plan: list[tuple[str, str, bool, Checker]] = []
+    source = _Source()
+    known = source.constant(frozenset(f.data_key or n for n, f in schema.load_fields.items()))
+    body = [
+        f"if type(value) is not dict or not {known}.issuperset(value):",
+        "    raise _FALLBACK",
+        "loaded = {}",
+    ]
     for name, field in schema.load_fields.items():
-        plan.append(
-            (field.data_key or name, field.attribute or name, field.required, _value_checker(field))
-        )
-    known = frozenset(entry[0] for entry in plan)
-
-    def check_object(value: Any) -> Any:
-        if type(value) is not dict or not known.issuperset(value):
-            raise _FALLBACK
-        loaded = {}
-        for data_key, attribute, required, check in plan:
-            if data_key in value:
-                loaded[attribute] = check(value[data_key])
-            elif required:
-                raise _FALLBACK
-        return finish(loaded) if finish else loaded
-
-    return check_object
+        data_key, attribute = repr(field.data_key or name), repr(field.attribute or name)
+        body.append(f"if {data_key} in value:")
+        body.append(f"    v = value[{data_key}]")
+        refused = _refused(field, "v", source)
+        if refused is None:
+            body.append(f"    loaded[{attribute}] = {source.constant(_value_checker(field))}(v)")
+        else:
+            body.append(f"    if {refused}:")
+            body.append("        raise _FALLBACK")
+            body.append(f"    loaded[{attribute}] = v")
+        if field.required:
+            body += ["else:", "    raise _FALLBACK"]
+    body.append(f"return {source.constant(finish)}(loaded)" if finish else "return loaded")
+    return source.function(f"load_{type(schema).__name__}", "value", body)
 
 
 def compile_loader(schema: Schema) -> Callable[[Any], dict[str, Any]]:
@@ -255,44 +313,49 @@ def compile_dumper(schema: Schema) -> Callable[[Mapping[str, Any]], dict[str, An
     """Return a function equal to ``schema.dump`` for dicts whose values already have
     the declared JSON types (what our services build), falling back to marshmallow
     for anything else."""
-    # Per field: its attribute, its key, and either the exact types a scalar may have
-    # (checked inline: no call per field) or the checker of anything else.
-    plan: list[tuple[str, str, tuple[type, ...] | None, Callable[[Any], Any]]] = []
     try:
-        if any(schema._hooks.values()) or schema.many:
-            raise _NotCompilable("hooks")
-        for name, field in schema.dump_fields.items():
-            check = _dump_checker(field)
-            scalar = _SCALAR_TYPES.get(type(field))
-            plan.append((field.attribute or name, field.data_key or name, scalar, check))
+        fast = _dumper(schema)
     except _NotCompilable:
         return schema.dump
 
     def dump(obj: Mapping[str, Any]) -> dict[str, Any]:
         try:
-            out = {}
-            for attribute, data_key, scalar, check in plan:
-                if attribute in obj:
-                    value = obj[attribute]
-                    if scalar is None:
-                        out[data_key] = check(value)
-                    elif value is None or type(value) in scalar:
-                        out[data_key] = value
-                    else:
-                        raise _FALLBACK
-            return out
+            return fast(obj)
         except _Fallback:
             return schema.dump(obj)  # type: ignore[no-any-return]
 
     return dump
 
 
+def _dumper(schema: Schema) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
+    """``schema.dump`` for well-typed dicts, raising :class:`_Fallback` for any other:
+    generated, each scalar field's type checked inline."""
+    if any(schema._hooks.values()) or schema.many:
+        raise _NotCompilable("hooks")
+    source = _Source()
+    body = ["out = {}"]
+    for name, field in schema.dump_fields.items():
+        attribute, data_key = repr(field.attribute or name), repr(field.data_key or name)
+        check = _dump_checker(field)
+        body.append(f"if {attribute} in obj:")
+        scalar = _SCALAR_TYPES.get(type(field))
+        if scalar is None:
+            body.append(f"    out[{data_key}] = {source.constant(check)}(obj[{attribute}])")
+            continue
+        body.append(f"    v = obj[{attribute}]")
+        body.append(f"    if v is not None and type(v) is not {source.constant(scalar)}:")
+        body.append("        raise _FALLBACK")
+        body.append(f"    out[{data_key}] = v")
+    body.append("return out")
+    return source.function(f"dump_{type(schema).__name__}", "obj", body)
+
+
 #: The exact types a scalar field dumps unchanged (anything else: marshmallow decides).
-_SCALAR_TYPES: dict[type, tuple[type, ...]] = {
-    fields.String: (str,),
-    fields.Integer: (int,),
-    fields.Float: (float,),
-    fields.Boolean: (bool,),
+_SCALAR_TYPES: dict[type, type] = {
+    fields.String: str,
+    fields.Integer: int,
+    fields.Float: float,
+    fields.Boolean: bool,
 }
 
 
@@ -304,7 +367,7 @@ def _dump_checker(field: fields.Field[Any]) -> Callable[[Any], Any]:
         wanted = _SCALAR_TYPES[kind]
 
         def check_scalar(value: Any) -> Any:
-            if value is None or type(value) in wanted:
+            if value is None or type(value) is wanted:
                 return value
             raise _FALLBACK
 
@@ -322,8 +385,10 @@ def _dump_checker(field: fields.Field[Any]) -> Callable[[Any], Any]:
                 return None
             if type(value) is not dict:
                 raise _FALLBACK
-            if strings and not all(type(k) is str and type(v) is str for k, v in value.items()):
-                raise _FALLBACK
+            if strings:
+                for k, v in value.items():
+                    if type(k) is not str or type(v) is not str:
+                        raise _FALLBACK
             return dict(value)
 
         return check_dict
@@ -339,7 +404,7 @@ def _dump_checker(field: fields.Field[Any]) -> Callable[[Any], Any]:
 
         return check_list
     if kind is fields.Nested and not getattr(field, "many", False):
-        nested = compile_dumper(field.schema)  # type: ignore[attr-defined]
+        nested = _dumper(field.schema)  # type: ignore[attr-defined]
 
         def check_nested(value: Any) -> Any:
             if value is None:

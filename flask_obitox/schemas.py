@@ -37,7 +37,7 @@ _SHA256_BASE64 = r"^[A-Za-z0-9+/]{43}=\Z"
 
 
 def _metadata_size(value: dict[str, str]) -> None:
-    total = sum(len(k) + len(v) for k, v in value.items())
+    total = sum(map(len, value)) + sum(map(len, value.values()))
     if total > METADATA_MAX_BYTES:
         raise ValidationError(
             f"metadata is {total} bytes; storage allows at most {METADATA_MAX_BYTES}"

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from marshmallow import Schema, ValidationError, fields
+from marshmallow import Schema, ValidationError, fields, validate
 
 from flask_obitox import schemas
 from flask_obitox.fastschema import compile_dumper, compile_loader
@@ -189,3 +189,36 @@ def test_response_schemas_compile(schema: Schema) -> None:
     # A schema that silently stopped compiling would still be correct, only slow:
     # make that visible.
     assert compile_dumper(schema) != schema.dump
+
+
+class _Bounds(Schema):
+    """Every inlined comparison: Length with one bound or both, Range either way open."""
+
+    name = fields.String(validate=[validate.Length(min=2), validate.Length(max=5)])
+    code = fields.String(validate=validate.Length(equal=3))
+    count = fields.Integer(
+        validate=validate.Range(min=1, max=10, min_inclusive=False, max_inclusive=False)
+    )
+    level = fields.Integer(validate=[validate.Range(max=3), validate.OneOf([0, 2, 3, -7])])
+    ratio = fields.Float(validate=validate.Range(min=0.5, max=1.5))
+    tags = fields.List(fields.String(), validate=validate.Length(min=1, max=2))
+    kind = fields.String(validate=validate.OneOf(("a", "b")))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "name": st.one_of(st.text(max_size=7), json_scalars),
+            "code": st.one_of(st.text(max_size=4), json_scalars),
+            "count": st.one_of(st.integers(-1, 12), json_scalars),
+            "level": st.one_of(st.integers(-8, 5), json_scalars),
+            "ratio": st.one_of(st.floats(0, 2), json_scalars),
+            "tags": st.one_of(st.lists(st.text(max_size=2), max_size=3), json_values),
+            "kind": st.one_of(st.sampled_from(["a", "b", "c"]), json_scalars),
+        },
+    )
+)
+def test_inlined_validators_equal_marshmallow(data: dict[str, Any]) -> None:
+    same_as_marshmallow(_Bounds(), data)
