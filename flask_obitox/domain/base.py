@@ -294,20 +294,22 @@ class DomainBase:
         **fields: Any,
     ) -> UploadRecord:
         """The record of a new (``pending``) upload; ``fields`` are the optional ones."""
+        # The required fields in their declared order: by position, a third of the
+        # instructions of by name (a batch makes one record per file).
         return UploadRecord(
-            upload_id=upload_id,
-            owner=owner,
-            kind=kind,
-            bucket=storage.bucket,
-            key=key,
-            filename=file.filename,
-            content_type=file.content_type,
-            size=size,
-            status="pending",
-            created_at=now,
-            updated_at=now,
-            expires_at=now + self.settings.upload_ttl,
-            metadata=file.metadata,
+            upload_id,
+            owner,
+            kind,
+            storage.bucket,
+            key,
+            file.filename,
+            file.content_type,
+            size,
+            "pending",
+            now,  # created_at
+            now,  # updated_at
+            now + self.settings.upload_ttl,  # expires_at
+            file.metadata,
             **fields,
         )
 

@@ -24,7 +24,8 @@ def effective_status(record: UploadRecord, now: float | None = None) -> str:
 
 
 def _percentage(done: int, total: int) -> float:
-    return round(100.0 * done / total, 2) if total else 0.0
+    # round() to digits formats the float: skip it for nothing done (most views).
+    return round(100.0 * done / total, 2) if total and done else 0.0
 
 
 def percentage(record: UploadRecord, status: str, done: int) -> float:

@@ -26,9 +26,13 @@ TERMINAL: frozenset[str] = frozenset({"completed", "aborted", "rejected", "expir
 KINDS: frozenset[str] = frozenset({"single", "multipart"})
 
 
-@dataclass(slots=True)
+@dataclass
 class UploadRecord:
-    """Everything the server remembers about one upload between its requests."""
+    """Everything the server remembers about one upload between its requests.
+
+    Not ``slots=True``: orjson writes a dataclass from its ``__dict__`` three times
+    faster than from slots, and :meth:`to_json` runs once per file of a batch.
+    """
 
     upload_id: str
     owner: str
