@@ -68,7 +68,10 @@ def render_upload(record: UploadRecord, *, now: float | None = None) -> UploadVi
     result: Mapping[str, Any] = record.result or {}
     status = effective_status(record, now)
     size = result.get("size", record.size)
-    done = uploaded_bytes(record, status)
+    # Each helper below is asked only when its answer can differ from a new upload's
+    # (nothing sent, not multipart, no processing): most views, and every batch event.
+    completed = status == "completed"
+    done = uploaded_bytes(record, status) if completed or record.uploaded_bytes else 0
     return {
         "uploadId": record.upload_id,
         "kind": record.kind,
@@ -87,11 +90,11 @@ def render_upload(record: UploadRecord, *, now: float | None = None) -> UploadVi
         "reason": result.get("reason"),
         "groupId": record.group_id,
         "uploadedBytes": done,
-        "percentage": percentage(record, status, done),
+        "percentage": percentage(record, status, done) if completed or done else 0.0,
         "totalParts": record.total_parts if record.kind == "multipart" else None,
-        "completedParts": completed_parts(record, status),
-        "processing": render_processing(record),
-        "ready": is_ready(record),
+        "completedParts": completed_parts(record, status) if record.kind == "multipart" else None,
+        "processing": render_processing(record) if record.processing else {},
+        "ready": record.status == "completed" and is_ready(record),
         "profile": record.profile,
     }
 
