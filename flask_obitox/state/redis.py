@@ -50,7 +50,7 @@ from .cursor import index_member, time_bound
 from .redis_base import MAX_CAS_ATTEMPTS, ROW, SKIP, STALE, UNAVAILABLE_ERRORS, text
 from .redis_events import RedisEvents
 from .redis_groups import RedisGroups
-from .redis_layout import DELETE_IF_SCRIPT
+from .redis_layout import DELETE_IF_SCRIPT, INDEX_SCRIPT
 from .redis_wire import pack_commands
 
 logger = logging.getLogger("flask_obitox.state")
@@ -237,7 +237,9 @@ class RedisStateBackend(RedisGroups, RedisEvents, ProgressByChanges):
         ]
 
     def _index_commands(self, records: Sequence[UploadRecord], ttl: int) -> list[tuple[Any, ...]]:
-        members: dict[str, list[Any]] = {}
+        """Per owner, one ``EVAL`` of :data:`INDEX_SCRIPT` adding the records to every
+        index set they belong in (the owner's sets share its slot)."""
+        members: dict[str, dict[str, list[str]]] = {}  # owner -> set -> members
         # A batch's records mostly share their owner and indexed fields: name each
         # combination's keys once (key names are most of this function's cost).
         keys_of: dict[tuple[Any, ...], list[str]] = {}
@@ -252,16 +254,20 @@ class RedisStateBackend(RedisGroups, RedisEvents, ProgressByChanges):
             keys = keys_of.get(fields)
             if keys is None:
                 keys = keys_of[fields] = self._index_keys(record)
+            sets = members.setdefault(record.owner, {})
             for key in keys:
-                members.setdefault(key, []).extend((0, member))
+                sets.setdefault(key, []).append(member)
         # Entries created more than a ttl ago lead to records that are gone: dropped from
         # each set a write adds to (before this batch's own are added). A set nobody adds
         # to expires with its TTL, and listings drop the stale entries they meet.
         cutoff = "(" + time_bound(time.time() - ttl)
-        commands: list[tuple[Any, ...]] = [("ZREMRANGEBYLEX", key, "-", cutoff) for key in members]
-        for key, pairs in members.items():
-            commands.append(("ZADD", key, *pairs))
-            commands.append(("EXPIRE", key, ttl))
+        commands: list[tuple[Any, ...]] = []
+        for sets in members.values():
+            args: list[Any] = [ttl, cutoff]
+            for added in sets.values():
+                args.append(len(added))
+                args += added
+            commands.append(("EVAL", INDEX_SCRIPT, len(sets), *sets, *args))
         return commands
 
     def _send(

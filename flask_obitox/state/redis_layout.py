@@ -157,6 +157,30 @@ redis.call('SET', KEYS[1], new, 'KEEPTTL')
 return {1, new}
 """
 
+#: Add to an owner's index sets KEYS (one slot: the owner's) in one step: ARGV[1] their
+#: TTL, ARGV[2] the prune bound (``"(<time>"``: an entry created before it leads to a
+#: record that is gone), then per key its member count and its members (score 0). Each
+#: set is pruned, added to and given the TTL, as three commands each would: one reply
+#: instead of three per set (a single upload writes three sets, nine replies).
+INDEX_SCRIPT = """
+local at = 3
+for _, key in ipairs(KEYS) do
+    local count = tonumber(ARGV[at])
+    redis.call('ZREMRANGEBYLEX', key, '-', ARGV[2])
+    for first = at + 1, at + count, 1000 do
+        local args = {}
+        for i = first, math.min(first + 999, at + count) do
+            args[#args + 1] = 0
+            args[#args + 1] = ARGV[i]
+        end
+        redis.call('ZADD', key, unpack(args))
+    end
+    redis.call('EXPIRE', key, ARGV[1])
+    at = at + count + 1
+end
+return #KEYS
+"""
+
 #: Move member ARGV[1] in an owner's index: out of KEYS[2 .. ARGV[2]+1], into the rest.
 #: KEYS[1] is the owner's index of everything: a member it does not hold (an upload
 #: written before indexes existed) joins nothing, and a joined set lives at least as
