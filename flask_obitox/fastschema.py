@@ -106,7 +106,7 @@ def _refused(field: fields.Field[Any], v: str, source: _Source) -> str | None:
         raise _NotCompilable(f"{field!r} allows None")
     refused = [_TYPE_REFUSED[kind].format(v=v)]
     for validator in field.validators:
-        refused.append(f"not {_accepted(validator, v, source, scalar=True)}")
+        refused.append(f"not ({_accepted(validator, v, source, scalar=True)})")
     return " or ".join(refused)
 
 
