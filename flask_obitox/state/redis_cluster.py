@@ -234,6 +234,12 @@ class RedisClusterStateBackend(RedisStateBackend):
                 pipe.execute_command(*command)
             return list(pipe.execute())
 
+    def _set_commands(
+        self, keys: Sequence[str], values: Sequence[Any], ttl: int
+    ) -> list[tuple[Any, ...]]:
+        """One ``SET`` per key: the keys lie in many slots, which no script may span."""
+        return [("SET", key, value, "EX", ttl) for key, value in zip(keys, values, strict=True)]
+
     def _mget(self, keys: Sequence[str]) -> list[bytes | str | None]:
         if not keys:
             return []

@@ -232,6 +232,17 @@ return n
 JOIN_GONE = -1
 JOIN_CLOSED = -2
 
+#: ``SET`` every KEYS[i] to ARGV[i + 1], expiring in ARGV[1] seconds: a batch's records
+#: (and the object-key entries of records their key does not name) in one step, one
+#: reply instead of one per key. The keys lie in many slots: a standalone server's way
+#: only (a cluster is sent one ``SET`` per key).
+SET_MANY_SCRIPT = """
+for i, key in ipairs(KEYS) do
+    redis.call('SET', key, ARGV[i + 1], 'EX', ARGV[1])
+end
+return #KEYS
+"""
+
 #: Delete KEYS[1] only if it holds ARGV[1] (an object key's entry, if still this upload's).
 DELETE_IF_SCRIPT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
