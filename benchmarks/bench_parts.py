@@ -1,0 +1,179 @@
+"""Where a 100-file ``POST /uploads/batch`` spends its work, part by part.
+
+Each part of the route runs alone over the same 100 files (``bench_batch``'s), memory
+state, in the route's order; the whole request through Flask's test client comes last,
+so what the parts leave out (Flask, the test client, the route's own loop) is the
+difference. Prints each part's median time per batch and, with ``--instructions``, its
+CPU instructions per batch and per file, counted by callgrind (:mod:`instructions`):
+the figures ``docs/performance.rst`` gives for "where a batch's instructions go".
+
+Usage: ``python benchmarks/bench_parts.py [--rounds N] [--instructions]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bench_batch import FILES, batch_body, make_app
+from instructions import (
+    add_instruction_options,
+    count_instructions,
+    millions,
+    run_counted_workloads,
+    skipped_line,
+)
+from timing import median_seconds
+
+from flask_obitox import MemoryStateBackend
+from flask_obitox.appstate import get_state
+from flask_obitox.domain.common import new_upload_ids
+from flask_obitox.domain.messages import message_body
+from flask_obitox.domain.render import render_upload
+from flask_obitox.http import respond
+from flask_obitox.validation import sanitize_filename
+from flask_obitox.views import dump_batch, load_batch_entry, load_file_spec
+
+OWNER = "bench-user"
+
+#: Each part: its name in the table, and what it runs for the whole batch.
+Part = tuple[str, Callable[[], Any]]
+
+
+def parts() -> list[Part]:
+    state = MemoryStateBackend()
+    app = make_app(state)
+    # The parts call the domain as the route does, inside a request of the app.
+    app.test_request_context().push()
+    service = get_state(app).service
+    body = batch_body()
+    raw = json.dumps(body).encode()
+    storage = service.storage_for(OWNER)
+    rules = service.rules(None)
+    now = time.time()
+    specs = [load_file_spec(entry) for entry in body["files"]]
+    ids = new_upload_ids(FILES)
+    planned = [
+        service.plan(OWNER, spec, rules, "wifi", storage, upload_id, now)
+        for spec, upload_id in zip(specs, ids, strict=True)
+    ]
+    records = [plan.record for plan in planned]
+    checked = [service.checked_file(spec, rules) for spec in specs]
+    events = [
+        (OWNER, message_body("upload.signed", render_upload(record), now=now)) for record in records
+    ]
+    answer = service.sign_batch(OWNER, body["files"], load_batch_entry)
+    client = app.test_client()
+    # A signature's hashing alone, as the signer does it: the canonical request (of a
+    # typical length) hashed, then HMAC-SHA256 from precomputed inner and outer states.
+    canonical = b"x" * 470
+    inner, outer = hashlib.sha256(b"i" * 64), hashlib.sha256(b"o" * 64)
+
+    def hashing() -> None:
+        for _ in range(FILES):
+            mac = inner.copy()
+            mac.update(hashlib.sha256(canonical).hexdigest().encode())
+            final = outer.copy()
+            final.update(mac.digest())
+            final.hexdigest()
+
+    def check_rules() -> None:
+        for file, spec in zip(checked, specs, strict=True):
+            rules.check(file.filename, file.content_type, spec["size"])
+
+    def write() -> None:
+        # Into a new backend each time: the same ids written twice would be overwrites.
+        MemoryStateBackend().create_with_events(records, service.record_ttl, events)
+
+    def request() -> None:
+        response = client.post("/obitox/uploads/batch", data=raw, content_type="application/json")
+        assert response.status_code == 200, response.get_data(as_text=True)
+
+    return [
+        ("parse the body (json)", lambda: json.loads(raw)),
+        ("load each entry (compiled schema)", lambda: [load_batch_entry(e) for e in body["files"]]),
+        ("make the upload ids", lambda: new_upload_ids(FILES)),
+        (
+            "validate and plan each file",
+            lambda: [
+                service.plan(OWNER, spec, rules, "wifi", storage, upload_id, now)
+                for spec, upload_id in zip(specs, ids, strict=True)
+            ],
+        ),
+        ("  of which the file checks", lambda: [service.checked_file(s, rules) for s in specs]),
+        ("    the name alone", lambda: [sanitize_filename(s["filename"]) for s in specs]),
+        ("    the rules alone", check_rules),
+        ("  the expiry", lambda: [service.expiry(s["size"], "wifi") for s in specs]),
+        (
+            "  the record",
+            lambda: [
+                # with the optional fields plan passes
+                service.new_record(
+                    i,
+                    OWNER,
+                    storage,
+                    "k",
+                    f,
+                    kind="single",
+                    size=1,
+                    now=now,
+                    checksum_sha256=None,
+                    validation=None,
+                    group_id=None,
+                    profile=None,
+                )
+                for f, i in zip(checked, ids, strict=True)
+            ],
+        ),
+        (
+            "sign the URLs and build the answers",
+            lambda: service.sign_planned(storage, planned, now),
+        ),
+        ("  of which SHA-256 and HMAC alone", hashing),
+        (
+            "render and encode the events",
+            lambda: [message_body("upload.signed", render_upload(r), now=now) for r in records],
+        ),
+        ("write the records and events", write),
+        ("  of which the records' JSON", lambda: [record.to_json() for record in records]),
+        ("dump and encode the answer", lambda: respond(dump_batch(answer))),
+        ("the whole request (test client)", request),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=100)
+    add_instruction_options(parser)
+    args = parser.parse_args()
+
+    table = parts()
+    names = [f"part{index}" for index in range(len(table))]
+    factories = {name: (lambda fn=fn: fn) for name, (_, fn) in zip(names, table, strict=True)}
+    if run_counted_workloads(args, factories):
+        return
+    times = [median_seconds(fn, args.rounds) for _, fn in table]
+    counts = count_instructions(args, names) if args.instructions else None
+
+    print(f"POST /uploads/batch with {FILES} files, each part alone (memory state)")
+    header = f"{'part':<40}{'median':>10}"
+    if counts is not None:
+        header += f"{'instructions':>14}{'per file':>10}"
+    print(header)
+    for (label, _), name, seconds in zip(table, names, times, strict=True):
+        line = f"{label:<40}{seconds * 1e3:>8.3f}ms"
+        if counts is not None:
+            line += f"{millions(counts[name]):>14}{counts[name] / FILES / 1e3:>9.1f}k"
+        print(line)
+    if args.instructions and counts is None:
+        print(skipped_line())
+
+
+if __name__ == "__main__":
+    main()
