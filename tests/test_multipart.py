@@ -19,6 +19,7 @@ from test_uploads import EXE, png_bytes
 
 from flask_obitox import RedisStateBackend
 from flask_obitox.domain import part_layout
+from flask_obitox.storage import Storage
 
 MiB = 1024 * 1024
 PART = 5 * MiB
@@ -223,6 +224,44 @@ def test_twelve_concurrent_completes_one_winner(
     assert len({str(body) for _, body in answers}) == 1
     assert [name for name, _ in events].count("upload_completed") == 1
     assert alice.post(f"/multipart/{upload['uploadId']}/complete").json == answers[0][1]
+
+
+def test_a_completion_in_flight_is_not_taken_for_an_abort(
+    alice: UserClient, s3_server: Any, e2e_state: RedisStateBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Storage forgets the upload id when another caller's CompleteMultipartUpload
+    starts, and the object exists only when it ends: a caller in between finds neither
+    and must look again, not settle the upload as aborted (the flaky run of the twelve
+    concurrent completes on a cluster: moto answered one caller in that gap)."""
+    content = content_of(6 * MiB)
+    upload = start(alice, len(content))
+    upload_all(alice, upload, content)
+    record = e2e_state.get(upload["uploadId"])
+    assert record is not None
+    assert record.s3_upload_id is not None
+    held = s3_server.list_parts(Bucket=BUCKET, Key=record.key, UploadId=record.s3_upload_id)
+    s3_server.complete_multipart_upload(  # the other caller's, already in storage
+        Bucket=BUCKET,
+        Key=record.key,
+        UploadId=record.s3_upload_id,
+        MultipartUpload={
+            "Parts": [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in held["Parts"]]
+        },
+    )
+    head = Storage.head
+    unseen = [record.key]
+
+    def late_head(self: Storage, key: str) -> Any:
+        if key in unseen:  # its object is not there yet at the first look
+            unseen.remove(key)
+            return None
+        return head(self, key)
+
+    monkeypatch.setattr(Storage, "head", late_head)
+    response = alice.post(f"/multipart/{upload['uploadId']}/complete")
+    assert response.status_code == 200, response.json
+    assert response.json["status"] == "completed"
+    assert stored(s3_server, record.key) == content
 
 
 # -- abort ---------------------------------------------------------------------------

@@ -38,6 +38,10 @@ from .results import Aborted, CompletedUpload, MultipartCreated, ResumeView, Sig
 from .settling import Settling
 from .signing import Signing
 
+#: Seconds between looks for the object of an upload storage no longer knows, before it
+#: counts as aborted (0.75 s in all): another caller's completion may be under way.
+ASSEMBLY_WAITS = (0.05, 0.1, 0.2, 0.4)
+
 
 class Multipart(Settling):
     """``/multipart`` and Companion's ``/s3/multipart`` routes."""
@@ -404,20 +408,24 @@ class Multipart(Settling):
             if storage.complete_multipart(record.key, record.s3_upload_id, chosen) is not None:
                 return self._finish_assembled(record, storage)
         # Storage no longer knows the upload: another caller completed it (finish the
-        # same way: verify and race for the status) or it was aborted.
-        current = self.state.get(upload_id)
-        if current is None:
-            raise not_found(upload_id)
-        answer = self.settled(current)
-        if answer is not None:
-            return answer
-        if storage.head(record.key) is None:
-            settled = self.state.update(upload_id, OPEN, status="aborted")
-            if settled is not None:
-                self.send(signals.upload_aborted, upload=settled)
-                self.member_settled(settled)
-            raise aborted(upload_id)
-        return self._finish_assembled(record, storage)
+        # same way: verify and race for the status) or it was aborted. Storage may
+        # forget the upload id before the other caller's object exists: look again for
+        # a while before settling it as aborted, which is final.
+        for delay in (0.0, *ASSEMBLY_WAITS):
+            time.sleep(delay)
+            current = self.state.get(upload_id)
+            if current is None:
+                raise not_found(upload_id)
+            answer = self.settled(current)
+            if answer is not None:
+                return answer
+            if storage.head(record.key) is not None:
+                return self._finish_assembled(record, storage)
+        settled = self.state.update(upload_id, OPEN, status="aborted")
+        if settled is not None:
+            self.send(signals.upload_aborted, upload=settled)
+            self.member_settled(settled)
+        raise aborted(upload_id)
 
     def _check_client_size(self, record: UploadRecord, storage: Storage, size: int) -> None:
         """The parts of a client-laid-out upload break the size rules: settle it as
