@@ -677,7 +677,11 @@ def test_the_example_reports_its_worker_running_then_killed(running_example: str
         ).json()
         return answer
 
-    health = poll_worker_health(get, lambda h: h["status"] == "running", "a running worker")
+    # Running, and its start-up lines read from its output (the verdict after its death
+    # quotes the last one; RQ can list the worker before the example has read them).
+    health = poll_worker_health(
+        get, lambda h: h["status"] == "running" and bool(h["process"]["log"]), "a running worker"
+    )
     assert health["healthy"] is True
     process = health["process"]
     assert (process["running"], process["exitCode"]) == (True, None)
