@@ -150,37 +150,18 @@ def _value_checker(field: fields.Field[Any]) -> Checker:
         raise _NotCompilable(f"{field!r} has a default")
     if field.allow_none and type(field) is not fields.Raw:
         raise _NotCompilable(f"{field!r} allows None")
+    source = _Source()
+    refused = _refused(field, "value", source)
+    if refused is not None:  # a string, integer or boolean: as an object's field is checked
+        return source.function(
+            "check", "value", [f"if {refused}:", "    raise _FALLBACK", "return value"]
+        )
     validated = _finisher(field)
 
     def finish(value: Any) -> Any:
         return validated(value) if validated else value
 
     kind = type(field)
-    if kind is fields.String:
-        if validated is None:
-
-            def check_plain_str(value: Any) -> Any:
-                if type(value) is not str:
-                    raise _FALLBACK
-                return value
-
-            return check_plain_str
-        str_finish = validated
-
-        def check_str(value: Any) -> Any:
-            if type(value) is not str:
-                raise _FALLBACK
-            return str_finish(value)
-
-        return check_str
-    if kind is fields.Integer:
-
-        def check_int(value: Any) -> Any:
-            if type(value) is not int:
-                raise _FALLBACK
-            return finish(value)
-
-        return check_int
     if kind is fields.Float:
         if getattr(field, "as_string", False):
             raise _NotCompilable("Float(as_string=True)")
@@ -197,14 +178,6 @@ def _value_checker(field: fields.Field[Any]) -> Checker:
             return finish(number)
 
         return check_float
-    if kind is fields.Boolean:
-
-        def check_bool(value: Any) -> Any:
-            if value is not True and value is not False:
-                raise _FALLBACK
-            return finish(value)
-
-        return check_bool
     if kind is fields.Raw:
         allow_none = field.allow_none
 
