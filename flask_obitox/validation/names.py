@@ -214,9 +214,7 @@ def sanitize_filename(name: str, *, max_length: int = 255) -> str:
     cleaned = _RESERVED_CHARS.sub("_", _base_name(name))
     if "  " in cleaned:
         cleaned = _SPACE_RUNS.sub(" ", cleaned)
-    cleaned = cleaned.strip(". ")
-    if not (cleaned.isascii() and len(cleaned) <= max_length):  # else it fits as it is
-        cleaned = _fit(cleaned, max_length)
+    cleaned = _fit(cleaned.strip(". "), max_length)
     if cleaned and _is_reserved_device(cleaned):
         cleaned = _fit("_" + cleaned, max_length)
     if not cleaned:
