@@ -2,6 +2,8 @@
 # Requests per CPU-second of the browser routes under gunicorn, measured with wrk
 # (2 threads x 8 connections, 10 s per route) against moto S3 and Redis state, with
 # ownership and validation on:
+#   - the floor             GET  /bench/noop (a Flask route doing nothing: gunicorn and
+#     Flask alone, what every route pays; each route's own share is printed above it)
 #   - Companion sign-part   GET  /obitox/s3/multipart/<id>/<n>?key=...
 #   - Companion /s3/params  GET  /obitox/s3/params?filename=...&type=...
 #   - native parts          POST /obitox/multipart/<id>/parts   (10 part numbers)
@@ -207,6 +209,7 @@ PY
 }
 
 PARAMS="s3/params?filename=cat.png&type=image/png&metadata%5Balbum%5D=summer"
+run "flask route doing nothing" "http://127.0.0.1:$APP_PORT/bench/noop" "$WORK/get.lua" children "$GUNICORN"
 run "obitox sign-part" "$BASE/s3/multipart/$CID/1?key=$CKEY" "$WORK/get.lua" children "$GUNICORN"
 run "obitox /s3/params" "$BASE/$PARAMS" "$WORK/get.lua" children "$GUNICORN"
 run "obitox native /parts (10)" "$BASE/multipart/$NID/parts" "$WORK/parts.lua" children "$GUNICORN"
@@ -350,4 +353,13 @@ for route, reference in (("sign-part", 630), ("/s3/params", 1090)):
         if theirs:
             parts.insert(0, f"{ours / theirs:.2f}x {form}")
     print(f"  {route:<11} " + ", ".join(parts))
+# What the server and Flask cost before any route's own work: a goal of 2x needs the
+# whole request at half Companion's, so the route's own share at that less the floor.
+floor = 1e6 / rate["flask route doing nothing"]
+print(f"CPU per request: {floor:.0f} us for a Flask route doing nothing (the floor), and:")
+for route in ("sign-part", "/s3/params"):
+    own = 1e6 / rate[f"obitox {route}"] - floor
+    theirs = rate.get(f"companion library {route}")
+    budget = f"; 2x library needs <= {5e5 / theirs - floor:.0f} us" if theirs else ""
+    print(f"  {route:<11} {own:.0f} us above it{budget}")
 PY

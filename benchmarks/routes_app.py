@@ -33,3 +33,10 @@ def owner() -> str | None:
 
 
 obitox.init_app(app)
+
+
+@app.get("/bench/noop")
+def noop() -> dict[str, bool]:
+    """A route that does nothing, served the same way: what any Flask route pays under
+    this server (gunicorn, Flask, the connection), the floor of every row."""
+    return {"ok": True}

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from redis.crc import key_slot
 from state_support import BACKENDS, RoundTrips, backend_claiming, make_group, make_record
 
@@ -20,11 +22,22 @@ from flask_obitox.state import (
     StateBackend,
     UploadRecord,
 )
+from flask_obitox.state.cursor import index_member, time_bound
+from flask_obitox.state.redis_layout import RedisLayout
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> Any:
     return backend_claiming(request, OwnerIndex)
+
+
+@given(st.floats(min_value=0.0, max_value=9_999_999_999_999.0) | st.integers(0, 2**40))
+def test_index_members_keep_their_written_form(when: float) -> None:
+    # Members already stored were written as f"{when:020.6f}": every member written
+    # now must be that same text, or an index would hold two orders at once.
+    assert time_bound(when) == f"{float(when):020.6f}"
+    assert index_member(when, "id") == f"{float(when):020.6f}:id"
+    assert time_bound(when) == time_bound(when)  # and again, from what it remembered
 
 
 def created(backend: Any, count: int, start: float | None = None, **changes: Any) -> list[Any]:
@@ -206,6 +219,18 @@ def test_records_past_their_ttl_leave_the_listing(backend: Any) -> None:
 
 
 # -- Redis specifics --------------------------------------------------------------------------
+
+
+def escaped(text: str, *also: str) -> str:
+    text = text.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
+    return text.replace("/", "%2F") if "/" in also else text
+
+
+@given(st.text(), st.text())
+def test_hash_tags_escape_whatever_could_end_them(name: str, key: str) -> None:
+    layout = RedisLayout("p")
+    assert layout.owner_events(name) == "p:{o:" + escaped(name) + "}:events"
+    assert layout.object_key(name, key) == f"p:{{k:{escaped(name, '/')}/{escaped(key)}}}:upload"
 
 
 def owner_keys(backend: RedisStateBackend, owner: str) -> list[bytes]:

@@ -6,7 +6,7 @@ drift apart."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from ..state import UploadRecord
@@ -65,13 +65,15 @@ def completed_parts(record: UploadRecord, status: str) -> int | None:
 
 def render_upload(record: UploadRecord, *, now: float | None = None) -> UploadView:
     """``record`` in the HTTP API's camelCase names, timestamps in :func:`isoformat`."""
-    result: Mapping[str, Any] = record.result or {}
+    result = record.result
     status = effective_status(record, now)
-    size = result.get("size", record.size)
     # Each helper below is asked only when its answer can differ from a new upload's
-    # (nothing sent, not multipart, no processing): most views, and every batch event.
+    # (nothing sent, not multipart, no processing, no result, not yet changed): most
+    # views, and every batch event.
     completed = status == "completed"
     done = uploaded_bytes(record, status) if completed or record.uploaded_bytes else 0
+    multipart = record.kind == "multipart"
+    created_at = isoformat(record.created_at)
     return {
         "uploadId": record.upload_id,
         "kind": record.kind,
@@ -81,20 +83,22 @@ def render_upload(record: UploadRecord, *, now: float | None = None) -> UploadVi
         "filename": record.filename,
         "contentType": record.content_type,
         # The stored size once completed; the declared size before.
-        "size": size,
+        "size": result.get("size", record.size) if result else record.size,
         "metadata": dict(record.metadata),
-        "createdAt": isoformat(record.created_at),
-        "updatedAt": isoformat(record.updated_at),
+        "createdAt": created_at,
+        "updatedAt": (
+            created_at if record.updated_at == record.created_at else isoformat(record.updated_at)
+        ),
         "expiresAt": isoformat(record.expires_at),
-        "etag": result.get("etag"),
-        "reason": result.get("reason"),
+        "etag": result.get("etag") if result else None,
+        "reason": result.get("reason") if result else None,
         "groupId": record.group_id,
         "uploadedBytes": done,
         "percentage": percentage(record, status, done) if completed or done else 0.0,
-        "totalParts": record.total_parts if record.kind == "multipart" else None,
-        "completedParts": completed_parts(record, status) if record.kind == "multipart" else None,
+        "totalParts": record.total_parts if multipart else None,
+        "completedParts": completed_parts(record, status) if multipart else None,
         "processing": render_processing(record) if record.processing else {},
-        "ready": record.status == "completed" and is_ready(record),
+        "ready": completed and is_ready(record),  # an effective "completed" is stored
         "profile": record.profile,
     }
 

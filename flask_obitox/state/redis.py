@@ -219,11 +219,18 @@ class RedisStateBackend(RedisGroups, RedisEvents, ProgressByChanges):
         Pruned before the ``ZADD``, so this batch's own entries always stay.
         """
         by_set: dict[str, list[Any]] = {}
+        # A score as redis-py writes it (repr), each distinct one formatted once: a
+        # batch's records share a few expiries, and a float's repr costs some 6 k
+        # instructions.
+        scores: dict[float, str] = {}
         for record in records:
+            score = scores.get(record.expires_at)
+            if score is None:
+                score = scores[record.expires_at] = repr(record.expires_at)
             by_set.setdefault(self._expiry_key(record.upload_id), []).extend(
-                (record.expires_at, record.upload_id)
+                (score, record.upload_id)
             )
-        cutoff = f"({time.time() - ttl}"
+        cutoff = f"({int(time.time()) - ttl}"  # to the second: no float to format
         commands: list[tuple[Any, ...]] = []
         for key, pairs in by_set.items():
             commands.append(("ZREMRANGEBYSCORE", key, "-inf", cutoff))
@@ -273,7 +280,7 @@ class RedisStateBackend(RedisGroups, RedisEvents, ProgressByChanges):
         # Entries created more than a ttl ago lead to records that are gone: dropped from
         # each set a write adds to (before this batch's own are added). A set nobody adds
         # to expires with its TTL, and listings drop the stale entries they meet.
-        cutoff = "(" + time_bound(time.time() - ttl)
+        cutoff = "(" + time_bound(int(time.time()) - ttl)  # to the second: one format
         commands: list[tuple[Any, ...]] = []
         for sets in members.values():
             args: list[Any] = [ttl, cutoff]

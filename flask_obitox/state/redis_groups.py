@@ -53,7 +53,7 @@ class RedisGroups(GroupChanges, RedisBase):
         check_group_status(group.status)
         layout = self.layout
         member = index_member(group.created_at, group.group_id)
-        cutoff = "(" + time_bound(time.time() - ttl)
+        cutoff = "(" + time_bound(int(time.time()) - ttl)
         by_status = layout.owner_groups(group.owner, group.status)
         pipe = self._client.pipeline(transaction=False)
         pipe.set(layout.group(group.group_id), group.to_json(), ex=ttl)
