@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import json
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -15,11 +16,13 @@ from botocore.config import Config
 from botocore_clock import frozen_botocore_clock
 from conftest import BUCKET, CREDENTIALS, REGION, UserClient, make_app
 from flask import Flask
+from hypothesis import given
+from hypothesis import strategies as st
 from test_multipart import content_of
 from test_uploads import EXE, png_bytes
 
 from flask_obitox import RedisStateBackend
-from flask_obitox.storage.post import presign_post
+from flask_obitox.storage.post import _policy_document, presign_post
 from flask_obitox.storage.signer import SigV4Presigner
 
 MiB = 1024 * 1024
@@ -199,6 +202,22 @@ def test_presign_post_is_botocore_byte_for_byte(extra: dict[str, str]) -> None:
             )
         assert ours.url == theirs["url"]
         assert ours.fields == theirs["fields"]
+
+
+@given(
+    st.text(),
+    st.integers(0, 2**63),
+    st.integers(0, 2**63),
+    st.lists(st.tuples(st.text(), st.text()), max_size=8),
+)
+def test_the_policy_document_is_json_dumps(
+    expiration: str, low: int, high: int, conditions: list[tuple[str, str]]
+) -> None:
+    document = {
+        "expiration": expiration,
+        "conditions": [["content-length-range", low, high], *({k: v} for k, v in conditions)],
+    }
+    assert _policy_document(expiration, low, high, conditions) == json.dumps(document)
 
 
 # -- multipart -----------------------------------------------------------------------

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import base64
 import datetime
-import json
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from json.encoder import encode_basestring_ascii as _quote  # json.dumps's own quoting
+from typing import NamedTuple
 
 from .signer import SigV4Presigner, _amz_date, _check_expires, _check_key, _check_metadata
 
@@ -78,26 +78,19 @@ def presign_post(
         fields[f"x-amz-meta-{name}"] = value
     if extra_fields:
         fields.update(extra_fields)
-    conditions: list[Any] = [["content-length-range", min_size, max_size]]
-    conditions += [{name: value} for name, value in fields.items()]
-    scope = f"{credentials.access_key}/{datestamp}{target.scope_tail}"
-    conditions += [
-        {"bucket": bucket},
-        {"key": key},
-        {"x-amz-algorithm": _ALGORITHM},
-        {"x-amz-credential": scope},
-        {"x-amz-date": amz_date},
-    ]
-    fields["key"] = key
-    fields["x-amz-algorithm"] = _ALGORITHM
-    fields["x-amz-credential"] = scope
-    fields["x-amz-date"] = amz_date
+    signing = {
+        "key": key,
+        "x-amz-algorithm": _ALGORITHM,
+        "x-amz-credential": f"{credentials.access_key}/{datestamp}{target.scope_tail}",
+        "x-amz-date": amz_date,
+    }
     if credentials.token is not None:
-        fields["x-amz-security-token"] = credentials.token
-        conditions.append({"x-amz-security-token": credentials.token})
-    policy = base64.b64encode(
-        json.dumps({"expiration": expiration, "conditions": conditions}).encode()
-    ).decode()
+        signing["x-amz-security-token"] = credentials.token
+    # Each an exact-match condition, in botocore's order.
+    conditions = [*fields.items(), ("bucket", bucket), *signing.items()]
+    fields.update(signing)
+    document = _policy_document(expiration, min_size, max_size, conditions)
+    policy = base64.b64encode(document.encode()).decode()
     fields["policy"] = policy
     inner = day.inner.copy()
     inner.update(policy.encode())
@@ -105,6 +98,17 @@ def presign_post(
     outer.update(inner.digest())
     fields["x-amz-signature"] = outer.hexdigest()
     return PresignedPost(bucket_url(presigner, bucket), fields)
+
+
+def _policy_document(
+    expiration: str, min_size: int, max_size: int, conditions: list[tuple[str, str]]
+) -> str:
+    """``json.dumps({"expiration": expiration, "conditions": [["content-length-range",
+    min_size, max_size], {name: value}, ...]})``, byte for byte (botocore's policy), built
+    by hand: ``json.dumps`` makes an encoder per call, a third of this module's work."""
+    items = [f'["content-length-range", {int(min_size)}, {int(max_size)}]']
+    items += [f"{{{_quote(name)}: {_quote(value)}}}" for name, value in conditions]
+    return f'{{"expiration": {_quote(expiration)}, "conditions": [{", ".join(items)}]}}'
 
 
 def bucket_url(presigner: SigV4Presigner, bucket: str) -> str:
