@@ -25,6 +25,9 @@
 # with its last lines of output, and every child is stopped however the script ends
 # (normally, on an error, on SIGTERM or SIGINT).
 #
+# PAIRS (default 1): how many status/progress pairs, and how many more /s3/params runs of
+# ours and Companion library's back to back (the ratio of each pair, then their median).
+#
 # Usage: benchmarks/bench_routes.sh [WORKERS] [DURATION] [WORKER_CLASS]
 #   WORKER_CLASS: sync (default, gunicorn's: a new connection per request; the fewest
 #   CPU seconds per request here), gthread (THREADS per worker, default 4, with HTTP
@@ -324,6 +327,14 @@ JS
       fail "companion-$form" "did not create a Companion upload"
     run "companion $form sign-part" "$CBASE/s3/multipart/$UID_/1?key=$KEY_" "$WORK/get.lua" self "$NODE"
     run "companion $form /s3/params" "$CBASE/$PARAMS" "$WORK/get.lua" self "$NODE"
+    if [ "$form" = library ]; then
+      # PAIRS more /s3/params pairs, ours then Companion's seconds apart: the machine's
+      # load moves between the sections of this script far more than within a pair.
+      for _ in $(seq "${PAIRS:-1}"); do
+        run "paired obitox /s3/params" "$BASE/$PARAMS" "$WORK/get.lua" children "$GUNICORN"
+        run "paired companion /s3/params" "$CBASE/$PARAMS" "$WORK/get.lua" self "$NODE"
+      done
+    fi
     stop "$NODE"
   done
 else
@@ -353,6 +364,14 @@ for route, reference in (("sign-part", 630), ("/s3/params", 1090)):
         if theirs:
             parts.insert(0, f"{ours / theirs:.2f}x {form}")
     print(f"  {route:<11} " + ", ".join(parts))
+ours = [float(v) for name, v in rows if name == "paired obitox /s3/params"]
+theirs = [float(v) for name, v in rows if name == "paired companion /s3/params"]
+if ours and theirs:
+    paired = sorted(a / b for a, b in zip(ours, theirs))
+    print(
+        f"  /s3/params  {statistics.median(paired):.2f}x library in pairs run back to back"
+        " (pairs: " + " ".join(f"{r:.2f}" for r in paired) + ")"
+    )
 # What the server and Flask cost before any route's own work: a goal of 2x needs the
 # whole request at half Companion's, so the route's own share at that less the floor.
 floor = 1e6 / rate["flask route doing nothing"]

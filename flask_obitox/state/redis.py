@@ -50,7 +50,7 @@ from .cursor import index_member, time_bound
 from .redis_base import MAX_CAS_ATTEMPTS, ROW, SKIP, STALE, UNAVAILABLE_ERRORS, text
 from .redis_events import RedisEvents
 from .redis_groups import RedisGroups
-from .redis_layout import DELETE_IF_SCRIPT, INDEX_SCRIPT, SET_MANY_SCRIPT
+from .redis_layout import DELETE_IF_SCRIPT, WRITE_SCRIPT
 from .redis_wire import pack_commands
 
 logger = logging.getLogger("flask_obitox.state")
@@ -123,10 +123,10 @@ class RedisStateBackend(RedisGroups, RedisEvents, ProgressByChanges):
 
         The record of each and, unless its key is of the default layout
         ``.../<uploadId>/<filename>`` (which names the record by itself), its object key's
-        entry, all ``SET`` by one script (:data:`~.redis_layout.SET_MANY_SCRIPT`; a
-        cluster: a ``SET`` each); one ``ZADD`` to the expiry index; per owner one script
-        adding the index entries (:data:`~.redis_layout.INDEX_SCRIPT`); per group one
-        join script. A reply per command, not per key. The commands are packed by
+        entry, ``SET``; their entries added to the expiry index and to their owners'
+        index sets: all by one script (:data:`~.redis_layout.WRITE_SCRIPT`; a cluster: a
+        ``SET`` per key, a ``ZADD`` per expiry shard and a script per owner); then per
+        group one join script. A reply per command, not per key. The commands are packed by
         :func:`~.redis_wire.pack_commands` (redis-py's bytes, a quarter of its
         instructions) and the replies read with ``read_response``, without a
         ``Pipeline`` object: for 100 records that halves the time (its per-command
@@ -193,35 +193,39 @@ class RedisStateBackend(RedisGroups, RedisEvents, ProgressByChanges):
                 values.append(r.upload_id)
             if r.group_id:
                 joining.setdefault(r.group_id, []).append(r.upload_id)
-        commands = self._set_commands(keys, values, ttl)
-        commands += self._expiry_commands(records, ttl)
-        commands += self._index_commands(records, ttl)
+        commands = self._write_commands(keys, values, records, ttl)
         commands += [self._join_command(gid, ids) for gid, ids in joining.items()]
         return commands, joining
 
-    def _set_commands(
-        self, keys: Sequence[str], values: Sequence[Any], ttl: int
+    def _write_commands(
+        self, keys: Sequence[str], values: Sequence[Any], records: Sequence[UploadRecord], ttl: int
     ) -> list[tuple[Any, ...]]:
-        """``SET`` each key to its value with ``EX ttl``: one script for many keys."""
-        if len(keys) == 1:
-            return [("SET", keys[0], values[0], "EX", ttl)]
-        return [("EVAL", SET_MANY_SCRIPT, len(keys), *keys, ttl, *values)]
+        """``SET`` each key to its value with ``EX ttl``, and add ``records`` to the expiry
+        set and their owners' index sets: on one server, one script
+        (:data:`~.redis_layout.WRITE_SCRIPT`), one reply."""
+        [(expiry, entries)] = self._expiry_entries(records).items()  # one set unsharded
+        sets = {
+            key: added
+            for owned in self._index_entries(records).values()
+            for key, added in owned.items()
+        }
+        args: list[Any] = [ttl, len(keys), *values, self._expiry_cutoff(ttl), len(entries)]
+        args += entries
+        args.append(self._index_cutoff(ttl))
+        for added in sets.values():
+            args.append(len(added))
+            args += added
+        return [("EVAL", WRITE_SCRIPT, len(keys) + 1 + len(sets), *keys, expiry, *sets, *args)]
 
     def _expiry_key(self, upload_id: str) -> str:
         """The expiry index set holding ``upload_id`` (one set; a cluster shards it)."""
         return self.layout.expiry
 
-    def _expiry_commands(self, records: Sequence[UploadRecord], ttl: int) -> list[tuple[Any, ...]]:
-        """Per expiry set the batch adds to: a prune, then one ``ZADD`` of its entries.
-
-        Keeps the index bounded: an entry that expired more than ``ttl`` ago belongs to
-        a record created even earlier, whose key (``ttl`` from its creation) is gone.
-        Pruned before the ``ZADD``, so this batch's own entries always stay.
-        """
-        by_set: dict[str, list[Any]] = {}
-        # A score as redis-py writes it (repr), each distinct one formatted once: a
-        # batch's records share a few expiries, and a float's repr costs some 6 k
-        # instructions.
+    def _expiry_entries(self, records: Sequence[UploadRecord]) -> dict[str, list[str]]:
+        """Per expiry set, the score/id pairs adding ``records`` to it. A score as redis-py
+        writes it (repr), each distinct one formatted once: a batch's records share a
+        few expiries, and a float's repr costs some 6 k instructions."""
+        by_set: dict[str, list[str]] = {}
         scores: dict[float, str] = {}
         for record in records:
             score = scores.get(record.expires_at)
@@ -230,12 +234,23 @@ class RedisStateBackend(RedisGroups, RedisEvents, ProgressByChanges):
             by_set.setdefault(self._expiry_key(record.upload_id), []).extend(
                 (score, record.upload_id)
             )
-        cutoff = f"({int(time.time()) - ttl}"  # to the second: no float to format
-        commands: list[tuple[Any, ...]] = []
-        for key, pairs in by_set.items():
-            commands.append(("ZREMRANGEBYSCORE", key, "-inf", cutoff))
-            commands.append(("ZADD", key, *pairs))
-        return commands
+        return by_set
+
+    @staticmethod
+    def _expiry_cutoff(ttl: int) -> str:
+        """The expiry sets' prune bound: an entry that expired more than ``ttl`` ago
+        belongs to a record created even earlier, whose key (``ttl`` from its creation)
+        is gone. Pruned before the adds, so a write's own entries always stay. To the
+        second: no float to format."""
+        return f"({int(time.time()) - ttl}"
+
+    @staticmethod
+    def _index_cutoff(ttl: int) -> str:
+        """The owner index sets' prune bound: entries created more than a ttl ago lead to
+        records that are gone, dropped from each set a write adds to (before its own are
+        added). A set nobody adds to expires with its TTL, and listings drop the stale
+        entries they meet."""
+        return "(" + time_bound(int(time.time()) - ttl)
 
     def _index_keys(self, record: UploadRecord) -> list[str]:
         """Every owner index set ``record`` belongs in."""
@@ -256,20 +271,14 @@ class RedisStateBackend(RedisGroups, RedisEvents, ProgressByChanges):
             *(layout.owner_uploads(owner, "k", kind) for kind in sorted(KINDS)),
         ]
 
-    def _index_commands(self, records: Sequence[UploadRecord], ttl: int) -> list[tuple[Any, ...]]:
-        """Per owner, one ``EVAL`` of :data:`INDEX_SCRIPT` adding the records to every
-        index set they belong in (the owner's sets share its slot)."""
+    def _index_entries(self, records: Sequence[UploadRecord]) -> dict[str, dict[str, list[str]]]:
+        """Per owner, the members each of its index sets gains from ``records``."""
         members: dict[str, dict[str, list[str]]] = {}  # owner -> set -> members
         # A batch's records mostly share their owner and indexed fields: name each
         # combination's keys once (key names are most of this function's cost).
         keys_of: dict[tuple[Any, ...], list[str]] = {}
-        # And they share their creation time: its part of the member is formatted once.
-        stamps: dict[float, str] = {}
         for record in records:
-            stamp = stamps.get(record.created_at)
-            if stamp is None:
-                stamp = stamps[record.created_at] = index_member(record.created_at, "")
-            member = stamp + record.upload_id
+            member = index_member(record.created_at, record.upload_id)
             fields = (record.owner, *(getattr(record, name) for _, name in _DIMENSIONS))
             keys = keys_of.get(fields)
             if keys is None:
@@ -277,18 +286,7 @@ class RedisStateBackend(RedisGroups, RedisEvents, ProgressByChanges):
             sets = members.setdefault(record.owner, {})
             for key in keys:
                 sets.setdefault(key, []).append(member)
-        # Entries created more than a ttl ago lead to records that are gone: dropped from
-        # each set a write adds to (before this batch's own are added). A set nobody adds
-        # to expires with its TTL, and listings drop the stale entries they meet.
-        cutoff = "(" + time_bound(int(time.time()) - ttl)  # to the second: one format
-        commands: list[tuple[Any, ...]] = []
-        for sets in members.values():
-            args: list[Any] = [ttl, cutoff]
-            for added in sets.values():
-                args.append(len(added))
-                args += added
-            commands.append(("EVAL", INDEX_SCRIPT, len(sets), *sets, *args))
-        return commands
+        return members
 
     def _send(
         self,

@@ -39,9 +39,17 @@ from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 
 from ..redis_client import DEFAULT_CLIENT_OPTIONS, redact_url
+from .base import UploadRecord
 from .redis import RedisStateBackend
 from .redis_base import text
-from .redis_layout import BYTES_SCRIPT, CAS_SCRIPT, JOIN_SCRIPT, MOVE_SCRIPT, RedisLayout
+from .redis_layout import (
+    BYTES_SCRIPT,
+    CAS_SCRIPT,
+    INDEX_SCRIPT,
+    JOIN_SCRIPT,
+    MOVE_SCRIPT,
+    RedisLayout,
+)
 
 __all__ = ["EXPIRY_SHARDS", "ClusterLayout", "RedisClusterStateBackend"]
 
@@ -234,11 +242,27 @@ class RedisClusterStateBackend(RedisStateBackend):
                 pipe.execute_command(*command)
             return list(pipe.execute())
 
-    def _set_commands(
-        self, keys: Sequence[str], values: Sequence[Any], ttl: int
+    def _write_commands(
+        self, keys: Sequence[str], values: Sequence[Any], records: Sequence[UploadRecord], ttl: int
     ) -> list[tuple[Any, ...]]:
-        """One ``SET`` per key: the keys lie in many slots, which no script may span."""
-        return [("SET", key, value, "EX", ttl) for key, value in zip(keys, values, strict=True)]
+        """A ``SET`` per key, per expiry shard a prune and a ``ZADD``, per owner one
+        :data:`~.redis_layout.INDEX_SCRIPT`: the keys lie in many slots, which no script
+        may span (an owner's sets share its slot)."""
+        commands: list[tuple[Any, ...]] = [
+            ("SET", key, value, "EX", ttl) for key, value in zip(keys, values, strict=True)
+        ]
+        cutoff = self._expiry_cutoff(ttl)
+        for key, entries in self._expiry_entries(records).items():
+            commands.append(("ZREMRANGEBYSCORE", key, "-inf", cutoff))
+            commands.append(("ZADD", key, *entries))
+        cutoff = self._index_cutoff(ttl)
+        for sets in self._index_entries(records).values():
+            args: list[Any] = [ttl, cutoff]
+            for added in sets.values():
+                args.append(len(added))
+                args += added
+            commands.append(("EVAL", INDEX_SCRIPT, len(sets), *sets, *args))
+        return commands
 
     def _mget(self, keys: Sequence[str]) -> list[bytes | str | None]:
         if not keys:

@@ -165,29 +165,58 @@ redis.call('SET', KEYS[1], new, 'KEEPTTL')
 return {1, new}
 """
 
-#: Add to an owner's index sets KEYS (one slot: the owner's) in one step: ARGV[1] their
-#: TTL, ARGV[2] the prune bound (``"(<time>"``: an entry created before it leads to a
-#: record that is gone), then per key its member count and its members (score 0). Each
-#: set is pruned, added to and given the TTL, as three commands each would: one reply
-#: instead of three per set (a single upload writes three sets, nine replies).
-INDEX_SCRIPT = """
-local at = 3
-for _, key in ipairs(KEYS) do
-    local count = tonumber(ARGV[at])
-    redis.call('ZREMRANGEBYLEX', key, '-', ARGV[2])
-    for first = at + 1, at + count, 1000 do
+#: Lua adding to index sets: from ``KEYS[first]`` on, each key's member count then its
+#: members (score 0) at ``ARGV[at]``; each set pruned below ``cutoff`` first and given
+#: ``ttl`` after. Shared by :data:`INDEX_SCRIPT` and :data:`WRITE_SCRIPT`.
+_ADD_TO_INDEXES = """
+for k = first, #KEYS do
+    local key, count = KEYS[k], tonumber(ARGV[at])
+    redis.call('ZREMRANGEBYLEX', key, '-', cutoff)
+    for from = at + 1, at + count, 1000 do
         local args = {}
-        for i = first, math.min(first + 999, at + count) do
+        for i = from, math.min(from + 999, at + count) do
             args[#args + 1] = 0
             args[#args + 1] = ARGV[i]
         end
         redis.call('ZADD', key, unpack(args))
     end
-    redis.call('EXPIRE', key, ARGV[1])
+    redis.call('EXPIRE', key, ttl)
     at = at + count + 1
 end
 return #KEYS
 """
+
+#: Add to an owner's index sets KEYS (one slot: the owner's) in one step: ARGV[1] their
+#: TTL, ARGV[2] the prune bound (``"(<time>"``: an entry created before it leads to a
+#: record that is gone), then per key its member count and its members (score 0). Each
+#: set is pruned, added to and given the TTL, as three commands each would: one reply
+#: instead of three per set (a single upload writes three sets, nine replies).
+INDEX_SCRIPT = "local ttl, cutoff, at, first = ARGV[1], ARGV[2], 3, 1" + _ADD_TO_INDEXES
+
+#: A standalone server's whole write of new records in one step (no slots to respect):
+#: ``SET`` each of the first ARGV[2] keys to its value (ARGV[3] on) with ``EX`` ARGV[1];
+#: then the expiry set (the next key): pruned below its bound, then its entries added
+#: (their count, then score/id pairs); then the index sets (every other key), from the
+#: prune bound of all of them on, as :data:`INDEX_SCRIPT` adds them. One reply for what
+#: takes four commands on a cluster (a single upload: 4 replies fewer).
+WRITE_SCRIPT = (
+    """
+local ttl, n = ARGV[1], tonumber(ARGV[2])
+for i = 1, n do
+    redis.call('SET', KEYS[i], ARGV[2 + i], 'EX', ttl)
+end
+local expiry, at = KEYS[n + 1], n + 3
+redis.call('ZREMRANGEBYSCORE', expiry, '-inf', ARGV[at])
+local count = tonumber(ARGV[at + 1])
+for from = at + 2, at + 1 + count, 1000 do
+    redis.call('ZADD', expiry, unpack(ARGV, from, math.min(from + 999, at + 1 + count)))
+end
+at = at + 2 + count
+local cutoff, first = ARGV[at], n + 2
+at = at + 1
+"""
+    + _ADD_TO_INDEXES
+)
 
 #: Move member ARGV[1] in an owner's index: out of KEYS[2 .. ARGV[2]+1], into the rest.
 #: KEYS[1] is the owner's index of everything: a member it does not hold (an upload
@@ -239,17 +268,6 @@ return n
 """
 JOIN_GONE = -1
 JOIN_CLOSED = -2
-
-#: ``SET`` every KEYS[i] to ARGV[i + 1], expiring in ARGV[1] seconds: a batch's records
-#: (and the object-key entries of records their key does not name) in one step, one
-#: reply instead of one per key. The keys lie in many slots: a standalone server's way
-#: only (a cluster is sent one ``SET`` per key).
-SET_MANY_SCRIPT = """
-for i, key in ipairs(KEYS) do
-    redis.call('SET', key, ARGV[i + 1], 'EX', ARGV[1])
-end
-return #KEYS
-"""
 
 #: Delete KEYS[1] only if it holds ARGV[1] (an object key's entry, if still this upload's).
 DELETE_IF_SCRIPT = """
