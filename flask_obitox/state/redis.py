@@ -277,8 +277,13 @@ class RedisStateBackend(RedisGroups, RedisEvents, ProgressByChanges):
         # A batch's records mostly share their owner and indexed fields: name each
         # combination's keys once (key names are most of this function's cost).
         keys_of: dict[tuple[Any, ...], list[str]] = {}
+        # And they share their creation time: its part of the member is looked up once.
+        stamps: dict[float, str] = {}
         for record in records:
-            member = index_member(record.created_at, record.upload_id)
+            stamp = stamps.get(record.created_at)
+            if stamp is None:
+                stamp = stamps[record.created_at] = index_member(record.created_at, "")
+            member = stamp + record.upload_id
             fields = (record.owner, *(getattr(record, name) for _, name in _DIMENSIONS))
             keys = keys_of.get(fields)
             if keys is None:
