@@ -7,19 +7,27 @@ difference. Prints each part's median time per batch and, with ``--instructions`
 CPU instructions per batch and per file, counted by callgrind (:mod:`instructions`):
 the figures ``docs/performance.rst`` gives for "where a batch's instructions go".
 
-Usage: ``python benchmarks/bench_parts.py [--rounds N] [--instructions]``
+``--route params``: the same for one Companion ``GET /s3/params`` (Redis state, as
+``bench_requests``; ``--memory`` for the memory backend), called through WSGI as a
+server calls it, beside a Flask route that does nothing called the same way (the floor
+every route pays) and the parts of the domain's work alone.
+
+Usage: ``python benchmarks/bench_parts.py [--route batch|params] [--rounds N] [--instructions]``
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import time
 from collections.abc import Callable
 from typing import Any
 
+import bench_requests
 from bench_batch import FILES, batch_body, make_app
+from bench_state import add_state_options, bench_state
 from instructions import (
     add_instruction_options,
     count_instructions,
@@ -31,6 +39,7 @@ from timing import median_seconds
 
 from flask_obitox import MemoryStateBackend
 from flask_obitox.appstate import get_state
+from flask_obitox.domain.base import CheckedFile
 from flask_obitox.domain.common import new_upload_ids
 from flask_obitox.domain.messages import message_body
 from flask_obitox.domain.render import render_upload
@@ -145,15 +154,100 @@ def parts() -> list[Part]:
     ]
 
 
+def wsgi_get(app: Any, path: str, query: str) -> Callable[[], None]:
+    """A GET of ``app`` called through WSGI, as a server calls it (no test client)."""
+    base = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": path,
+        "QUERY_STRING": query,
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_HOST": "127.0.0.1:8000",
+        "REMOTE_ADDR": "127.0.0.1",
+        "wsgi.url_scheme": "http",
+        "wsgi.version": (1, 0),
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+
+    def get() -> None:
+        statuses: list[str] = []
+        environ = {**base, "wsgi.input": io.BytesIO(), "wsgi.errors": io.StringIO()}
+        body = b"".join(app(environ, lambda status, headers, exc=None: statuses.append(status)))
+        assert statuses[0].startswith("200"), (statuses, body)
+
+    return get
+
+
+def params_parts(state: Any) -> list[Part]:
+    app = bench_requests.make_app(state)
+    app.add_url_rule("/bench/noop", "noop", lambda: {"ok": True})
+    app.test_request_context().push()  # the domain's parts run inside a request
+    service = get_state(app).service
+    path, _, query = bench_requests.PARAMS.partition("?")
+    spec = {"filename": "cat.png", "contentType": "image/png", "metadata": {"album": "summer"}}
+    storage = service.storage_for(OWNER)
+    file = CheckedFile("cat.png", "image/png", {"album": "summer"})
+
+    def record() -> Any:
+        upload_id = new_upload_ids(1)[0]
+        key = service.build_key(OWNER, file.filename, upload_id, file.metadata)
+        return service.new_record(
+            upload_id, OWNER, storage, key, file, kind="single", size=0, now=time.time()
+        )
+
+    def write() -> None:
+        made = record()
+        service.create_signed([made], made.created_at)
+
+    client = app.test_client()
+    return [
+        ("a Flask route doing nothing (WSGI)", wsgi_get(app, "/bench/noop", query)),
+        ("the whole request (WSGI)", wsgi_get(app, path, query)),
+        ("the domain alone (sign_post)", lambda: service.sign_post(OWNER, spec)),
+        (
+            "  of which the POST policy",
+            lambda: storage.presign_post(
+                "uploads/x/cat.png",
+                content_type="image/png",
+                metadata={"album": "summer"},
+                min_size=0,
+                max_size=5 * 1024**3,
+                expires_in=3600,
+            ),
+        ),
+        ("  a new record", record),
+        ("  a new record, written with its event", write),
+        ("the whole request (test client)", lambda: client.get(bench_requests.PARAMS)),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=100)
+    parser.add_argument("--route", choices=("batch", "params"), default="batch")
+    add_state_options(parser)
     add_instruction_options(parser)
     args = parser.parse_args()
+    if args.route == "batch":
+        report(
+            args,
+            parts(),
+            f"POST /uploads/batch with {FILES} files, each part alone (memory state)",
+            FILES,
+        )
+        return
+    with bench_state(args) as (state, label):
+        report(args, params_parts(state), f"GET /s3/params, each part alone (state: {label})", 1)
 
-    table = parts()
+
+def report(args: argparse.Namespace, table: list[Part], title: str, files: int) -> None:
+    """Time each part (and count its instructions); print the table, per file when a
+    part handles ``files`` files."""
     names = [f"part{index}" for index in range(len(table))]
     factories = {name: (lambda fn=fn: fn) for name, (_, fn) in zip(names, table, strict=True)}
     if run_counted_workloads(args, factories):
@@ -161,15 +255,18 @@ def main() -> None:
     times = [median_seconds(fn, args.rounds) for _, fn in table]
     counts = count_instructions(args, names) if args.instructions else None
 
-    print(f"POST /uploads/batch with {FILES} files, each part alone (memory state)")
+    print(title)
     header = f"{'part':<40}{'median':>10}"
     if counts is not None:
-        header += f"{'instructions':>14}{'per file':>10}"
+        header += f"{'instructions':>14}" + (f"{'per file':>10}" if files > 1 else "")
     print(header)
     for (label, _), name, seconds in zip(table, names, times, strict=True):
         line = f"{label:<40}{seconds * 1e3:>8.3f}ms"
         if counts is not None:
-            line += f"{millions(counts[name]):>14}{counts[name] / FILES / 1e3:>9.1f}k"
+            count = counts[name]
+            line += f"{millions(count) if files > 1 else f'{count / 1e3:,.1f}k':>14}"
+            if files > 1:
+                line += f"{counts[name] / files / 1e3:>9.1f}k"
         print(line)
     if args.instructions and counts is None:
         print(skipped_line())

@@ -25,6 +25,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Collection, Sequence
+from operator import attrgetter
 from typing import Any, cast
 
 import orjson
@@ -68,6 +69,10 @@ def _default_layout(record: UploadRecord) -> bool:
 
 
 _DIMENSIONS = (("g", "group_id"), ("s", "status"), ("p", "profile"), ("k", "kind"))
+#: A record's fields that decide its index sets (:meth:`RedisStateBackend._index_keys`).
+_INDEXED_BY = attrgetter("owner", *(name for _, name in _DIMENSIONS))
+#: How many combinations of those fields a backend keeps the key names of.
+_INDEX_KEYS_KEPT = 4096
 
 
 class RedisStateBackend(RedisGroups, RedisEvents, ProgressByChanges):
@@ -92,6 +97,10 @@ class RedisStateBackend(RedisGroups, RedisEvents, ProgressByChanges):
             )
         super().__init__(client, prefix=prefix, url=url)
         self.events_retention = events_retention
+        # The index key names of each owner/status/kind/... combination written lately:
+        # naming a write's sets was a sixth of its instructions. Bounded, emptied when
+        # full (dict operations are atomic: threads share it safely).
+        self._index_keys_of: dict[tuple[Any, ...], tuple[str, ...]] = {}
 
     @classmethod
     def from_url(
@@ -274,9 +283,7 @@ class RedisStateBackend(RedisGroups, RedisEvents, ProgressByChanges):
     def _index_entries(self, records: Sequence[UploadRecord]) -> dict[str, dict[str, list[str]]]:
         """Per owner, the members each of its index sets gains from ``records``."""
         members: dict[str, dict[str, list[str]]] = {}  # owner -> set -> members
-        # A batch's records mostly share their owner and indexed fields: name each
-        # combination's keys once (key names are most of this function's cost).
-        keys_of: dict[tuple[Any, ...], list[str]] = {}
+        keys_of = self._index_keys_of
         # And they share their creation time: its part of the member is looked up once.
         stamps: dict[float, str] = {}
         for record in records:
@@ -284,10 +291,12 @@ class RedisStateBackend(RedisGroups, RedisEvents, ProgressByChanges):
             if stamp is None:
                 stamp = stamps[record.created_at] = index_member(record.created_at, "")
             member = stamp + record.upload_id
-            fields = (record.owner, *(getattr(record, name) for _, name in _DIMENSIONS))
+            fields = _INDEXED_BY(record)
             keys = keys_of.get(fields)
             if keys is None:
-                keys = keys_of[fields] = self._index_keys(record)
+                if len(keys_of) >= _INDEX_KEYS_KEPT:
+                    keys_of.clear()
+                keys = keys_of[fields] = tuple(self._index_keys(record))
             sets = members.setdefault(record.owner, {})
             for key in keys:
                 sets.setdefault(key, []).append(member)

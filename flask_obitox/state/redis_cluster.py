@@ -137,6 +137,7 @@ class RedisClusterStateBackend(RedisStateBackend):
         self.url = redact_url(url)
         self.layout = ClusterLayout(prefix)
         self.events_retention = events_retention
+        self._index_keys_of: dict[tuple[Any, ...], tuple[str, ...]] = {}  # as RedisStateBackend
 
     @classmethod
     def from_url(
