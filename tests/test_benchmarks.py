@@ -112,6 +112,7 @@ CASES = [
     ("bench_batch.py", ["--rounds", "2", "--naive-rounds", "1", "--memory"], "goal:", 60),
     ("bench_signer.py", ["--rounds", "2"], "presign_put_objects, whole batch", 60),
     ("bench_parts.py", ["--rounds", "2"], "the whole request (test client)", 60),
+    ("bench_parts.py", ["--route", "params", "--rounds", "2"], "the whole request (WSGI)", 60),
     ("bench_profiles.py", ["--rounds", "2"], "profiled batch vs boto3 loop", 60),
     ("bench_profiles.py", ["--callgrind", "1", "--variant", "profiled"], "", 60),
     ("bench_components.py", ["--rounds", "2"], "write records to Redis", 60),
