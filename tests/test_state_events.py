@@ -246,3 +246,40 @@ def test_events_that_cannot_be_appended_after_a_write_never_fail_it(
     monkeypatch.setattr(redis_backend, "append_events", down)
     redis_backend.create_with_events([record], 60, [(record.owner, b'{"type":"x"}')])
     assert redis_backend.get(record.upload_id) == record
+
+
+def test_a_resent_write_appends_its_events_once(redis_backend: RedisStateBackend) -> None:
+    # What the retry policy does when a write's reply is lost: the same packet again.
+    from state_support import make_record
+
+    records = [
+        make_record(owner="user-1"),
+        make_record(owner="user-2"),
+        make_record(owner="user-1"),
+    ]
+    events = [(r.owner, b'{"type":"upload.signed","n":%d}' % n) for n, r in enumerate(records)]
+    commands, _ = redis_backend._create_commands(records, 60, events)
+    assert len(commands) == 1  # one script: the records, their indexes, their events
+    assert redis_backend._send(commands, "create") == [0]
+    assert redis_backend._send(commands, "create") == [0]
+    for record in records:
+        assert redis_backend.get(record.upload_id) == record
+    assert [e["n"] for _, e in redis_backend.read_events("user-1")] == [0, 2]
+    assert [e["n"] for _, e in redis_backend.read_events("user-2")] == [1]
+    assert {r.upload_id for r in redis_backend.list_uploads("user-1").items} == {
+        records[0].upload_id,
+        records[2].upload_id,
+    }
+
+
+def test_a_refused_append_loses_its_events_not_the_write(
+    redis_backend: RedisStateBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    from state_support import make_record
+
+    record = make_record(owner="user-1")
+    # The owner's stream key holds something else: every XADD to it is refused.
+    redis_backend.client.set(redis_backend.layout.owner_events("user-1"), "not a stream")
+    redis_backend.create_with_events([record], 60, [(record.owner, b'{"type":"x"}')])
+    assert redis_backend.get(record.upload_id) == record
+    assert "1 events sent with a write were refused" in caplog.text

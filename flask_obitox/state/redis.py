@@ -31,7 +31,7 @@ from typing import Any, cast
 import orjson
 import redis
 from redis.cluster import RedisCluster
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError
 
 from ..errors import StateUnavailable
 from ..redis_client import redact_url, redis_from_url
@@ -169,8 +169,9 @@ class RedisStateBackend(RedisGroups, RedisEvents, ProgressByChanges):
         self, records: Sequence[UploadRecord], ttl: int, events: Sequence[tuple[str, bytes]]
     ) -> None:
         """``EventFanIn``: on one standalone server, the records' writes and the events'
-        appends in one packet (the appends only in its first sending: a retry resends
-        the writes alone, and the events are lost rather than appended twice)."""
+        appends in one script (:data:`~.redis_layout.WRITE_SCRIPT`), which appends only
+        when the records are new: a retry after a lost reply finds them and appends
+        nothing twice. A refused append loses its event (logged), never the write."""
         check_ttl(ttl)
         grouped = any(record.group_id for record in records)
         if not self.appends_ride_writes or grouped or not records or not events:
@@ -181,15 +182,20 @@ class RedisStateBackend(RedisGroups, RedisEvents, ProgressByChanges):
                 except (StateUnavailable, RedisError):
                     logger.warning("Events of a write could not be appended; they are lost.")
             return
-        commands, _ = self._create_commands(records, ttl)
-        _, appends = self._append_commands(events)
-        self._send(commands, "create", once=appends)
+        commands, _ = self._create_commands(records, ttl, events)
+        refused = self._send(commands, "create")[0]
+        if refused:
+            logger.warning("%d events sent with a write were refused; they are lost.", refused)
 
     def _create_commands(
-        self, records: Sequence[UploadRecord], ttl: int
+        self,
+        records: Sequence[UploadRecord],
+        ttl: int,
+        events: Sequence[tuple[str, bytes]] = (),
     ) -> tuple[list[tuple[Any, ...]], dict[str, list[str]]]:
-        """The writes of ``records``, the group joins last (one per group, in the order
-        of the map returned: group id -> the ids joining it)."""
+        """The writes of ``records`` (with ``events``, where :attr:`appends_ride_writes`),
+        the group joins last (one per group, in the order of the map returned: group id
+        -> the ids joining it)."""
         layout = self.layout
         keys: list[str] = []
         values: list[Any] = []
@@ -202,29 +208,43 @@ class RedisStateBackend(RedisGroups, RedisEvents, ProgressByChanges):
                 values.append(r.upload_id)
             if r.group_id:
                 joining.setdefault(r.group_id, []).append(r.upload_id)
-        commands = self._write_commands(keys, values, records, ttl)
+        commands = self._write_commands(keys, values, records, ttl, events)
         commands += [self._join_command(gid, ids) for gid, ids in joining.items()]
         return commands, joining
 
     def _write_commands(
-        self, keys: Sequence[str], values: Sequence[Any], records: Sequence[UploadRecord], ttl: int
+        self,
+        keys: Sequence[str],
+        values: Sequence[Any],
+        records: Sequence[UploadRecord],
+        ttl: int,
+        events: Sequence[tuple[str, bytes]],
     ) -> list[tuple[Any, ...]]:
-        """``SET`` each key to its value with ``EX ttl``, and add ``records`` to the expiry
-        set and their owners' index sets: on one server, one script
-        (:data:`~.redis_layout.WRITE_SCRIPT`), one reply."""
+        """``SET`` each key to its value with ``EX ttl``, add ``records`` to the expiry
+        set and their owners' index sets, and append ``events``: on one server, one
+        script (:data:`~.redis_layout.WRITE_SCRIPT`), one reply (how many events were
+        refused)."""
         [(expiry, entries)] = self._expiry_entries(records).items()  # one set unsharded
         sets = {
             key: added
             for owned in self._index_entries(records).values()
             for key, added in owned.items()
         }
+        streams: dict[str, list[bytes]] = {}
+        for owner, body in events:
+            streams.setdefault(self.layout.owner_events(owner), []).append(body)
         args: list[Any] = [ttl, len(keys), *values, self._expiry_cutoff(ttl), len(entries)]
         args += entries
-        args.append(self._index_cutoff(ttl))
+        args += (self._index_cutoff(ttl), len(sets))
         for added in sets.values():
             args.append(len(added))
             args += added
-        return [("EVAL", WRITE_SCRIPT, len(keys) + 1 + len(sets), *keys, expiry, *sets, *args)]
+        args += (max(self.events_retention, 1), self.events_ttl)
+        for bodies in streams.values():
+            args.append(len(bodies))
+            args += bodies
+        names = (*keys, expiry, *sets, *streams)
+        return [("EVAL", WRITE_SCRIPT, len(names), *names, *args)]
 
     def _expiry_key(self, upload_id: str) -> str:
         """The expiry index set holding ``upload_id`` (one set; a cluster shards it)."""
@@ -302,36 +322,18 @@ class RedisStateBackend(RedisGroups, RedisEvents, ProgressByChanges):
                 sets.setdefault(key, []).append(member)
         return members
 
-    def _send(
-        self,
-        commands: list[tuple[Any, ...]],
-        action: str,
-        *,
-        once: Sequence[tuple[Any, ...]] = (),
-    ) -> list[Any]:
-        """Send ``commands`` in one packet on one connection and read every reply
-        (theirs only). ``once``: commands sent after them in the first attempt alone
-        (appends, which a retry must not repeat), their replies read and dropped."""
+    def _send(self, commands: list[tuple[Any, ...]], action: str) -> list[Any]:
+        """Send ``commands`` in one packet on one connection and read every reply."""
         pool = self._client.connection_pool
         try:
             connection: Any = pool.get_connection()
         except RedisError as exc:
             raise self._unavailable(action, exc) from exc
-        unsent = list(once)
 
         def attempt() -> list[Any]:
-            nonlocal unsent
-            appends, unsent = unsent, []
             # A list of buffers, as redis-py sends its own (a bare bytes is iterated).
-            packed = pack_commands([*commands, *appends], connection.encoder)
-            connection.send_packed_command([packed])
-            replies = [connection.read_response() for _ in commands]
-            for _ in appends:
-                try:
-                    connection.read_response()
-                except ResponseError:
-                    logger.warning("Events sent with a write were refused; they are lost.")
-            return replies
+            connection.send_packed_command([pack_commands(commands, connection.encoder)])
+            return [connection.read_response() for _ in commands]
 
         try:
             # Every command sent this way is idempotent: the retry policy may resend.

@@ -227,16 +227,8 @@ class RedisClusterStateBackend(RedisStateBackend):
     #: A cluster pipeline may resend its commands, appends included: two steps.
     appends_ride_writes = False
 
-    def _send(
-        self,
-        commands: list[tuple[Any, ...]],
-        action: str,
-        *,
-        once: Sequence[tuple[Any, ...]] = (),
-    ) -> list[Any]:
-        """``commands`` through the cluster pipeline: one packet per node (never with
-        ``once``: :meth:`create_with_events` appends on its own)."""
-        assert not once, "a cluster pipeline may resend: appends go on their own"
+    def _send(self, commands: list[tuple[Any, ...]], action: str) -> list[Any]:
+        """``commands`` through the cluster pipeline: one packet per node."""
         with self._guard(action):
             pipe = self._client.pipeline()
             for command in commands:
@@ -244,11 +236,19 @@ class RedisClusterStateBackend(RedisStateBackend):
             return list(pipe.execute())
 
     def _write_commands(
-        self, keys: Sequence[str], values: Sequence[Any], records: Sequence[UploadRecord], ttl: int
+        self,
+        keys: Sequence[str],
+        values: Sequence[Any],
+        records: Sequence[UploadRecord],
+        ttl: int,
+        events: Sequence[tuple[str, bytes]],
     ) -> list[tuple[Any, ...]]:
         """A ``SET`` per key, per expiry shard a prune and a ``ZADD``, per owner one
         :data:`~.redis_layout.INDEX_SCRIPT`: the keys lie in many slots, which no script
-        may span (an owner's sets share its slot)."""
+        may span (an owner's sets share its slot). No events: a cluster pipeline may
+        resend its commands, so they are appended on their own
+        (:attr:`appends_ride_writes`)."""
+        assert not events, "a cluster appends events on their own"
         commands: list[tuple[Any, ...]] = [
             ("SET", key, value, "EX", ttl) for key, value in zip(keys, values, strict=True)
         ]

@@ -165,11 +165,11 @@ redis.call('SET', KEYS[1], new, 'KEEPTTL')
 return {1, new}
 """
 
-#: Lua adding to index sets: from ``KEYS[first]`` on, each key's member count then its
-#: members (score 0) at ``ARGV[at]``; each set pruned below ``cutoff`` first and given
-#: ``ttl`` after. Shared by :data:`INDEX_SCRIPT` and :data:`WRITE_SCRIPT`.
+#: Lua adding to index sets: ``KEYS[first]`` to ``KEYS[last]``, each key's member count
+#: then its members (score 0) from ``ARGV[at]`` on; each set pruned below ``cutoff``
+#: first and given ``ttl`` after. Shared by :data:`INDEX_SCRIPT` and :data:`WRITE_SCRIPT`.
 _ADD_TO_INDEXES = """
-for k = first, #KEYS do
+for k = first, last do
     local key, count = KEYS[k], tonumber(ARGV[at])
     redis.call('ZREMRANGEBYLEX', key, '-', cutoff)
     for from = at + 1, at + count, 1000 do
@@ -183,7 +183,6 @@ for k = first, #KEYS do
     redis.call('EXPIRE', key, ttl)
     at = at + count + 1
 end
-return #KEYS
 """
 
 #: Add to an owner's index sets KEYS (one slot: the owner's) in one step: ARGV[1] their
@@ -191,17 +190,32 @@ return #KEYS
 #: record that is gone), then per key its member count and its members (score 0). Each
 #: set is pruned, added to and given the TTL, as three commands each would: one reply
 #: instead of three per set (a single upload writes three sets, nine replies).
-INDEX_SCRIPT = "local ttl, cutoff, at, first = ARGV[1], ARGV[2], 3, 1" + _ADD_TO_INDEXES
+INDEX_SCRIPT = (
+    "local ttl, cutoff, at, first, last = ARGV[1], ARGV[2], 3, 1, #KEYS"
+    + _ADD_TO_INDEXES
+    + "return #KEYS"
+)
 
-#: A standalone server's whole write of new records in one step (no slots to respect):
-#: ``SET`` each of the first ARGV[2] keys to its value (ARGV[3] on) with ``EX`` ARGV[1];
-#: then the expiry set (the next key): pruned below its bound, then its entries added
-#: (their count, then score/id pairs); then the index sets (every other key), from the
-#: prune bound of all of them on, as :data:`INDEX_SCRIPT` adds them. One reply for what
-#: takes four commands on a cluster (a single upload: 4 replies fewer).
+#: A standalone server's whole write of new records in one step (no slots to respect),
+#: answering how many of its events were refused:
+#:
+#: - ``SET`` each of the first ARGV[2] keys to its value (ARGV[3] on) with ``EX`` ARGV[1];
+#: - the expiry set (the next key): pruned below its bound, then its entries added
+#:   (their count, then score/id pairs);
+#: - the index sets (the next ARGV-given number of keys), all pruned below one bound, as
+#:   :data:`INDEX_SCRIPT` adds them;
+#: - the events: the streams are the remaining keys, after the streams' ``MAXLEN ~`` and
+#:   TTL each stream's count then its bodies, each appended as its own entry. Only when
+#:   the first record did not exist before: a retry of a write whose reply was lost finds
+#:   its records and appends nothing twice. A refused append loses its event, not the
+#:   write (the records stand, as the ``EventFanIn`` contract says).
+#:
+#: One reply where a single upload's write and event took five commands (a cluster,
+#: whose keys lie in many slots, still sends them per slot, its appends on their own).
 WRITE_SCRIPT = (
     """
 local ttl, n = ARGV[1], tonumber(ARGV[2])
+local fresh = redis.call('EXISTS', KEYS[1]) == 0
 for i = 1, n do
     redis.call('SET', KEYS[i], ARGV[2 + i], 'EX', ttl)
 end
@@ -212,10 +226,29 @@ for from = at + 2, at + 1 + count, 1000 do
     redis.call('ZADD', expiry, unpack(ARGV, from, math.min(from + 999, at + 1 + count)))
 end
 at = at + 2 + count
-local cutoff, first = ARGV[at], n + 2
-at = at + 1
+local cutoff, first, last = ARGV[at], n + 2, n + 1 + tonumber(ARGV[at + 1])
+at = at + 2
 """
     + _ADD_TO_INDEXES
+    + """
+local refused = 0
+if fresh then
+    local maxlen, events_ttl = ARGV[at], ARGV[at + 1]
+    at = at + 2
+    for k = last + 1, #KEYS do
+        local stream, count = KEYS[k], tonumber(ARGV[at])
+        for i = at + 1, at + count do
+            local added = redis.pcall('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'e', ARGV[i])
+            if type(added) == 'table' and added.err then
+                refused = refused + 1
+            end
+        end
+        redis.pcall('EXPIRE', stream, events_ttl)
+        at = at + count + 1
+    end
+end
+return refused
+"""
 )
 
 #: Move member ARGV[1] in an owner's index: out of KEYS[2 .. ARGV[2]+1], into the rest.
