@@ -304,7 +304,7 @@ class RedisStateBackend(RedisGroups, RedisEvents, ProgressByChanges):
         """Per owner, the members each of its index sets gains from ``records``."""
         members: dict[str, dict[str, list[str]]] = {}  # owner -> set -> members
         keys_of = self._index_keys_of
-        # And they share their creation time: its part of the member is looked up once.
+        # A batch's records share their creation time: its part of a member, once.
         stamps: dict[float, str] = {}
         for record in records:
             stamp = stamps.get(record.created_at)
