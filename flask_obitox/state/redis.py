@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from operator import attrgetter
 from typing import Any, cast
 
@@ -73,6 +73,16 @@ _DIMENSIONS = (("g", "group_id"), ("s", "status"), ("p", "profile"), ("k", "kind
 _INDEXED_BY = attrgetter("owner", *(name for _, name in _DIMENSIONS))
 #: How many combinations of those fields a backend keeps the key names of.
 _INDEX_KEYS_KEPT = 4096
+
+
+def counted(groups: Iterable[Sequence[Any]]) -> list[Any]:
+    """Each group as its length, then its items: how the write scripts read a list of
+    lists (:data:`~.redis_layout.WRITE_SCRIPT`, :data:`~.redis_layout.INDEX_SCRIPT`)."""
+    flat: list[Any] = []
+    for group in groups:
+        flat.append(len(group))
+        flat += group
+    return flat
 
 
 class RedisStateBackend(RedisGroups, RedisEvents, ProgressByChanges):
@@ -235,14 +245,8 @@ class RedisStateBackend(RedisGroups, RedisEvents, ProgressByChanges):
             streams.setdefault(self.layout.owner_events(owner), []).append(body)
         args: list[Any] = [ttl, len(keys), *values, self._expiry_cutoff(ttl), len(entries)]
         args += entries
-        args += (self._index_cutoff(ttl), len(sets))
-        for added in sets.values():
-            args.append(len(added))
-            args += added
-        args += (max(self.events_retention, 1), self.events_ttl)
-        for bodies in streams.values():
-            args.append(len(bodies))
-            args += bodies
+        args += (self._index_cutoff(ttl), len(sets), *counted(sets.values()))
+        args += (max(self.events_retention, 1), self.events_ttl, *counted(streams.values()))
         names = (*keys, expiry, *sets, *streams)
         return [("EVAL", WRITE_SCRIPT, len(names), *names, *args)]
 

@@ -40,7 +40,7 @@ from redis.retry import Retry
 
 from ..redis_client import DEFAULT_CLIENT_OPTIONS, redact_url
 from .base import UploadRecord
-from .redis import RedisStateBackend
+from .redis import RedisStateBackend, counted
 from .redis_base import text
 from .redis_layout import (
     BYTES_SCRIPT,
@@ -258,11 +258,9 @@ class RedisClusterStateBackend(RedisStateBackend):
             commands.append(("ZADD", key, *entries))
         cutoff = self._index_cutoff(ttl)
         for sets in self._index_entries(records).values():
-            args: list[Any] = [ttl, cutoff]
-            for added in sets.values():
-                args.append(len(added))
-                args += added
-            commands.append(("EVAL", INDEX_SCRIPT, len(sets), *sets, *args))
+            commands.append(
+                ("EVAL", INDEX_SCRIPT, len(sets), *sets, ttl, cutoff, *counted(sets.values()))
+            )
         return commands
 
     def _mget(self, keys: Sequence[str]) -> list[bytes | str | None]:
