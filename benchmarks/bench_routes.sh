@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Requests per CPU-second of the browser routes under gunicorn, measured with wrk
+# Requests per CPU-second of the browser routes under gunicorn (or granian), measured with wrk
 # (2 threads x 8 connections, 10 s per route) against moto S3 and Redis state, with
 # ownership and validation on:
 #   - the floor             GET  /bench/noop (a Flask route doing nothing: gunicorn and
@@ -32,7 +32,9 @@
 #   WORKER_CLASS: sync (default, gunicorn's: a new connection per request; the fewest
 #   CPU seconds per request here), gthread (THREADS per worker, default 4, with HTTP
 #   keep-alive: measured 8-25% more CPU per request, the threads contend for the GIL)
-#   or gevent (pip install gevent: keep-alive, no fewer CPU seconds per request here).
+#   or gevent (pip install gevent: keep-alive, no fewer CPU seconds per request here);
+#   or granian: not gunicorn but granian's WSGI server (pip install granian: HTTP parsed
+#   in Rust, keep-alive; THREADS, default 1, threads run the app per worker).
 #   (needs wrk: apt-get install wrk; Companion needs node and npm)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,7 +46,8 @@ case "$WORKER_CLASS" in
   gthread) WORKER_ARGS=(--worker-class gthread --threads "${THREADS:-4}" --keep-alive 5) ;;
   sync) WORKER_ARGS=(--worker-class sync) ;;
   gevent) WORKER_ARGS=(--worker-class gevent --worker-connections 1000 --keep-alive 5) ;;
-  *) echo "WORKER_CLASS must be sync, gthread or gevent"; exit 2 ;;
+  granian) ;;
+  *) echo "WORKER_CLASS must be sync, gthread, gevent or granian"; exit 2 ;;
 esac
 REDIS="${OBITOX_TEST_REDIS_URL:-redis://127.0.0.1:6379/15}"
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk"; exit 1; }
@@ -123,8 +126,15 @@ export BENCH_S3="http://127.0.0.1:$S3_PORT" BENCH_REDIS="$REDIS" BENCH_PREFIX="$
 wait_http "$MOTO" "$BENCH_S3"
 curl -s -X PUT "$BENCH_S3/obitox-bench" >/dev/null
 
-start gunicorn . gunicorn --workers "$WORKERS" "${WORKER_ARGS[@]}" --bind "127.0.0.1:$APP_PORT" \
-  --log-level warning --chdir benchmarks routes_app:app
+if [ "$WORKER_CLASS" = granian ]; then
+  # Granian's WSGI interface: its HTTP in Rust, keep-alive; one thread runs the app.
+  start gunicorn benchmarks granian --interface wsgi --workers "$WORKERS" \
+    --blocking-threads "${THREADS:-1}" --host 127.0.0.1 --port "$APP_PORT" \
+    --log-level warning --no-ws routes_app:app
+else
+  start gunicorn . gunicorn --workers "$WORKERS" "${WORKER_ARGS[@]}" --bind "127.0.0.1:$APP_PORT" \
+    --log-level warning --chdir benchmarks routes_app:app
+fi
 GUNICORN=$STARTED
 BASE="http://127.0.0.1:$APP_PORT/obitox"
 wait_http "$GUNICORN" "$BASE/openapi.json"
@@ -341,7 +351,9 @@ else
   echo "(Companion not measured: COMPANION=0, node or npm missing, or its npm install failed)"
 fi
 
-echo "workers: $WORKERS (gunicorn $WORKER_CLASS), wrk 2 threads x 8 connections, $DURATION per route"
+SERVER="gunicorn $WORKER_CLASS"
+[ "$WORKER_CLASS" = granian ] && SERVER="granian wsgi, $(granian --version 2>/dev/null | tail -1)"
+echo "workers: $WORKERS ($SERVER), wrk 2 threads x 8 connections, $DURATION per route"
 python3 - "$RESULTS" <<'PY'
 import sys
 import statistics

@@ -186,11 +186,15 @@ def test_instruction_counts_come_from_callgrind(redis_url: str) -> None:
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is missing: apt-get install wrk")
-def test_bench_routes_runs(redis_url: str) -> None:
-    """gunicorn and wrk for one second per route, without Companion (it needs npm)."""
-    out = run(
-        ["bash", str(BENCHMARKS / "bench_routes.sh"), "1", "1s"], redis_url, 120, COMPANION="0"
-    )
+@pytest.mark.parametrize("server", ["sync", "granian"])
+def test_bench_routes_runs(redis_url: str, server: str) -> None:
+    """gunicorn (or granian) and wrk for one second per route, without Companion (it
+    needs npm)."""
+    if server == "granian" and shutil.which("granian") is None:
+        pytest.skip("pip install granian")
+    command = ["bash", str(BENCHMARKS / "bench_routes.sh"), "1", "1s", server]
+    out = run(command, redis_url, 120, COMPANION="0")
+    assert f"({'granian wsgi' if server == 'granian' else 'gunicorn sync'}" in out, out
     assert "obitox /s3/params" in out, out
     assert "answers were not 2xx" not in out, out
     assert "x the issue's 1090" in out, out
