@@ -25,9 +25,9 @@ processing-failed       processing.failed       the upload + ``processor``, ``er
 upload-ready            upload.ready            the upload
 ======================  ======================  =======================================
 
-Inside a request the events wait until the request ends (``teardown_request``) and are
-appended together in one round trip, as webhook jobs are enqueued: a batch of 100 signed
-files costs one. Outside a request (a worker, a command) each is appended at once.
+Inside a request the events wait until the request ends
+(:mod:`flask_obitox.request_end`) and are appended together in one round trip, as
+webhook jobs are enqueued: a batch of 100 signed files costs one. Outside a request (a worker, a command) each is appended at once.
 Publishing never fails the caller: the state already changed, so a state store that is
 down is logged and the events are lost to streams (webhooks are separate).
 ``OBITOX_EVENTS = False`` connects nothing.
@@ -102,12 +102,9 @@ def _publish(app: Flask, owner: str | None, body: bytes) -> None:
         logger.exception("Event for %s could not be published; body: %s", owner, body.decode())
 
 
-def publish_request_events(error: BaseException | None = None) -> None:
-    """``teardown_request``: append the events of the request that ends, one round trip
-    per app. Never raises: the answer is made."""
-    pending: list[tuple[Flask, str, bytes]] = request.environ.pop(PENDING_EVENTS, [])
-    if not pending:
-        return
+def publish_pending(pending: list[tuple[Flask, str, bytes]]) -> None:
+    """Append the events a request left (its end, :mod:`flask_obitox.request_end`), one
+    round trip per app. Never raises: the answer is made."""
     by_app: dict[int, tuple[Flask, list[tuple[str, bytes]]]] = {}
     for app, owner, body in pending:
         by_app.setdefault(id(app), (app, []))[1].append((owner, body))
@@ -274,7 +271,6 @@ _RECEIVERS = tuple((signal, _never_raises(receiver)) for signal, receiver in _UN
 def connect_signals(app: Flask) -> None:
     """Publish ``app``'s upload and group events to its owners' streams (module-level
     receivers, and blinker holds ``app`` weakly: nothing keeps the app alive)."""
-    app.teardown_request(publish_request_events)
     interval = get_state(app).settings.events_progress_interval_ms
     if interval:
         _PROGRESS[app] = ProgressEvents(app, interval / 1000)

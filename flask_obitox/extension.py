@@ -16,6 +16,7 @@ from .domain.processors import DEFAULT_TIMEOUT, Processor
 from .http import install_routing_errors
 from .processing_queue import ProcessingQueue
 from .processing_queue import connect_signals as connect_processing
+from .request_end import send_pending
 from .state import EventStream, MemoryStateBackend, StateBackend, backend_from_uri
 from .state.capabilities import supports
 from .storage import StorageRegistry
@@ -112,6 +113,7 @@ class ObitoX:
         companion.init_browser_routes(app, settings)
         install_routing_errors(app, prefix)
         app.cli.add_command(cli.obitox_cli)
+        app.teardown_request(send_pending)
         connect_signals(app)
         if settings.events:
             events.connect_signals(app)

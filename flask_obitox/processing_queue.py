@@ -162,10 +162,9 @@ class FailedRun:
     failed_at: datetime | None
 
 
-def enqueue_request_runs(error: BaseException | None = None) -> None:
-    """``teardown_request``: queue the runs of the request that ends, one round trip
-    per app. Never raises."""
-    pending: list[tuple[ProcessingQueue, Job]] = request.environ.pop(PENDING_RUNS, [])
+def enqueue_pending(pending: list[tuple[ProcessingQueue, Job]]) -> None:
+    """Queue the runs a request left (its end, :mod:`flask_obitox.request_end`), one
+    round trip per app. Never raises."""
     by_queue: dict[int, tuple[ProcessingQueue, list[Job]]] = {}
     for queue, job in pending:
         by_queue.setdefault(id(queue), (queue, []))[1].append(job)
@@ -186,5 +185,4 @@ def on_upload_completed(sender: Flask, upload: UploadRecord, **extra: Any) -> No
 
 def connect_signals(app: Flask) -> None:
     """Queue the processors of every upload ``app`` completes."""
-    app.teardown_request(enqueue_request_runs)
     signals.upload_completed.connect(on_upload_completed, sender=app)

@@ -262,6 +262,15 @@ def test_group_filter(memory_app: Flask, served: str, streams: list[EventSource]
     assert got["data"]["data"]["groupId"] == group.group_id
 
 
+def test_one_teardown_sends_what_a_request_left(memory_app: Flask) -> None:
+    """Live events, webhook deliveries and processing runs wait for the request's end,
+    and one teardown function sends all three: Flask prepares each teardown function on
+    every request of the app, the host's own routes included (docs/performance)."""
+    from flask_obitox.request_end import send_pending
+
+    assert memory_app.teardown_request_funcs == {None: [send_pending]}
+
+
 def test_events_off_publishes_nothing(s3: Any, streams: list[EventSource]) -> None:
     app = create_app({"OBITOX_EVENTS": False, "OBITOX_EVENTS_HEARTBEAT": 1})
     with serving(app) as url:

@@ -9,9 +9,9 @@ id and the endpoint, saved the way RQ's ``unique=True`` saves a job: RQ's own Lu
 script refuses a second job with the same id atomically, so the same event enqueued
 twice is delivered once.
 
-Inside a request, the events wait until the request ends (``teardown_request``) and
-are enqueued together, in one Redis round trip bounded by :data:`ENQUEUE_TIMEOUT`:
-a batch of 100 refused files costs what one costs, even while Redis hangs. Outside a
+Inside a request, the events wait until the request ends
+(:mod:`flask_obitox.request_end`) and are enqueued together, in one Redis round trip
+bounded by :data:`ENQUEUE_TIMEOUT`: a batch of 100 refused files costs what one costs, even while Redis hangs. Outside a
 request (a worker, a command), each event is enqueued at once, the same way.
 
 Nothing here connects to Redis before the first enqueue: an app starts while Redis
@@ -360,10 +360,10 @@ def _dispatch(app: Flask, webhooks: Webhooks, message: Message) -> None:
         webhooks.enqueue(message)
 
 
-def enqueue_request_events(error: BaseException | None = None) -> None:
-    """``teardown_request``: enqueue the events of the request that ends, one round trip
-    per app. Never raises: the answer is made, and a teardown error would break it."""
-    pending: list[tuple[Webhooks, Message]] = request.environ.pop(PENDING_EVENTS, [])
+def enqueue_pending(pending: list[tuple[Webhooks, Message]]) -> None:
+    """Enqueue the deliveries a request left (its end, :mod:`flask_obitox.request_end`),
+    one round trip per app. Never raises: the answer is made, and a teardown error
+    would break it."""
     by_app: dict[int, tuple[Webhooks, list[Message]]] = {}
     for webhooks, message in pending:
         by_app.setdefault(id(webhooks), (webhooks, []))[1].append(message)
@@ -485,7 +485,6 @@ def connect_signals(app: Flask) -> None:
     """Enqueue deliveries for ``app``'s upload events, those of a request when it ends.
     The receivers are module functions and blinker holds ``app`` weakly, so nothing
     keeps the app alive."""
-    app.teardown_request(enqueue_request_events)
     signals.upload_completed.connect(on_upload_completed, sender=app)
     signals.upload_aborted.connect(on_upload_aborted, sender=app)
     signals.upload_rejected.connect(on_upload_rejected, sender=app)
