@@ -10,7 +10,8 @@ the figures ``docs/performance.rst`` gives for "where a batch's instructions go"
 ``--route params``: the same for one Companion ``GET /s3/params`` (Redis state, as
 ``bench_requests``; ``--memory`` for the memory backend), called through WSGI as a
 server calls it, beside a Flask route that does nothing called the same way (the floor
-every route pays) and the parts of the domain's work alone.
+every route pays; also in a Flask app without the extension: what the extension adds
+to every route of its host) and the parts of the domain's work alone.
 
 Usage: ``python benchmarks/bench_parts.py [--route batch|params] [--rounds N] [--instructions]``
 """
@@ -18,6 +19,7 @@ Usage: ``python benchmarks/bench_parts.py [--route batch|params] [--rounds N] [-
 from __future__ import annotations
 
 import argparse
+import contextvars
 import hashlib
 import io
 import json
@@ -28,6 +30,7 @@ from typing import Any
 import bench_requests
 from bench_batch import FILES, batch_body, make_app
 from bench_state import add_state_options, bench_state
+from flask import Flask
 from instructions import (
     add_instruction_options,
     count_instructions,
@@ -51,6 +54,14 @@ OWNER = "bench-user"
 
 #: Each part: its name in the table, and what it runs for the whole batch.
 Part = tuple[str, Callable[[], Any]]
+
+
+def outside(call: Callable[[], Any]) -> Callable[[], Any]:
+    """``call`` run as a server runs a request: in a context of its own, without the
+    request context the domain's parts run in (pushed once at set-up). A request of the
+    same app would otherwise reuse that context's app context, and skip making and
+    tearing down its own: ~30k instructions of every real request."""
+    return lambda: contextvars.Context().run(call)
 
 
 def parts() -> list[Part]:
@@ -150,7 +161,7 @@ def parts() -> list[Part]:
         ("write the records and events", write),
         ("  of which the records' JSON", lambda: [record.to_json() for record in records]),
         ("dump and encode the answer", lambda: respond(dump_batch(answer))),
-        ("the whole request (test client)", request),
+        ("the whole request (test client)", outside(request)),
     ]
 
 
@@ -203,9 +214,17 @@ def params_parts(state: Any) -> list[Part]:
         service.create_signed([made], made.created_at)
 
     client = app.test_client()
+    # The same route in a Flask app without the extension: what ours adds to every
+    # route of its host (its request hooks).
+    bare = Flask("bench_bare")
+    bare.add_url_rule("/bench/noop", "noop", lambda: {"ok": True})
     return [
-        ("a Flask route doing nothing (WSGI)", wsgi_get(app, "/bench/noop", query)),
-        ("the whole request (WSGI)", wsgi_get(app, path, query)),
+        (
+            "a route doing nothing, bare Flask (WSGI)",
+            outside(wsgi_get(bare, "/bench/noop", query)),
+        ),
+        ("a Flask route doing nothing (WSGI)", outside(wsgi_get(app, "/bench/noop", query))),
+        ("the whole request (WSGI)", outside(wsgi_get(app, path, query))),
         ("the domain alone (sign_post)", lambda: service.sign_post(OWNER, spec)),
         (
             "  of which the POST policy",
@@ -220,7 +239,7 @@ def params_parts(state: Any) -> list[Part]:
         ),
         ("  a new record", record),
         ("  a new record, written with its event", write),
-        ("the whole request (test client)", lambda: client.get(bench_requests.PARAMS)),
+        ("the whole request (test client)", outside(lambda: client.get(bench_requests.PARAMS))),
     ]
 
 

@@ -8,9 +8,12 @@ callgrind in one run of the script under ``valgrind --tool=callgrind``: it sets 
 warms up every workload, then runs each K times between two calls of ``os.getppid()``
 (a C function nothing else here calls), and callgrind, started with
 ``--dump-before=getppid``, writes the instructions of each stretch to a file of its own.
-One iteration is a stretch divided by K: set-up, imports and start-up are in other
-stretches. (The same figure as running the script with K and with 0 iterations and
-dividing the difference by K, in one run instead of two per workload.)
+One iteration is a stretch divided by K: set-up, imports, start-up and
+:data:`WARM_UP_CALLS` calls of each workload are in other stretches, and so is a full
+garbage collection before each workload's stretch, which thus starts from the same
+collector state whatever ran before it. So a workload's count does not depend on the
+order of the rows. (The same figure as running the script with K and with 0 iterations
+and dividing the difference by K, in one run instead of two per workload.)
 
 callgrind runs Python some 50 times slower: K is small (``--instruction-iterations``,
 default 5). Without valgrind (``apt-get install valgrind``; a machine tool, not a
@@ -31,11 +34,13 @@ where each factory does the set-up (outside the count) and returns the workload.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,6 +50,16 @@ _WORKLOADS = "--counted-workloads"
 _ITERATIONS = "--counted-iterations"
 #: The C function whose calls separate the counted stretches (``os.getppid``).
 _MARKER = "getppid"
+#: Calls of each workload before any is counted. CPython (3.11+) specialises a
+#: function's bytecode only after it ran several times: with one warm-up call, the
+#: first workload counted paid the specialisation of what the others share (Flask's
+#: request handling: 30k to 45k instructions a request more for whichever route came
+#: first).
+WARM_UP_CALLS = 10
+#: ... or fewer (two at least) when they take longer than this under callgrind: a
+#: workload that long loops over its own work (100 files, 100 URLs), which its first
+#: call specialised, and ten calls of boto3's loop would add minutes to a run.
+WARM_UP_SECONDS = 3.0
 
 
 def add_instruction_options(parser: argparse.ArgumentParser) -> None:
@@ -76,12 +91,21 @@ def run_counted_workloads(
         return False
     workloads = [factories[name]() for name in args.counted_workloads.split(",")]
     for workload in workloads:
-        workload()
+        deadline = time.monotonic() + WARM_UP_SECONDS
+        for call in range(WARM_UP_CALLS):
+            workload()
+            if call and time.monotonic() > deadline:
+                break  # a heavy workload: its own loop warmed it up
     for workload in workloads:
+        # Each counted stretch starts from the same collector state (nothing left to
+        # collect, its counts at zero): a collection the workload's own garbage
+        # triggers is counted, never one of what set-up or an earlier workload left.
+        # The collection itself runs in a stretch of its own, between two markers.
+        gc.collect()
         os.getppid()  # the marker: callgrind writes what ran since the last one
         for _ in range(args.counted_iterations):
             workload()
-    os.getppid()
+        os.getppid()
     return True
 
 
@@ -105,13 +129,14 @@ def count_instructions(args: argparse.Namespace, names: Sequence[str]) -> dict[s
     argv = [arg for arg in sys.argv if arg != "--instructions"]
     argv += [_WORKLOADS, ",".join(names), _ITERATIONS, str(k)]
     stretches = _callgrind_stretches(binary, argv)
-    # Stretch 0 is start-up and set-up; then one per workload; the last, the exit.
-    if len(stretches) != len(names) + 2:
+    # Stretch 0 is start-up and set-up; then each workload's, each followed by the
+    # collection before the next (the last by the exit).
+    if len(stretches) != 2 * len(names) + 1:
         raise SystemExit(
             f"callgrind wrote {len(stretches)} stretches for {len(names)} workloads: "
             f"something else called {_MARKER}(), so the counts cannot be told apart"
         )
-    return {name: stretches[i + 1] / k for i, name in enumerate(names)}
+    return {name: stretches[2 * i + 1] / k for i, name in enumerate(names)}
 
 
 def _callgrind_stretches(binary: str, argv: list[str]) -> list[int]:
