@@ -236,6 +236,7 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
         [
             "INVALID_INPUT",
             "UPLOAD_NOT_FOUND",
+            "UPLOAD_NOT_COMPLETE",
             *_FINISHED,
             "STATE_UNAVAILABLE",
             "STORAGE_UNAVAILABLE",
@@ -400,6 +401,7 @@ ROUTES: list[tuple[str, str, str, str | None, dict[int, tuple[str, str]], list[s
         [
             "INVALID_INPUT",
             "UPLOAD_NOT_FOUND",
+            "UPLOAD_NOT_COMPLETE",
             "UPLOAD_COMPLETED",
             *_FINISHED,
             "STATE_UNAVAILABLE",

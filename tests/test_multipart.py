@@ -17,7 +17,7 @@ from conftest import BUCKET, UserClient, make_app
 from flask import Flask
 from test_uploads import EXE, png_bytes
 
-from flask_obitox import RedisStateBackend
+from flask_obitox import RedisStateBackend, UploadRecord
 from flask_obitox.domain import part_layout
 from flask_obitox.storage import Storage
 
@@ -226,21 +226,25 @@ def test_twelve_concurrent_completes_one_winner(
     assert alice.post(f"/multipart/{upload['uploadId']}/complete").json == answers[0][1]
 
 
-def test_a_completion_in_flight_is_not_taken_for_an_abort(
-    alice: UserClient, s3_server: Any, e2e_state: RedisStateBackend, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Storage forgets the upload id when another caller's CompleteMultipartUpload
-    starts, and the object exists only when it ends: a caller in between finds neither
-    and must look again, not settle the upload as aborted (the flaky run of the twelve
-    concurrent completes on a cluster: moto answered one caller in that gap)."""
+def all_parts_uploaded(
+    alice: UserClient, state: RedisStateBackend
+) -> tuple[dict[str, Any], UploadRecord, bytes]:
+    """A 6 MiB multipart upload whose parts are all in storage: its answer, its record,
+    its content."""
     content = content_of(6 * MiB)
     upload = start(alice, len(content))
     upload_all(alice, upload, content)
-    record = e2e_state.get(upload["uploadId"])
+    record = state.get(upload["uploadId"])
     assert record is not None
     assert record.s3_upload_id is not None
-    held = s3_server.list_parts(Bucket=BUCKET, Key=record.key, UploadId=record.s3_upload_id)
-    s3_server.complete_multipart_upload(  # the other caller's, already in storage
+    return upload, record, content
+
+
+def complete_in_storage(s3: Any, record: UploadRecord) -> None:
+    """Another caller's CompleteMultipartUpload: storage assembles the object and
+    forgets the upload id, while the record is still open."""
+    held = s3.list_parts(Bucket=BUCKET, Key=record.key, UploadId=record.s3_upload_id)
+    s3.complete_multipart_upload(
         Bucket=BUCKET,
         Key=record.key,
         UploadId=record.s3_upload_id,
@@ -248,6 +252,17 @@ def test_a_completion_in_flight_is_not_taken_for_an_abort(
             "Parts": [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in held["Parts"]]
         },
     )
+
+
+def test_a_completion_in_flight_is_not_taken_for_an_abort(
+    alice: UserClient, s3_server: Any, e2e_state: RedisStateBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Storage forgets the upload id when another caller's CompleteMultipartUpload
+    starts, and the object exists only when it ends: a caller in between finds neither
+    and must look again, not settle the upload as aborted (the flaky run of the twelve
+    concurrent completes on a cluster: moto answered one caller in that gap)."""
+    upload, record, content = all_parts_uploaded(alice, e2e_state)
+    complete_in_storage(s3_server, record)  # the other caller's, already in storage
     head = Storage.head
     unseen = [record.key]
 
@@ -262,6 +277,76 @@ def test_a_completion_in_flight_is_not_taken_for_an_abort(
     assert response.status_code == 200, response.json
     assert response.json["status"] == "completed"
     assert stored(s3_server, record.key) == content
+
+
+def test_a_resume_during_a_completion_answers_what_it_settles(
+    e2e_app: Flask,
+    alice: UserClient,
+    s3_server: Any,
+    e2e_state: RedisStateBackend,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """GET /multipart/<id> while another caller completes the upload: storage no longer
+    lists its parts and the record, read just then, is still open. The resume waits for
+    that completion's answer; it answered UPLOAD_ABORTED (the manager page's 409 in a
+    CI run), for an upload that was completing."""
+    upload, record, content = all_parts_uploaded(alice, e2e_state)
+    upload_id = upload["uploadId"]
+    complete_in_storage(s3_server, record)
+    # The other caller finishes right after the resume's first look at the record.
+    get, list_parts, me = e2e_state.get, Storage.list_parts, threading.get_ident()
+    looks: list[str] = []
+
+    def listed(self: Storage, key: str, s3_upload_id: str) -> Any:
+        looks.append("parts")
+        return list_parts(self, key, s3_upload_id)
+
+    def read(wanted: str) -> Any:
+        found = get(wanted)
+        if threading.get_ident() == me and looks == ["parts"]:
+            looks.append("record")
+            other = threading.Thread(
+                target=lambda: UserClient(e2e_app, "alice").post(f"/multipart/{upload_id}/complete")
+            )
+            other.start()
+            other.join(30)
+        return found
+
+    monkeypatch.setattr(Storage, "list_parts", listed)
+    monkeypatch.setattr(e2e_state, "get", read)
+    response = alice.get(f"/multipart/{upload_id}")
+    assert looks == ["parts", "record", "parts"], looks  # the other completed meanwhile
+    assert response.status_code == 200, response.json
+    assert response.json["status"] == "completed"
+    assert response.json["percentage"] == 100.0
+    assert stored(s3_server, record.key) == content
+
+
+def test_a_resume_of_an_upload_storage_forgot_without_an_object_is_aborted(
+    alice: UserClient, s3_server: Any, e2e_state: RedisStateBackend
+) -> None:
+    """Storage aborted the upload (a lifecycle rule): no parts, no object, after the
+    waits for a completion that could be under way."""
+    upload, record, _ = all_parts_uploaded(alice, e2e_state)
+    s3_server.abort_multipart_upload(Bucket=BUCKET, Key=record.key, UploadId=record.s3_upload_id)
+    response = alice.get(f"/multipart/{upload['uploadId']}")
+    assert response.status_code == 409
+    assert response.json["error"] == "UPLOAD_ABORTED"
+
+
+def test_a_resume_while_a_completion_is_still_verifying_says_so(
+    alice: UserClient, s3_server: Any, e2e_state: RedisStateBackend
+) -> None:
+    """Storage assembled the object, and no caller settled the record within the
+    waits: not aborted (the object is there), not completed (nobody verified it yet)."""
+    upload, record, _ = all_parts_uploaded(alice, e2e_state)
+    complete_in_storage(s3_server, record)
+    response = alice.get(f"/multipart/{upload['uploadId']}")
+    assert response.status_code == 409
+    assert response.json["error"] == "UPLOAD_NOT_COMPLETE"
+    done = alice.post(f"/multipart/{upload['uploadId']}/complete")
+    assert done.status_code == 200, done.json
+    assert alice.get(f"/multipart/{upload['uploadId']}").json["status"] == "completed"
 
 
 # -- abort ---------------------------------------------------------------------------

@@ -275,13 +275,25 @@ class Multipart(Settling):
             return resume_view(record, [], [], record.size)
         self.settled(record)  # aborted, rejected, expired: nothing to resume
         assert record.s3_upload_id is not None
-        held = self.storage_for(owner, record.bucket).list_parts(record.key, record.s3_upload_id)
+        storage = self.storage_for(owner, record.bucket)
+        held = storage.list_parts(record.key, record.s3_upload_id)
         if held is None:
-            # Storage no longer knows the upload: a concurrent complete just finished it,
+            # Storage no longer knows the upload: another caller's complete assembled it
+            # and is verifying the object (then this answers what that complete settles),
             # or storage aborted it (a lifecycle rule).
-            current = self.state.get(upload_id)
-            if current is not None and current.status == "completed":
-                return self.resume_multipart(owner, upload_id, key=key, open_only=open_only)
+            for delay in (0.0, *ASSEMBLY_WAITS):
+                time.sleep(delay)
+                current = self.state.get(upload_id)
+                if current is None:
+                    raise not_found(upload_id)
+                if current.status not in OPEN:
+                    return self.resume_multipart(owner, upload_id, key=key, open_only=open_only)
+            if storage.head(record.key) is not None:
+                raise not_complete(
+                    upload_id,
+                    "Storage holds the assembled object and its completion is under way: "
+                    "call complete to finish it.",
+                )
             raise aborted(upload_id)
         total = record.total_parts
         uploaded = [p for p in held if total is None or p.part_number <= total]
