@@ -27,7 +27,8 @@ upload-ready            upload.ready            the upload
 
 Inside a request the events wait until the request ends
 (:mod:`flask_obitox.request_end`) and are appended together in one round trip, as
-webhook jobs are enqueued: a batch of 100 signed files costs one. Outside a request (a worker, a command) each is appended at once.
+webhook jobs are enqueued: a batch of 100 signed files costs one. Outside a request (a
+worker, a command) each is appended at once.
 Publishing never fails the caller: the state already changed, so a state store that is
 down is logged and the events are lost to streams (webhooks are separate).
 ``OBITOX_EVENTS = False`` connects nothing.
