@@ -285,7 +285,7 @@ def report(args: argparse.Namespace, table: list[Part], title: str, files: int) 
             count = counts[name]
             line += f"{millions(count) if files > 1 else f'{count / 1e3:,.1f}k':>14}"
             if files > 1:
-                line += f"{counts[name] / files / 1e3:>9.1f}k"
+                line += f"{count / files / 1e3:>9.1f}k"
         print(line)
     if args.instructions and counts is None:
         print(skipped_line())

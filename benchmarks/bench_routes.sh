@@ -128,16 +128,16 @@ curl -s -X PUT "$BENCH_S3/obitox-bench" >/dev/null
 
 if [ "$WORKER_CLASS" = granian ]; then
   # Granian's WSGI interface: its HTTP in Rust, keep-alive; one thread runs the app.
-  start gunicorn benchmarks granian --interface wsgi --workers "$WORKERS" \
+  start server benchmarks granian --interface wsgi --workers "$WORKERS" \
     --blocking-threads "${THREADS:-1}" --host 127.0.0.1 --port "$APP_PORT" \
     --log-level warning --no-ws routes_app:app
 else
-  start gunicorn . gunicorn --workers "$WORKERS" "${WORKER_ARGS[@]}" --bind "127.0.0.1:$APP_PORT" \
+  start server . gunicorn --workers "$WORKERS" "${WORKER_ARGS[@]}" --bind "127.0.0.1:$APP_PORT" \
     --log-level warning --chdir benchmarks routes_app:app
 fi
-GUNICORN=$STARTED
+SERVER=$STARTED
 BASE="http://127.0.0.1:$APP_PORT/obitox"
-wait_http "$GUNICORN" "$BASE/openapi.json"
+wait_http "$SERVER" "$BASE/openapi.json"
 
 # Prints "uploadId quoted-key" of a Companion-protocol multipart upload made at $1.
 companion_upload() {
@@ -146,11 +146,11 @@ companion_upload() {
     python3 -c 'import json,sys,urllib.parse as u; d=json.load(sys.stdin); print(d["uploadId"], u.quote(d["key"], safe=""))'
 }
 # One Companion upload and one native upload (20 parts of 5 MiB) to sign parts of.
-read -r CID CKEY < <(companion_upload "$BASE") || fail gunicorn "did not create a Companion upload"
+read -r CID CKEY < <(companion_upload "$BASE") || fail server "did not create a Companion upload"
 NID=$(curl -s -H 'X-User: bench' -H 'Content-Type: application/json' \
   -d '{"filename":"movie.png","contentType":"image/png","size":104857600}' "$BASE/multipart" |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["uploadId"])') ||
-  fail gunicorn "did not create a multipart upload"
+  fail server "did not create a multipart upload"
 
 cat >"$WORK/get.lua" <<'LUA'
 wrk.headers["X-User"] = "bench"
@@ -164,7 +164,7 @@ LUA
 
 cpu_seconds() {
   # utime + stime in seconds: of process $2 itself ("self"), or of every child of $2
-  # ("children": the gunicorn workers of the master $2).
+  # ("children": the workers of the server $2, gunicorn's or granian's).
   python3 - "$1" "$2" <<'PY'
 import os, sys
 mode, pid = sys.argv[1], sys.argv[2]
@@ -222,10 +222,10 @@ PY
 }
 
 PARAMS="s3/params?filename=cat.png&type=image/png&metadata%5Balbum%5D=summer"
-run "flask route doing nothing" "http://127.0.0.1:$APP_PORT/bench/noop" "$WORK/get.lua" children "$GUNICORN"
-run "obitox sign-part" "$BASE/s3/multipart/$CID/1?key=$CKEY" "$WORK/get.lua" children "$GUNICORN"
-run "obitox /s3/params" "$BASE/$PARAMS" "$WORK/get.lua" children "$GUNICORN"
-run "obitox native /parts (10)" "$BASE/multipart/$NID/parts" "$WORK/parts.lua" children "$GUNICORN"
+run "flask route doing nothing" "http://127.0.0.1:$APP_PORT/bench/noop" "$WORK/get.lua" children "$SERVER"
+run "obitox sign-part" "$BASE/s3/multipart/$CID/1?key=$CKEY" "$WORK/get.lua" children "$SERVER"
+run "obitox /s3/params" "$BASE/$PARAMS" "$WORK/get.lua" children "$SERVER"
+run "obitox native /parts (10)" "$BASE/multipart/$NID/parts" "$WORK/parts.lua" children "$SERVER"
 # A progress report (DESIGN §12) against the status read it must stay close to, both over
 # 400 uploads in turn (four batches of 100), as many clients' files: each report is of a
 # different upload than the last and carries a higher count than that upload's last, so
@@ -237,7 +237,7 @@ for _ in 1 2 3 4; do
   curl -s -H 'X-User: bench' -H 'Content-Type: application/json' -d "$(python3 -c '
 import json; print(json.dumps({"files": [{"filename": f"f{i}.bin", "contentType": "application/octet-stream", "size": 10**9} for i in range(100)]}))')" "$BASE/uploads/batch" |
     python3 -c 'import json,sys; print("".join(json.dumps(u["uploadId"]) + "," for u in json.load(sys.stdin)["uploads"]))' >>"$IDS_LUA" ||
-    fail gunicorn "did not sign a batch"
+    fail server "did not sign a batch"
 done
 echo "}" >>"$IDS_LUA"
 cat "$IDS_LUA" - >"$WORK/status.lua" <<'LUA'
@@ -266,8 +266,8 @@ LUA
 # is the median of the pairs' ratios, each from two runs seconds apart (a shared
 # machine's load moves between runs far more than within a pair).
 for _ in $(seq "${PAIRS:-1}"); do
-  run "obitox status GET /uploads/<id>" "$BASE/uploads" "$WORK/status.lua" children "$GUNICORN"
-  run "obitox progress POST" "$BASE/uploads" "$WORK/progress.lua" children "$GUNICORN"
+  run "obitox status GET /uploads/<id>" "$BASE/uploads" "$WORK/status.lua" children "$SERVER"
+  run "obitox progress POST" "$BASE/uploads" "$WORK/progress.lua" children "$SERVER"
 done
 
 # -- Uppy Companion 6.2.2, the same routes, the same wrk, the same moto -----------------
@@ -341,7 +341,7 @@ JS
       # PAIRS more /s3/params pairs, ours then Companion's seconds apart: the machine's
       # load moves between the sections of this script far more than within a pair.
       for _ in $(seq "${PAIRS:-1}"); do
-        run "paired obitox /s3/params" "$BASE/$PARAMS" "$WORK/get.lua" children "$GUNICORN"
+        run "paired obitox /s3/params" "$BASE/$PARAMS" "$WORK/get.lua" children "$SERVER"
         run "paired companion /s3/params" "$CBASE/$PARAMS" "$WORK/get.lua" self "$NODE"
       done
     fi
@@ -351,9 +351,9 @@ else
   echo "(Companion not measured: COMPANION=0, node or npm missing, or its npm install failed)"
 fi
 
-SERVER="gunicorn $WORKER_CLASS"
-[ "$WORKER_CLASS" = granian ] && SERVER="granian wsgi, $(granian --version 2>/dev/null | tail -1)"
-echo "workers: $WORKERS ($SERVER), wrk 2 threads x 8 connections, $DURATION per route"
+SERVED_BY="gunicorn $WORKER_CLASS"
+[ "$WORKER_CLASS" = granian ] && SERVED_BY="granian wsgi, $(granian --version 2>/dev/null | tail -1)"
+echo "workers: $WORKERS ($SERVED_BY), wrk 2 threads x 8 connections, $DURATION per route"
 python3 - "$RESULTS" <<'PY'
 import sys
 import statistics
