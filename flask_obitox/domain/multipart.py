@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from .. import signals
@@ -281,11 +281,7 @@ class Multipart(Settling):
             # Storage no longer knows the upload: another caller's complete assembled it
             # and is verifying the object (then this answers what that complete settles),
             # or storage aborted it (a lifecycle rule).
-            for delay in (0.0, *ASSEMBLY_WAITS):
-                time.sleep(delay)
-                current = self.state.get(upload_id)
-                if current is None:
-                    raise not_found(upload_id)
+            for current in self._looks_while_assembled(upload_id):
                 if current.status not in OPEN:
                     return self.resume_multipart(owner, upload_id, key=key, open_only=open_only)
             if storage.head(record.key) is not None:
@@ -423,11 +419,7 @@ class Multipart(Settling):
         # same way: verify and race for the status) or it was aborted. Storage may
         # forget the upload id before the other caller's object exists: look again for
         # a while before settling it as aborted, which is final.
-        for delay in (0.0, *ASSEMBLY_WAITS):
-            time.sleep(delay)
-            current = self.state.get(upload_id)
-            if current is None:
-                raise not_found(upload_id)
+        for current in self._looks_while_assembled(upload_id):
             answer = self.settled(current)
             if answer is not None:
                 return answer
@@ -438,6 +430,16 @@ class Multipart(Settling):
             self.send(signals.upload_aborted, upload=settled)
             self.member_settled(settled)
         raise aborted(upload_id)
+
+    def _looks_while_assembled(self, upload_id: str) -> Iterator[UploadRecord]:
+        """The record of an upload storage no longer knows, read now and after each of
+        :data:`ASSEMBLY_WAITS` (a completion may be under way); 404 once it is gone."""
+        for delay in (0.0, *ASSEMBLY_WAITS):
+            time.sleep(delay)
+            current = self.state.get(upload_id)
+            if current is None:
+                raise not_found(upload_id)
+            yield current
 
     def _check_client_size(self, record: UploadRecord, storage: Storage, size: int) -> None:
         """The parts of a client-laid-out upload break the size rules: settle it as
