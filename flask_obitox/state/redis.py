@@ -308,13 +308,8 @@ class RedisStateBackend(RedisGroups, RedisEvents, ProgressByChanges):
         """Per owner, the members each of its index sets gains from ``records``."""
         members: dict[str, dict[str, list[str]]] = {}  # owner -> set -> members
         keys_of = self._index_keys_of
-        # A batch's records share their creation time: its part of a member, once.
-        stamps: dict[float, str] = {}
         for record in records:
-            stamp = stamps.get(record.created_at)
-            if stamp is None:
-                stamp = stamps[record.created_at] = index_member(record.created_at, "")
-            member = stamp + record.upload_id
+            member = index_member(record.created_at, record.upload_id)
             fields = _INDEXED_BY(record)
             keys = keys_of.get(fields)
             if keys is None:
