@@ -11,8 +11,9 @@ twice is delivered once.
 
 Inside a request, the events wait until the request ends
 (:mod:`flask_obitox.request_end`) and are enqueued together, in one Redis round trip
-bounded by :data:`ENQUEUE_TIMEOUT`: a batch of 100 refused files costs what one costs, even while Redis hangs. Outside a
-request (a worker, a command), each event is enqueued at once, the same way.
+bounded by :data:`ENQUEUE_TIMEOUT`: a batch of 100 refused files costs what one costs,
+even while Redis hangs. Outside a request (a worker, a command), each event is enqueued
+at once, the same way.
 
 Nothing here connects to Redis before the first enqueue: an app starts while Redis
 is down.
