@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 import boto3
+import botocore
 from bench_state import add_state_options, bench_state
 from botocore.config import Config
 from flask import Flask
@@ -157,6 +158,9 @@ def run(args: argparse.Namespace, state: Any, label: str) -> None:
     )
 
     print(f"POST /uploads/batch with {FILES} files, state: {label}")
+    # The baseline's cost is botocore's: 1.43.14 made a URL ~2x cheaper (it resolves
+    # an S3 endpoint once per bucket, where it did once per key). See performance.rst.
+    print(f"against boto3 {boto3.__version__}, botocore {botocore.__version__}")
     if not args.memory:
         # The batch waits for one Redis round trip: on a contended host that, not the
         # CPU work, sets the ratio. Printed so a figure can be judged.

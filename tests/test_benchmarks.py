@@ -21,6 +21,7 @@ import time
 import uuid
 from pathlib import Path
 
+import botocore
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -183,6 +184,15 @@ def test_instruction_counts_come_from_callgrind(redis_url: str) -> None:
     assert re.search(r"flask-obitox batch request \(whole\)\s+\d+\.\d\dM", counted), out
     assert re.search(r"boto3 generate_presigned_url, cached\s+\d+\.\d\dM", counted), out
     assert "goal by instructions: >= 10x fewer" in counted, out
+
+
+def test_botocore_releases_bench_measures_the_installed_one(redis_url: str) -> None:
+    """No release named: the installed botocore's loop, timed in a child Python (no
+    install, no index)."""
+    out = run(
+        [sys.executable, str(BENCHMARKS / "bench_botocore.py"), "--rounds", "2"], redis_url, 60
+    )
+    assert re.search(rf"^{re.escape(botocore.__version__)}\s+\d+\.\dus\s+-$", out, re.M), out
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is missing: apt-get install wrk")
