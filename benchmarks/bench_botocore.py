@@ -26,7 +26,13 @@ from pathlib import Path
 
 import botocore
 from bench_batch import FILES, cached_loop
-from instructions import add_instruction_options, count_instructions, run_counted_workloads
+from instructions import (
+    add_instruction_options,
+    count_instructions,
+    run_counted_workloads,
+    skipped_line,
+    valgrind,
+)
 from timing import median_seconds
 
 #: Prefix of the child's one line of figures, which the parent reads.
@@ -82,6 +88,8 @@ def main() -> None:
         measure(args)
         return
     print(f"boto3's cached presign loop ({FILES} new keys a round), per URL")
+    if args.instructions and valgrind() is None:
+        print(skipped_line())
     print(f"{'botocore':<12}{'median':>12}{'instructions':>14}")
     for version in args.versions or [botocore.__version__]:
         path = None if version == botocore.__version__ else install(version, args.cache)
