@@ -158,7 +158,7 @@ def run(args: argparse.Namespace, state: Any, label: str) -> None:
     )
 
     print(f"POST /uploads/batch with {FILES} files, state: {label}")
-    # The baseline's cost is botocore's: 1.43.14 made a URL ~2x cheaper (it resolves
+    # The baseline's cost is botocore's: 1.43.14 made a URL 1.8x cheaper (it resolves
     # an S3 endpoint once per bucket, where it did once per key). See performance.rst.
     print(f"against boto3 {boto3.__version__}, botocore {botocore.__version__}")
     if not args.memory:
